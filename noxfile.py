@@ -1,0 +1,118 @@
+"""Sessions that lint, generate, test and demonstrate the template.
+
+nox -s tests    # the template's own tests (generate projects, run them)
+nox -s demo     # generate a project in a temp folder and run it on Dask
+nox -s lint     # black and ruff on this repo and on a freshly generated project
+nox -s format   # black and ruff --fix, applied through a rendered project
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+TEMPLATE = ROOT / "{{ cookiecutter.repo_name }}"
+DEFAULTS = {
+    "iris_dask": "python_package",
+    "Iris Dask": "project_name",
+    "iris-dask": "repo_name",
+}
+QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+TOOLS = ["pytest>=8", "black>=24", "ruff>=0.6", "cookiecutter>=2.1", "pyyaml"]
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _install_generated_requirements(session: nox.Session) -> None:
+    """What a generated project needs, read from the template's requirements."""
+    kedro_version = "1.7.0"
+    lines = (TEMPLATE / "requirements.txt").read_text().splitlines()
+    session.install(
+        *(
+            line.replace("{{ cookiecutter.kedro_version }}", kedro_version)
+            for line in lines
+        )
+    )
+
+
+def _render(session: nox.Session, into: Path) -> Path:
+    session.run(
+        "cookiecutter", str(ROOT), "--no-input", "--output-dir", str(into), silent=True
+    )
+    return into / "iris-dask"
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The template's tests: real generation, real `kedro run` on real Dask."""
+    _install_generated_requirements(session)
+    session.install(*TOOLS)
+    session.run("pytest", "tests", *session.posargs, env=QUIET_ENV)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Generates a project the way a user does and runs it on a LocalCluster."""
+    _install_generated_requirements(session)
+    session.install("cookiecutter>=2.1")
+    with tempfile.TemporaryDirectory() as folder:
+        session.chdir(folder)
+        session.run(
+            "kedro",
+            "new",
+            f"--starter={ROOT}",
+            "--name=Iris Dask",
+            "--telemetry=no",
+            env=QUIET_ENV,
+        )
+        session.chdir(Path(folder) / "iris-dask")
+        session.install("-r", "requirements.txt")
+        session.run(
+            "kedro", "run", "--runner=iris_dask.runner.DaskRunner", env=QUIET_ENV
+        )
+        session.run("ls", "-R", "data", external=True)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """black --check and ruff on this repo and on a freshly generated project."""
+    session.install(*TOOLS)
+    own = ["noxfile.py", "hooks", "tests", "benchmarks"]
+    own = [path for path in own if (ROOT / path).exists()]
+    session.run("black", "--check", *own)
+    session.run("ruff", "check", *own)
+    with tempfile.TemporaryDirectory() as folder:
+        project = _render(session, Path(folder))
+        session.run("black", "--check", str(project))
+        session.run(
+            "ruff", "check", str(project), "--config", str(project / "pyproject.toml")
+        )
+
+
+@nox.session
+def format(session: nox.Session) -> None:
+    """Formats the template's Python as it renders: black and ruff --fix run on a
+    generated project, and their changes are written back into the template."""
+    session.install(*TOOLS)
+    with tempfile.TemporaryDirectory() as folder:
+        project = _render(session, Path(folder))
+        session.run(
+            "ruff", "check", "--fix", "--quiet", str(project), success_codes=[0, 1]
+        )
+        session.run("black", "--quiet", str(project))
+        for rendered in project.rglob("*.py"):
+            relative = rendered.relative_to(project).as_posix()
+            text = rendered.read_text()
+            for value, variable in DEFAULTS.items():
+                placeholder = "{{ cookiecutter." + variable + " }}"
+                relative = relative.replace(value, placeholder)
+                text = text.replace(value, placeholder)
+            source = TEMPLATE / relative
+            if source.read_text() != text:
+                session.log(f"reformatted {relative}")
+                source.write_text(text)
+    session.run("black", "--quiet", "noxfile.py", "hooks", "tests", external=False)

@@ -1,0 +1,111 @@
+"""The pre- and post-generation hooks: imported as rendered, and run by cookiecutter."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from cookiecutter.environment import StrictEnvironment
+from cookiecutter.exceptions import FailedHookException
+
+from .conftest import ROOT, copy_template, render
+
+GOOD_CONTEXT = {
+    "project_name": "Iris Dask",
+    "repo_name": "iris-dask",
+    "python_package": "iris_dask",
+    "kedro_version": "1.7.0",
+    "tools": "['None']",
+    "example_pipeline": "False",
+}
+
+
+def rendered_hook(name: str, tmp_path: Path, context: dict | None = None) -> ModuleType:
+    """Renders a hook the way cookiecutter does, then imports it."""
+    source = (ROOT / "hooks" / f"{name}.py").read_text()
+    text = (
+        StrictEnvironment()
+        .from_string(source)
+        .render(cookiecutter=context or GOOD_CONTEXT)
+    )
+    path = tmp_path / f"{name}.py"
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class TestPreGeneration:
+    def test_context_with_quotes_cannot_break_the_hook(self, tmp_path):
+        context = {**GOOD_CONTEXT, "project_name": 'It\'s "quoted"\\'}
+        hook = rendered_hook("pre_gen_project", tmp_path, context)
+        assert hook.CONTEXT["project_name"] == 'It\'s "quoted"\\'
+
+    def test_a_good_context_passes(self, tmp_path):
+        assert rendered_hook("pre_gen_project", tmp_path).problems(GOOD_CONTEXT) == []
+
+    @pytest.mark.parametrize(
+        "changes, expected",
+        [
+            (
+                {"python_package": "1st_project"},
+                "Try python_package='project_1st_project'",
+            ),
+            ({"python_package": "my-project"}, "Try python_package='my_project'"),
+            ({"python_package": "class"}, "Try python_package='class_project'"),
+            ({"python_package": "json"}, "standard library"),
+            ({"python_package": "pandas"}, "would shadow the pandas package"),
+            ({"repo_name": "a/b"}, "is not a folder name"),
+            ({"kedro_version": "0.19.14"}, "pip install 'kedro~=1.7.0'"),
+        ],
+    )
+    def test_bad_names_say_what_to_type_instead(self, tmp_path, changes, expected):
+        hook = rendered_hook("pre_gen_project", tmp_path)
+        found = hook.problems({**GOOD_CONTEXT, **changes})
+        assert len(found) == 1 and expected in found[0]
+
+    def test_cookiecutter_stops_before_writing_anything(self, tmp_path):
+        with pytest.raises(FailedHookException):
+            render(tmp_path / "out", project_name="json")
+        assert list((tmp_path / "out").iterdir()) == []
+
+
+class TestPostGeneration:
+    def test_a_complete_project_passes(self, rendered, tmp_path):
+        hook = rendered_hook("post_gen_project", tmp_path)
+        assert hook.problems(rendered, "iris_dask") == []
+
+    def test_every_missing_piece_is_reported(self, rendered, tmp_path):
+        project = tmp_path / "broken"
+        shutil.copytree(rendered, project)
+        runner = project / "src" / "iris_dask" / "runner"
+        (runner / "__init__.py").write_text("__all__ = []\n")
+        (project / "src" / "iris_dask" / "cli.py").write_text("def cli():\n    pass\n")
+        (project / "conf" / "base" / "parameters.yml").write_text("split: [\n")
+        (project / "README.md").write_text("{" + "{ cookiecutter.project_name }}\n")
+        found = rendered_hook("post_gen_project", tmp_path).problems(
+            project, "iris_dask"
+        )
+        text = "\n".join(found)
+        assert "__init__.py does not define DaskRunner" in text
+        assert "does not list DaskRunner in __all__" in text
+        assert "cli.py does not define _instantiate_runner" in text
+        assert "cli.py does not define run" in text
+        assert "parameters.yml is not valid YAML" in text
+        assert "README.md still holds cookiecutter variables" in text
+
+    def test_cookiecutter_removes_a_broken_project(self, tmp_path):
+        template = copy_template(tmp_path / "template")
+        package = template / "{{ cookiecutter.repo_name }}" / "src"
+        (
+            package / "{{ cookiecutter.python_package }}" / "runner" / "dask_runner.py"
+        ).unlink()
+        with pytest.raises(FailedHookException):
+            from cookiecutter.main import cookiecutter
+
+            cookiecutter(str(template), no_input=True, output_dir=str(tmp_path / "out"))
+        assert not (tmp_path / "out" / "iris-dask").exists()

@@ -1,0 +1,131 @@
+"""Opening and closing the Dask cluster of a run.
+
+The runner closes exactly what it opened: a cluster it started and the client it
+connected, never a scheduler that was already running or a client it was handed.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import distributed
+
+from .client_config import DaskClientConfig, DaskSetupError
+
+logger = logging.getLogger(__name__)
+
+
+@contextmanager
+def dask_client(
+    config: DaskClientConfig, package_name: str | None
+) -> Iterator[distributed.Client]:
+    """Yields a client for the configured cluster and closes what it opened."""
+    with ExitStack() as opened:
+        address = _scheduler_address(config)
+        if address:
+            logger.info("Connecting to the Dask scheduler at %s", address)
+            client = opened.enter_context(_connect(address, config))
+        elif not config.starts_cluster and _active_client() is not None:
+            client = _active_client()
+            logger.info("Using this process's Dask client %s", client)
+        else:
+            cluster = opened.enter_context(_start_cluster(config))
+            client = opened.enter_context(_connect(cluster, config))
+        if _should_upload(config, address) and package_name:
+            _upload_package(client, package_name)
+        yield client
+
+
+def _scheduler_address(config: DaskClientConfig) -> str | None:
+    if config.address or config.starts_cluster:
+        return config.address
+    # Dask's own setting, e.g. the DASK_SCHEDULER_ADDRESS environment variable.
+    return dask.config.get("scheduler-address", None)
+
+
+def _active_client() -> distributed.Client | None:
+    try:
+        return distributed.default_client()
+    except ValueError:
+        return None
+
+
+def _start_cluster(config: DaskClientConfig) -> Any:
+    factory = config.cluster_factory()
+    name = f"{factory.__module__}.{factory.__qualname__}"
+    logger.info("Starting a Dask cluster: %s(%s)", name, _kwargs_text(config))
+    try:
+        cluster = factory(**config.cluster_kwargs)
+    except Exception as exc:
+        raise DaskSetupError(
+            f"Could not start {name} with {_kwargs_text(config) or 'no arguments'}: "
+            f"{type(exc).__name__}: {exc}. Check dask_client.cluster_kwargs."
+        ) from exc
+    if config.adapt is not None:
+        try:
+            cluster.adapt(**config.adapt)
+        except Exception as exc:
+            cluster.close()
+            raise DaskSetupError(
+                f"Could not make {name} adaptive with {config.adapt}: {exc}. "
+                f"dask_client.adapt takes the keywords of Cluster.adapt, "
+                f"e.g. minimum and maximum."
+            ) from exc
+    return cluster
+
+
+def _kwargs_text(config: DaskClientConfig) -> str:
+    return ", ".join(f"{key}={value!r}" for key, value in config.cluster_kwargs.items())
+
+
+def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
+    try:
+        return distributed.Client(
+            target,
+            timeout=config.timeout,
+            security=config.security_object(),
+            set_as_default=False,
+            **config.client_kwargs,
+        )
+    except Exception as exc:
+        where = target if isinstance(target, str) else "the cluster it started"
+        raise DaskSetupError(
+            f"Could not connect to the Dask scheduler at {where} within "
+            f"{config.timeout:g} s ({type(exc).__name__}: {exc}). Check that the "
+            f"scheduler is running and reachable from here, that dask_client.security "
+            f"matches a TLS scheduler, or drop `address` (and DASK_SCHEDULER_ADDRESS) "
+            f"to run on a local cluster."
+        ) from exc
+
+
+def _should_upload(config: DaskClientConfig, address: str | None) -> bool:
+    """By default, only workers that may not share this machine get the package."""
+    if config.upload_project is not None:
+        return config.upload_project
+    if address:
+        return not address.startswith("inproc://")  # workers in this very process
+    return (
+        config.starts_cluster
+        and config.cluster_factory() is not distributed.LocalCluster
+    )
+
+
+def _upload_package(client: distributed.Client, package_name: str) -> None:
+    """Sends the project's package to the workers, which may not have it installed."""
+    package_dir = Path(importlib.import_module(package_name).__file__).parent
+    with tempfile.TemporaryDirectory() as folder:
+        archive = Path(folder) / f"{package_name}.zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+            for path in sorted(package_dir.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    zipped.write(path, path.relative_to(package_dir.parent))
+        logger.info("Uploading the %s package to the Dask workers", package_name)
+        client.upload_file(str(archive))

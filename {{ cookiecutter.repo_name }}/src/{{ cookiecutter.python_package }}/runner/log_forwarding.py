@@ -1,0 +1,129 @@
+"""Showing the log records of nodes that run on Dask workers in the driver's console.
+
+A worker thread running a node sends the node's records to the scheduler as events
+of one topic, tagged with the run's token; the driver re-emits the records of its
+own run through its logging configuration (``conf/logging.yml``) and ignores other
+runs sharing the scheduler. Workers take the driver's logger levels, so a node logs
+on a worker exactly what it would log in the driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
+
+import distributed
+
+TOPIC = "kedro-node-logs"
+_RUN_FIELD = "kedro_run"
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+_WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+def driver_logging_levels() -> dict[str, int]:
+    """The levels set on this process's loggers; ``""`` is the root logger."""
+    levels = {"": logging.getLogger().level}
+    for name, logger in logging.root.manager.loggerDict.items():
+        if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
+            levels[name] = logger.level
+    return levels
+
+
+class _NodeLogForwarder(logging.Handler):
+    """Root handler in a worker process: forwards records of threads running a node."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._runs: dict[int, str] = {}
+        self.levels: dict[str, int] | None = None
+
+    @contextmanager
+    def forwarding(self, run_token: str) -> Iterator[None]:
+        thread = threading.get_ident()
+        self._runs[thread] = run_token
+        try:
+            yield
+        finally:
+            self._runs.pop(thread, None)
+
+    def forwards(self, record: logging.LogRecord) -> bool:
+        return record.thread in self._runs
+
+    def emit(self, record: logging.LogRecord) -> None:
+        run_token = self._runs.get(record.thread or 0)
+        if run_token is None:
+            return
+        try:
+            worker = distributed.get_worker()
+        except ValueError:
+            return
+        worker.log_event(TOPIC, _record_fields(record, run_token))
+
+
+_forwarder = _NodeLogForwarder()
+_setup_lock = threading.Lock()
+
+
+def node_logs_to_driver(
+    run_token: str, levels: dict[str, int]
+) -> AbstractContextManager[None]:
+    """On a worker: sends this thread's records to the driver of ``run_token``."""
+    with _setup_lock:
+        if _forwarder.levels != levels:
+            _take_levels(levels)
+    return _forwarder.forwarding(run_token)
+
+
+def _take_levels(levels: dict[str, int]) -> None:
+    """Sets the driver's levels and replaces the root handlers: the driver prints
+    the nodes' records, so a worker sharing its terminal must not print them too.
+    The worker's own records still go to its stderr.
+    """
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    local = logging.StreamHandler()
+    local.setFormatter(logging.Formatter(_WORKER_FORMAT))
+    local.addFilter(lambda record: not _forwarder.forwards(record))
+    root.addHandler(local)
+    root.addHandler(_forwarder)
+    _forwarder.levels = levels
+
+
+def _record_fields(record: logging.LogRecord, run_token: str) -> dict[str, Any]:
+    if record.exc_info and not record.exc_text:
+        record.exc_text = logging.Formatter().formatException(record.exc_info)
+    fields = {
+        key: value
+        for key, value in vars(record).items()
+        if isinstance(value, _PLAIN_TYPES)
+    }
+    fields.update(msg=record.getMessage(), args=None, exc_info=None)
+    fields.pop("message", None)
+    fields[_RUN_FIELD] = run_token
+    return fields
+
+
+@contextmanager
+def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[None]:
+    """On the driver: re-emits the node log records of run ``run_token``."""
+
+    def emit(event: tuple[float, dict[str, Any]]) -> None:
+        _, fields = event
+        if fields.get(_RUN_FIELD) != run_token:
+            return
+        record = logging.makeLogRecord(fields)
+        target = logging.getLogger(record.name)
+        if target.isEnabledFor(record.levelno):
+            target.handle(record)
+
+    client.subscribe_topic(TOPIC, emit)
+    try:
+        yield
+    finally:
+        client.unsubscribe_topic(TOPIC)

@@ -1,0 +1,134 @@
+"""What a Dask worker runs for one Kedro node.
+
+The node runs through Kedro's own ``Task``, so hooks, ``node.confirms``, async
+loading and generator nodes behave exactly as under ``SequentialRunner``. Its
+catalog holds the node's persisted datasets (loaded and saved here, on the worker)
+and a ``MemoryDataset`` for each in-memory input and output, filled from and
+returned to Dask.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import kedro.framework.project as kedro_project
+from kedro.framework.hooks.manager import (
+    _create_hook_manager,
+    _NullPluginManager,
+    _register_hooks,
+    _register_hooks_entry_points,
+)
+from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.pipeline.node import Node
+from kedro.runner import Task
+from pluggy import PluginManager
+
+from .log_forwarding import node_logs_to_driver
+
+_PROCESS_UUID = uuid.uuid4().hex
+
+
+def this_process() -> str:
+    """Identifies this process, also after a fork (which copies module state)."""
+    return f"{_PROCESS_UUID}:{os.getpid()}"
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """What every node task of one run shares."""
+
+    #: Unique per run: part of every Dask key and tag of every forwarded log record.
+    token: str
+    run_id: str | None
+    #: The project whose ``settings.HOOKS`` fire on the workers.
+    package_name: str | None
+    #: False when the run was given no hook manager: then no node hook fires.
+    fire_hooks: bool
+    #: The driver's logger levels, which workers take.
+    logging_levels: dict[str, int]
+    #: ``this_process()`` of the driver: a worker in that process logs directly.
+    driver_process: str
+
+
+@dataclass(frozen=True)
+class NodeTask:
+    """One node, and what its Dask task needs to run it."""
+
+    node: Node
+    run: RunContext
+    is_async: bool
+    #: Datasets the node loads, saves or confirms itself, on the worker.
+    persisted: dict[str, AbstractDataset]
+    #: ``(name, copy_mode)`` of the inputs Dask passes as task arguments, in order.
+    memory_inputs: tuple[tuple[str, str | None], ...]
+    #: The outputs the task returns to Dask, in this order.
+    memory_outputs: tuple[str, ...]
+
+
+def run_node_task(task: NodeTask, *upstream: Any) -> Any:
+    """Runs ``task.node`` on this worker and returns its in-memory outputs.
+
+    ``upstream`` starts with the values of ``task.memory_inputs``; any further
+    arguments only make Dask wait for nodes whose outputs are persisted.
+    Returns ``None``, the single in-memory output, or a tuple of them.
+    """
+    hook_manager = _hook_manager(task.run)
+    inputs = {
+        name: _memory_dataset_holding(value, copy_mode)
+        for (name, copy_mode), value in zip(task.memory_inputs, upstream)
+    }
+    outputs = {name: MemoryDataset(copy_mode="assign") for name in task.memory_outputs}
+    catalog = DataCatalog(datasets={**task.persisted, **inputs, **outputs})
+    with _logs_to_driver(task.run):
+        Task(
+            node=task.node,
+            catalog=catalog,
+            is_async=task.is_async,
+            hook_manager=hook_manager,
+            run_id=task.run.run_id,
+        ).execute()
+    values = tuple(outputs[name].load() for name in task.memory_outputs)
+    if len(values) == 1:
+        return values[0]
+    return values or None
+
+
+def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
+    dataset = MemoryDataset(copy_mode=copy_mode)
+    # The value is already this task's own; only loads copy it, as in Kedro.
+    dataset._data = value
+    return dataset
+
+
+_setup_lock = threading.Lock()
+_hook_managers: dict[str | None, PluginManager] = {}
+
+
+def _hook_manager(run: RunContext) -> Any:
+    """The project's hook manager in this process, built once."""
+    if not run.fire_hooks:
+        return _NullPluginManager()
+    with _setup_lock:
+        if run.package_name not in _hook_managers:
+            if run.package_name and kedro_project.PACKAGE_NAME != run.package_name:
+                # A worker process starts with empty settings: load the project's.
+                kedro_project.configure_project(run.package_name, preserve_logging=True)
+            manager = _create_hook_manager()
+            _register_hooks(manager, kedro_project.settings.HOOKS)
+            _register_hooks_entry_points(
+                manager, kedro_project.settings.DISABLE_HOOKS_FOR_PLUGINS
+            )
+            _hook_managers[run.package_name] = manager
+        return _hook_managers[run.package_name]
+
+
+def _logs_to_driver(run: RunContext) -> AbstractContextManager[None]:
+    """Sends the node's log records to the driver, unless this is its process."""
+    if run.driver_process == this_process():
+        return nullcontext()
+    return node_logs_to_driver(run.token, run.logging_levels)

@@ -1,0 +1,223 @@
+"""Turning a Kedro pipeline into Dask tasks.
+
+Each node becomes one task, keyed ``<node name>-<run token>``. In-memory datasets
+(names the catalog doesn't persist, and ``MemoryDataset`` entries) are task results:
+they stay on the worker that made them, move only to a worker whose node needs
+them, and Dask frees them once their last consumer has finished. A node that
+needs a persisted dataset waits for its producer but takes no data from it.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+import distributed
+from distributed.protocol.pickle import dumps
+from kedro.io import AbstractDataset, CatalogProtocol, MemoryDataset
+from kedro.pipeline import Pipeline
+from kedro.pipeline.node import Node
+
+from .client_config import DaskSetupError
+from .node_task import NodeTask, RunContext, run_node_task
+
+
+@dataclass
+class SubmittedGraph:
+    """The futures the driver holds for a submitted pipeline.
+
+    It holds no intermediate data: a node's future is dropped once the node has
+    finished, so Dask frees its in-memory outputs after their last consumer.
+    """
+
+    client: distributed.Client
+    #: Futures of the nodes that have not finished yet.
+    node_futures: dict[distributed.Future, Node]
+    #: Pipeline outputs without a persisting catalog entry, returned to the caller.
+    free_outputs: dict[str, distributed.Future]
+    #: Parameters and pre-filled ``MemoryDataset``s sent to the cluster.
+    scattered: list[distributed.Future] = field(default_factory=list)
+
+    def cancel(self) -> None:
+        """Stops every node that has not finished and forgets all futures."""
+        if self.node_futures:
+            self.client.cancel(list(self.node_futures))
+        for future in [*self.free_outputs.values(), *self.scattered]:
+            future.release()
+        self.node_futures.clear()
+        self.free_outputs.clear()
+        self.scattered.clear()
+
+
+class TaskGraph:
+    """The node tasks of one pipeline run, checked before anything is submitted."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        run: RunContext,
+        is_async: bool,
+    ) -> None:
+        self._pipeline = pipeline
+        self._run = run
+        datasets = {name: catalog.get(name) for name in pipeline.datasets()}
+        self._memory = {
+            name: getattr(dataset, "_copy_mode", None)
+            for name, dataset in datasets.items()
+            if isinstance(dataset, MemoryDataset)
+        }
+        self._catalog = catalog
+        self._tasks = {
+            node: self._node_task(node, datasets, is_async) for node in pipeline.nodes
+        }
+        self._waits_for = self._order_only_parents()
+        self._check_serialisable(datasets)
+
+    @property
+    def nodes(self) -> list[Node]:
+        return self._pipeline.nodes
+
+    def _node_task(
+        self, node: Node, datasets: dict[str, AbstractDataset], is_async: bool
+    ) -> NodeTask:
+        own = {*node.inputs, *node.outputs, *node.confirms}
+        return NodeTask(
+            node=node,
+            run=self._run,
+            is_async=is_async,
+            persisted={
+                name: datasets[name] for name in own if name not in self._memory
+            },
+            memory_inputs=tuple(
+                (name, self._memory[name])
+                for name in node.inputs
+                if name in self._memory
+            ),
+            memory_outputs=tuple(name for name in node.outputs if name in self._memory),
+        )
+
+    def _order_only_parents(self) -> dict[Node, list[Node]]:
+        """For each node, the parents that give it only persisted data: the node
+        must wait for them but takes no data from them."""
+        waits_for = {}
+        for node, parents in self._pipeline.node_dependencies.items():
+            memory_inputs = {name for name, _ in self._tasks[node].memory_inputs}
+            waits_for[node] = [
+                parent
+                for parent in parents
+                if not memory_inputs & set(self._tasks[parent].memory_outputs)
+            ]
+        return waits_for
+
+    def _check_serialisable(self, datasets: dict[str, AbstractDataset]) -> None:
+        """Names every node and dataset that a worker process could not receive."""
+        problems = [
+            f"node '{node.name}': {reason}"
+            for node in self.nodes
+            if (reason := _pickling_problem(node))
+        ]
+        for name, dataset in sorted(datasets.items()):
+            if name in self._memory:
+                continue
+            if getattr(dataset, "_SINGLE_PROCESS", False):
+                problems.append(
+                    f"dataset '{name}': {type(dataset).__name__} only works in the "
+                    f"process that created it"
+                )
+            elif reason := _pickling_problem(dataset):
+                problems.append(f"dataset '{name}': {reason}")
+        if problems:
+            raise DaskSetupError(
+                "DaskRunner sends nodes and datasets to Dask worker processes, and "
+                "these cannot be sent:\n  - "
+                + "\n  - ".join(problems)
+                + "\nKeep locks, connections, open files and similar objects out of "
+                "node functions' closures and dataset attributes: create them inside "
+                "the node, or use a dataset that opens them when it loads or saves."
+            )
+
+    def resources(
+        self, tag_resources: dict[str, dict[str, float]]
+    ) -> dict[Node, dict[str, float]]:
+        """The Dask worker resources each node asks for through its tags."""
+        wanted: dict[Node, dict[str, float]] = {}
+        for node in self.nodes:
+            for tag in sorted(node.tags & set(tag_resources)):
+                for resource, amount in tag_resources[tag].items():
+                    previous = wanted.setdefault(node, {}).get(resource, 0)
+                    wanted[node][resource] = max(previous, amount)
+        return wanted
+
+    def submit(
+        self,
+        client: distributed.Client,
+        retries: int = 0,
+        resources: dict[Node, dict[str, float]] | None = None,
+    ) -> SubmittedGraph:
+        """Submits every node at once; Dask starts each when its inputs exist."""
+        resources = resources or {}
+        providers = self._scatter_pipeline_inputs(client)
+        graph = SubmittedGraph(client, {}, {}, scattered=list(providers.values()))
+        finished: dict[Node, distributed.Future] = {}
+        awaited = {parent for parents in self._waits_for.values() for parent in parents}
+        for node in self.nodes:
+            task = self._tasks[node]
+            key = f"{node.name}-{self._run.token}"
+            future = client.submit(
+                run_node_task,
+                task,
+                *(providers[name] for name, _ in task.memory_inputs),
+                *(finished[parent] for parent in self._waits_for[node]),
+                key=key,
+                retries=retries,
+                resources=resources.get(node),
+                pure=False,
+            )
+            graph.node_futures[future] = node
+            outputs = task.memory_outputs
+            if len(outputs) == 1:
+                providers[outputs[0]] = future
+            for index, name in enumerate(outputs if len(outputs) > 1 else ()):
+                providers[name] = client.submit(
+                    operator.getitem, future, index, key=f"{key}-{name}", pure=False
+                )
+            if node in awaited:
+                finished[node] = _without_data(client, future, key, bool(outputs))
+        graph.free_outputs = {
+            name: providers[name]
+            for name in self._pipeline.outputs() & self._memory.keys()
+        }
+        return graph
+
+    def _scatter_pipeline_inputs(
+        self, client: distributed.Client
+    ) -> dict[str, distributed.Future]:
+        """Sends parameters and pre-filled ``MemoryDataset``s to the cluster once."""
+        names = sorted(self._pipeline.inputs() & self._memory.keys())
+        if not names:
+            return {}
+        values = [self._catalog.get(name).load() for name in names]
+        return dict(zip(names, client.scatter(values, hash=False)))
+
+
+def _without_data(
+    client: distributed.Client, future: distributed.Future, key: str, has_data: bool
+) -> distributed.Future:
+    """A future that is done when ``future`` is, without carrying its data."""
+    if not has_data:
+        return future
+    return client.submit(_nothing, future, key=f"{key}-finished", pure=False)
+
+
+def _nothing(_: Any) -> None:
+    return None
+
+
+def _pickling_problem(obj: Any) -> str | None:
+    try:
+        dumps(obj)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -1,0 +1,305 @@
+"""Pipelines that the parity tests run under SequentialRunner and DaskRunner.
+
+Node functions live at module level so that Dask worker processes can import them.
+Each case builds a fresh catalog in a folder, so every runner starts from the same
+files and its persisted outputs can be compared file by file.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+from kedro_datasets.json import JSONDataset
+from kedro_datasets.pandas import CSVDataset
+from kedro_datasets.text import TextDataset
+
+logger = logging.getLogger(__name__)
+
+
+def identity(x):
+    return x
+
+
+def add(a, b):
+    return a + b
+
+
+def add_one(x):
+    return x + 1
+
+
+def slow_add_one(x):
+    time.sleep(0.05)
+    return x + 1
+
+
+def double(x):
+    return 2 * x
+
+
+def scale(x, factor):
+    return x * factor
+
+
+def total(*values):
+    return sum(values)
+
+
+def low_and_high(x):
+    return {"low": x - 1, "high": x + 1}
+
+
+def itself_and_tenfold(x):
+    return x, 10 * x
+
+
+def make_items():
+    return ["a", "b", "c"]
+
+
+def count(items):
+    return len(items)
+
+
+def append_marker(items):
+    items.append("marker")  # mutates its input: copy modes must protect others
+    return len(items)
+
+
+def make_table():
+    return pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
+
+
+def count_lines(text):
+    return len(text.strip().splitlines())
+
+
+def log_and_double(x):
+    logger.info("log_and_double got %s", x)
+    return 2 * x
+
+
+def fail_once(marker):
+    """Fails on the first call, when ``marker`` does not exist yet."""
+    path = Path(marker)
+    if not path.exists():
+        path.touch()
+        raise RuntimeError("first try fails")
+    return "second try"
+
+
+def fail(x):
+    raise ValueError(f"boom while handling {x}")
+
+
+@dataclass(frozen=True)
+class Case:
+    """A pipeline and how to make its catalog in a folder."""
+
+    name: str
+    pipeline: Pipeline
+    catalog: Callable[[Path], DataCatalog]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def _json(folder: Path, *names: str) -> dict:
+    return {name: JSONDataset(filepath=str(folder / f"{name}.json")) for name in names}
+
+
+def _catalog(datasets: dict, **parameters) -> DataCatalog:
+    catalog = DataCatalog(datasets=datasets)
+    for name, value in parameters.items():
+        catalog[f"params:{name}"] = value
+    return catalog
+
+
+def diamond() -> Case:
+    pipeline = Pipeline(
+        [
+            Node(double, "seed", "left", name="left"),
+            Node(add_one, "seed", "right", name="right"),
+            Node(add, ["left", "right"], "result", name="join"),
+        ]
+    )
+    return Case(
+        "diamond",
+        pipeline,
+        lambda f: _catalog({"seed": MemoryDataset(3), **_json(f, "result")}),
+    )
+
+
+def fan_out_fan_in(width: int = 20) -> Case:
+    branches = [f"branch_{i}" for i in range(width)]
+    pipeline = Pipeline(
+        [
+            Node(add_one, "seed", "source", name="source"),
+            *(
+                Node(scale, ["source", f"params:factor_{i}"], out, name=out)
+                for i, out in enumerate(branches)
+            ),
+            Node(total, branches, "sum", name="fan_in"),
+        ]
+    )
+    factors = {f"factor_{i}": i for i in range(width)}
+    return Case(
+        "fan_out_fan_in",
+        pipeline,
+        lambda f: _catalog({"seed": MemoryDataset(1), **_json(f, "sum")}, **factors),
+    )
+
+
+def long_chain(length: int = 30, step: Callable = add_one) -> Case:
+    names = ["seed", *(f"link_{i}" for i in range(length - 1)), "end"]
+    pipeline = Pipeline(
+        [
+            Node(step, source, target, name=f"step_{i}")
+            for i, (source, target) in enumerate(zip(names, names[1:]))
+        ]
+    )
+    return Case(
+        "long_chain",
+        pipeline,
+        lambda f: _catalog({"seed": MemoryDataset(0), **_json(f, "end")}),
+    )
+
+
+def namespaces_and_parameters() -> Case:
+    template = Pipeline(
+        [
+            Node(scale, ["x", "params:factor"], "scaled", name="scale"),
+            Node(add, ["scaled", "x"], "z", name="add"),
+        ]
+    )
+    pipeline = Pipeline(
+        [
+            Pipeline(template, namespace="first", inputs={"x"}),
+            Pipeline(template, namespace="second", inputs={"x"}),
+        ]
+    )
+    parameters = {"first.factor": 2, "second.factor": 3}
+    return Case(
+        "namespaces_and_parameters",
+        pipeline,
+        lambda f: _catalog(
+            {"x": MemoryDataset(5), **_json(f, "first.z", "second.z")}, **parameters
+        ),
+    )
+
+
+def transcoded() -> Case:
+    pipeline = Pipeline(
+        [
+            Node(make_table, None, "table@pandas", name="make_table"),
+            Node(count_lines, "table@text", "line_count", name="count_lines"),
+        ]
+    )
+
+    def catalog(folder: Path) -> DataCatalog:
+        path = str(folder / "table.csv")
+        return _catalog(
+            {
+                "table@pandas": CSVDataset(filepath=path, save_args={"index": False}),
+                "table@text": TextDataset(filepath=path),
+                **_json(folder, "line_count"),
+            }
+        )
+
+    return Case("transcoded", pipeline, catalog)
+
+
+def several_outputs() -> Case:
+    pipeline = Pipeline(
+        [
+            Node(low_and_high, "seed", {"low": "low", "high": "high"}, name="split"),
+            Node(itself_and_tenfold, "seed", ["single", "tenfold"], name="pair"),
+            Node(add, ["low", "tenfold"], "mixed", name="mix"),
+        ]
+    )
+    # `high` and `single` have no catalog entry and no consumer: free outputs.
+    return Case(
+        "several_outputs",
+        pipeline,
+        lambda f: _catalog({"seed": MemoryDataset(7), **_json(f, "mixed")}),
+    )
+
+
+def copy_mode(mode: str | None, mutate: bool) -> Case:
+    first = append_marker if mutate else count
+    pipeline = Pipeline(
+        [
+            Node(make_items, None, "items", name="make_items"),
+            Node(first, "items", "first", name="first"),
+            Node(count, "items", "second", name="second"),
+        ]
+    )
+    label = f"copy_mode_{mode}{'_mutating' if mutate else ''}"
+    return Case(
+        label,
+        pipeline,
+        lambda f: _catalog(
+            {"items": MemoryDataset(copy_mode=mode), **_json(f, "first", "second")}
+        ),
+    )
+
+
+def with_logging() -> Case:
+    pipeline = Pipeline([Node(log_and_double, "seed", "doubled", name="log_node")])
+    return Case(
+        "with_logging",
+        pipeline,
+        lambda f: _catalog({"seed": MemoryDataset(21), **_json(f, "doubled")}),
+    )
+
+
+def resumable() -> Case:
+    """`stored` persists between runs; `final` depends on it."""
+    pipeline = Pipeline(
+        [
+            Node(double, "seed", "stored", name="store"),
+            Node(add, ["stored", "seed"], "final", name="finish"),
+            Node(add_one, "seed", "other", name="other"),
+        ]
+    )
+    return Case(
+        "resumable",
+        pipeline,
+        lambda f: _catalog(
+            {"seed": MemoryDataset(4), **_json(f, "stored", "final", "other")}
+        ),
+    )
+
+
+def failing() -> Case:
+    pipeline = Pipeline(
+        [
+            Node(add_one, "seed", "saved", name="before_failure"),
+            Node(fail, "saved", "broken", name="failing_node"),
+            Node(add_one, "broken", "never", name="after_failure"),
+        ]
+    )
+    return Case(
+        "failing",
+        pipeline,
+        lambda f: _catalog({"seed": MemoryDataset(1), **_json(f, "saved", "never")}),
+    )
+
+
+PARITY_CASES = [
+    diamond(),
+    fan_out_fan_in(),
+    long_chain(),
+    namespaces_and_parameters(),
+    transcoded(),
+    several_outputs(),
+    *(copy_mode(mode, mutate=False) for mode in (None, "deepcopy", "copy", "assign")),
+    *(copy_mode(mode, mutate=True) for mode in ("deepcopy", "copy")),
+]

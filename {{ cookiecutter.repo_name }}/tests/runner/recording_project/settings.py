@@ -1,0 +1,3 @@
+from .hooks import RecordingHooks
+
+HOOKS = (RecordingHooks(),)

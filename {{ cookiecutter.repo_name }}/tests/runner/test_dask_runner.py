@@ -1,0 +1,179 @@
+"""DaskRunner's settings, lifecycle and up-front checks."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+from distributed import Client, LocalCluster
+from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+
+from {{ cookiecutter.python_package }}.runner import DaskClientConfig, DaskRunner, DaskSetupError
+
+from . import parity_pipelines as cases
+
+
+def _catalog(**data) -> DataCatalog:
+    return DataCatalog(
+        datasets={name: MemoryDataset(value) for name, value in data.items()}
+    )
+
+
+def _doubled() -> Pipeline:
+    return Pipeline([Node(cases.double, "seed", "doubled", name="double")])
+
+
+def _worker_processes() -> set[psutil.Process]:
+    """This process's children that multiprocessing spawned: Dask's nannies and
+    workers, not its long-lived resource tracker."""
+    children = psutil.Process().children(recursive=True)
+    return {child for child in children if "spawn_main" in " ".join(child.cmdline())}
+
+
+class TestSettings:
+    def test_unknown_key_is_named_with_the_valid_ones(self):
+        with pytest.raises(DaskSetupError) as error:
+            DaskRunner(adress="tcp://127.0.0.1:8786")
+        message = str(error.value)
+        assert "Unknown key(s) in dask_client: adress" in message
+        assert "address" in message and "cluster_class" in message
+        assert "n_workers" in message
+
+    def test_old_docs_keys_size_the_local_cluster(self):
+        config = DaskClientConfig.from_options(
+            {"n_workers": 2, "threads_per_worker": 1, "direct_to_workers": True}
+        )
+        assert config.cluster_kwargs == {"n_workers": 2, "threads_per_worker": 1}
+        assert config.client_kwargs == {"direct_to_workers": True}
+
+    @pytest.mark.parametrize(
+        "options",
+        [
+            {
+                "address": "tcp://127.0.0.1:8786",
+                "cluster_class": "distributed.LocalCluster",
+            },
+            {"address": "tcp://127.0.0.1:8786", "n_workers": 2},
+            {"address": "tcp://127.0.0.1:8786", "adapt": {"maximum": 2}},
+        ],
+    )
+    def test_address_and_a_cluster_to_start_contradict(self, options):
+        with pytest.raises(DaskSetupError, match="both `address` and"):
+            DaskRunner(**options)
+
+    def test_unimportable_cluster_class_names_the_package(self):
+        with pytest.raises(DaskSetupError, match="pip install dask-jobqueue"):
+            DaskRunner(cluster_class="dask_jobqueue.SLURMCluster")
+
+    @pytest.mark.parametrize(
+        "options, words",
+        [
+            ({"timeout": 0}, "timeout must be a positive number"),
+            ({"retries": -1}, "retries must be a whole number"),
+            ({"tag_resources": {"gpu": 1}}, "tag_resources.gpu must map"),
+            ({"client_kwargs": {"asynchronous": True}}, "the runner manages it"),
+            ({"security": {"tls_ca_fil": "x"}}, "security is not valid"),
+        ],
+    )
+    def test_wrong_values_say_what_is_expected(self, options, words):
+        with pytest.raises(DaskSetupError, match=words):
+            DaskRunner(**options)
+
+
+class TestUpFrontChecks:
+    def test_a_node_that_cannot_be_sent_is_named(self):
+        lock = threading.Lock()
+        pipeline = Pipeline(
+            [Node(lambda seed: (lock, seed)[1], "seed", "out", name="holds_a_lock")]
+        )
+        with pytest.raises(DaskSetupError, match="node 'holds_a_lock'.*lock"):
+            DaskRunner(processes=False).run(pipeline, _catalog(seed=1))
+
+    def test_a_single_process_dataset_is_refused(self):
+        class SingleProcessDataset(AbstractDataset):
+            _SINGLE_PROCESS = True
+
+            def _load(self):
+                return 1
+
+            def _save(self, data):
+                pass
+
+            def _describe(self):
+                return {}
+
+        pipeline = Pipeline([Node(cases.identity, "source", "out", name="copy")])
+        catalog = DataCatalog(datasets={"source": SingleProcessDataset()})
+        with pytest.raises(DaskSetupError, match="dataset 'source'"):
+            DaskRunner(processes=False).run(pipeline, catalog)
+
+
+class TestLifecycle:
+    def test_starts_and_closes_its_own_cluster_every_run(self):
+        before = _worker_processes()
+        runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+        for seed in (1, 2):  # the same runner object runs twice
+            result = runner.run(_doubled(), _catalog(seed=seed))
+            assert result["doubled"].load() == 2 * seed
+        psutil.wait_procs(list(_worker_processes() - before), timeout=10)
+        assert _worker_processes() <= before, "worker processes outlived the run"
+
+    def test_uses_and_keeps_the_client_already_active_here(self, thread_cluster):
+        with Client(thread_cluster) as client:  # becomes this process's default
+            result = DaskRunner().run(_doubled(), _catalog(seed=3))
+            assert client.status == "running"
+        assert result["doubled"].load() == 6
+
+    def test_leaves_a_scheduler_it_connected_to_running(self, process_cluster):
+        runner = DaskRunner(
+            address=process_cluster.scheduler_address, upload_project=False
+        )
+        runner.run(_doubled(), _catalog(seed=1))
+        with Client(process_cluster, set_as_default=False) as client:
+            assert len(client.scheduler_info()["workers"]) == 2
+
+
+class TestRunOptions:
+    def test_retries_rerun_a_flaky_node(self, process_cluster, tmp_path: Path):
+        pipeline = Pipeline([Node(cases.fail_once, "marker", "out", name="flaky")])
+        runner = DaskRunner(
+            address=process_cluster.scheduler_address, upload_project=False, retries=1
+        )
+        result = runner.run(pipeline, _catalog(marker=str(tmp_path / "failed-once")))
+        assert result["out"].load() == "second try"
+
+    def test_tagged_nodes_get_worker_resources(self):
+        pipeline = Pipeline(
+            [Node(cases.double, "seed", "doubled", name="double", tags=["gpu"])]
+        )
+        with LocalCluster(
+            n_workers=1, processes=False, resources={"GPU": 1}, dashboard_address=":0"
+        ) as cluster:
+            runner = DaskRunner(
+                address=cluster.scheduler_address, tag_resources={"gpu": {"GPU": 1}}
+            )
+            assert runner.run(pipeline, _catalog(seed=4))["doubled"].load() == 8
+
+    def test_resources_no_worker_has_are_refused_instead_of_waiting(
+        self, thread_cluster
+    ):
+        pipeline = Pipeline(
+            [Node(cases.double, "seed", "doubled", name="double", tags=["gpu"])]
+        )
+        runner = DaskRunner(
+            address=thread_cluster.scheduler_address, tag_resources={"gpu": {"GPU": 1}}
+        )
+        with pytest.raises(DaskSetupError, match="no worker of this cluster has them"):
+            runner.run(pipeline, _catalog(seed=4))
+
+    def test_performance_report_is_written(self, thread_cluster, tmp_path: Path):
+        report = tmp_path / "reports" / "dask.html"
+        runner = DaskRunner(
+            address=thread_cluster.scheduler_address, performance_report=str(report)
+        )
+        runner.run(_doubled(), _catalog(seed=1))
+        assert report.stat().st_size > 0
+        assert "<html" in report.read_text(encoding="utf-8").lower()

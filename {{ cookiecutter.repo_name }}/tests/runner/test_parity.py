@@ -1,0 +1,202 @@
+"""DaskRunner gives what SequentialRunner gives: outputs, hook calls, failures.
+
+Every case runs under both runners, each from a fresh copy of its catalog, on a
+cluster of worker processes and on one of threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from distributed import Client, LocalCluster
+from kedro.io import MemoryDataset
+from kedro.runner import SequentialRunner
+from pluggy import PluginManager
+
+from {{ cookiecutter.python_package }}.runner import DaskRunner
+
+from . import parity_pipelines as cases
+
+RESUME_HINT = "--from-nodes"
+
+
+def dask_runner(cluster: LocalCluster, **options: Any) -> DaskRunner:
+    return DaskRunner(
+        address=cluster.scheduler_address, upload_project=False, **options
+    )
+
+
+def run_case(
+    runner: Any,
+    case: cases.Case,
+    folder: Path,
+    hook_manager: PluginManager,
+    hook_log: Path,
+    **run_options: Any,
+) -> tuple[dict[str, bytes], dict[str, Any], Counter]:
+    """Runs ``case`` with ``runner`` in ``folder``; returns the persisted files,
+    the free outputs' data and the hook calls."""
+    folder.mkdir(parents=True, exist_ok=True)
+    hook_log.write_text("")
+    result = runner.run(
+        case.pipeline,
+        case.catalog(folder),
+        hook_manager,
+        run_id="parity",
+        **run_options,
+    )
+    files = {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+    free = {
+        name: dataset.load()
+        for name, dataset in result.items()
+        if isinstance(dataset, MemoryDataset)
+    }
+    calls = Counter(hook_log.read_text().splitlines())
+    return files, free, calls
+
+
+@pytest.mark.parametrize("case", cases.PARITY_CASES, ids=str)
+def test_same_outputs_and_hook_calls(case, cluster, hook_manager, hook_log, tmp_path):
+    expected = run_case(
+        SequentialRunner(), case, tmp_path / "seq", hook_manager, hook_log
+    )
+    actual = run_case(
+        dask_runner(cluster), case, tmp_path / "dask", hook_manager, hook_log
+    )
+
+    assert actual[0] == expected[0], "persisted outputs differ"
+    assert actual[1] == expected[1], "free outputs differ"
+    assert actual[2] == expected[2], "hook calls differ"
+    assert expected[2], "the recording hooks did not fire at all"
+
+
+def test_free_outputs_are_returned(cluster, hook_manager, hook_log, tmp_path):
+    _, free, _ = run_case(
+        dask_runner(cluster), cases.several_outputs(), tmp_path, hook_manager, hook_log
+    )
+    assert free == {"high": 8, "single": 7}
+
+
+def test_async_loading_and_saving(cluster, hook_manager, hook_log, tmp_path):
+    case = cases.fan_out_fan_in()
+    expected = run_case(
+        SequentialRunner(is_async=True), case, tmp_path / "seq", hook_manager, hook_log
+    )
+    actual = run_case(
+        dask_runner(cluster, is_async=True),
+        case,
+        tmp_path / "dask",
+        hook_manager,
+        hook_log,
+    )
+    assert actual == expected
+
+
+def test_only_missing_outputs_skips_what_sequential_skips(
+    cluster, hook_manager, hook_log, tmp_path
+):
+    case = cases.resumable()
+    previous = tmp_path / "previous"
+    run_case(SequentialRunner(), case, previous, hook_manager, hook_log)
+    (previous / "final.json").unlink()
+    runs = {}
+    for name, runner in (("seq", SequentialRunner()), ("dask", dask_runner(cluster))):
+        shutil.copytree(previous, tmp_path / name)
+        runs[name] = run_case(
+            runner,
+            case,
+            tmp_path / name,
+            hook_manager,
+            hook_log,
+            only_missing_outputs=True,
+        )
+    ran = {
+        line.split("\t")[1]
+        for line in runs["dask"][2]
+        if line.startswith("before_node_run")
+    }
+    assert ran == {"finish"}
+    assert runs["dask"] == runs["seq"]
+
+
+def test_failing_node_fails_like_sequential(
+    cluster, hook_manager, hook_log, tmp_path, caplog
+):
+    case = cases.failing()
+    with pytest.raises(ValueError) as expected:
+        run_case(SequentialRunner(), case, tmp_path / "seq", hook_manager, hook_log)
+    sequential_calls = Counter(hook_log.read_text().splitlines())
+
+    caplog.set_level(logging.WARNING)
+    with pytest.raises(ValueError) as actual:
+        run_case(dask_runner(cluster), case, tmp_path / "dask", hook_manager, hook_log)
+    dask_calls = Counter(hook_log.read_text().splitlines())
+
+    assert str(actual.value) == str(expected.value) == "boom while handling 2"
+    if sys.version_info >= (3, 11):
+        assert "failing_node" in " ".join(actual.value.__notes__)
+    assert RESUME_HINT in caplog.text and "failing_node" in caplog.text
+    assert dask_calls == sequential_calls
+    assert "on_node_error\tfailing_node\tValueError" in dask_calls
+    assert not any("after_failure" in call for call in dask_calls)
+    assert (tmp_path / "dask" / "saved.json").read_text() == "2"
+    assert not (tmp_path / "dask" / "never.json").exists()
+
+
+def test_node_logs_reach_the_driver(cluster, hook_manager, hook_log, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    run_case(
+        dask_runner(cluster), cases.with_logging(), tmp_path, hook_manager, hook_log
+    )
+    records = [r for r in caplog.records if r.name == cases.logger.name]
+    assert [r.getMessage() for r in records] == ["log_and_double got 21"]
+    assert any(
+        r.getMessage().startswith("Completed 1 out of 1 nodes") for r in caplog.records
+    )
+
+
+def test_concurrent_runs_on_one_cluster_do_not_mix_their_data(
+    cluster, hook_manager, tmp_path
+):
+    """Two runs of the same pipeline, dataset names included, at the same time:
+    a runner that shares intermediates under their names would mix them up."""
+    case = cases.long_chain(length=8, step=cases.slow_add_one)
+    results: dict[int, Any] = {}
+
+    def run(seed: int) -> None:
+        catalog = case.catalog(tmp_path / str(seed))
+        catalog["seed"] = seed
+        results[seed] = dask_runner(cluster).run(case.pipeline, catalog, hook_manager)
+
+    threads = [threading.Thread(target=run, args=(seed,)) for seed in (0, 1000)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert (tmp_path / "0" / "end.json").read_text() == "8"
+    assert (tmp_path / "1000" / "end.json").read_text() == "1008"
+
+
+def test_scheduler_holds_nothing_after_a_run(
+    cluster, observer: Client, hook_manager, hook_log, tmp_path
+):
+    run_case(
+        dask_runner(cluster), cases.several_outputs(), tmp_path, hook_manager, hook_log
+    )
+
+    def task_count(dask_scheduler) -> int:
+        return len(dask_scheduler.tasks)
+
+    deadline = time.monotonic() + 5
+    while observer.run_on_scheduler(task_count) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the scheduler forgets a closed client's keys soon after
+    assert observer.run_on_scheduler(task_count) == 0
+    assert not observer.list_datasets()
