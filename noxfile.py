@@ -87,10 +87,9 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", *own)
     with tempfile.TemporaryDirectory() as folder:
         project = _render(session, Path(folder))
-        session.run("black", "--check", str(project))
-        session.run(
-            "ruff", "check", str(project), "--config", str(project / "pyproject.toml")
-        )
+        session.chdir(project)  # so ruff reads the project's own settings
+        session.run("black", "--check", ".")
+        session.run("ruff", "check", ".")
 
 
 @nox.session

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from cookiecutter.main import cookiecutter
+from distributed import Client
+from distributed.security import Security
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "iris_dask"
@@ -99,3 +105,134 @@ def copy_template(destination: Path) -> Path:
     """A copy of the template to break on purpose."""
     shutil.copytree(ROOT, destination, ignore=shutil.ignore_patterns(".git", ".nox"))
     return destination
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class CliCluster:
+    """A scheduler and workers started with the `dask` CLI, on 127.0.0.1 only."""
+
+    address: str
+    processes: list[subprocess.Popen] = field(default_factory=list)
+    security: Security | None = None
+
+    def client(self) -> Client:
+        return Client(
+            self.address, security=self.security, timeout=30, set_as_default=False
+        )
+
+    def worker_pids(self) -> dict[str, int]:
+        """The process id of each worker, by worker address."""
+        with self.client() as client:
+            return client.run(os.getpid)
+
+
+def _stop(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM to each process group, then SIGKILL what is left after 10 s."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def cli_cluster(
+    logs: Path,
+    n_workers: int = 2,
+    worker_env: dict | None = None,
+    worker_cwd: Path | None = None,
+    tls: dict[str, str] | None = None,
+) -> Iterator[CliCluster]:
+    """Starts `dask scheduler` and `n_workers` `dask worker` processes (with
+    nannies), waits until all workers are connected, and stops them all on exit.
+
+    ``tls`` holds ``ca``, ``cert`` and ``key`` file paths to start a TLS cluster.
+    """
+    logs.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    tls_args: list[str] = []
+    security = None
+    if tls:
+        tls_args = [
+            f"--tls-ca-file={tls['ca']}",
+            f"--tls-cert={tls['cert']}",
+            f"--tls-key={tls['key']}",
+        ]
+        security = Security(
+            tls_ca_file=tls["ca"],
+            tls_client_cert=tls["cert"],
+            tls_client_key=tls["key"],
+            require_encryption=True,
+        )
+    protocol = "tls" if tls else "tcp"
+    cluster = CliCluster(f"{protocol}://127.0.0.1:{port}", security=security)
+
+    def start(args: list[str], name: str, env: dict, cwd: Path | None) -> None:
+        log = (logs / f"{name}.log").open("w")
+        cluster.processes.append(
+            subprocess.Popen(
+                [str(BIN / "dask"), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd or logs,
+                start_new_session=True,
+            )
+        )
+
+    try:
+        start(
+            [
+                "scheduler",
+                "--host=127.0.0.1",
+                f"--port={port}",
+                f"--protocol={protocol}",
+                "--dashboard-address=127.0.0.1:0",
+                *tls_args,
+            ],
+            "scheduler",
+            ENV,
+            None,
+        )
+        for index in range(n_workers):
+            start(
+                [
+                    "worker",
+                    cluster.address,
+                    "--host=127.0.0.1",
+                    "--nthreads=1",
+                    "--no-dashboard",
+                    f"--name=worker-{index}",
+                    *tls_args,
+                ],
+                f"worker-{index}",
+                worker_env or ENV,
+                worker_cwd,
+            )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with cluster.client() as client:
+                    client.wait_for_workers(
+                        n_workers, timeout=max(1, deadline - time.monotonic())
+                    )
+                break
+            except (OSError, TimeoutError):
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        yield cluster
+    finally:
+        _stop(cluster.processes)

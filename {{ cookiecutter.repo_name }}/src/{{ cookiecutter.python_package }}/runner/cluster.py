@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
+import signal
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,6 +24,9 @@ import distributed
 from .client_config import DaskClientConfig, DaskSetupError
 
 logger = logging.getLogger(__name__)
+
+# Dask's configuration of its own log level, read when a process imports it.
+_DASK_LOG_LEVEL = "DASK_LOGGING__DISTRIBUTED"
 
 
 @contextmanager
@@ -61,9 +67,14 @@ def _active_client() -> distributed.Client | None:
 def _start_cluster(config: DaskClientConfig) -> Any:
     factory = config.cluster_factory()
     name = f"{factory.__module__}.{factory.__qualname__}"
+    kwargs = dict(config.cluster_kwargs)
+    if factory is distributed.LocalCluster:
+        # The driver's logging (conf/logging.yml) decides what Dask itself prints.
+        kwargs.setdefault("silence_logs", False)
     logger.info("Starting a Dask cluster: %s(%s)", name, _kwargs_text(config))
     try:
-        cluster = factory(**config.cluster_kwargs)
+        with _local_worker_processes_defer_to_driver():
+            cluster = factory(**kwargs)
     except Exception as exc:
         raise DaskSetupError(
             f"Could not start {name} with {_kwargs_text(config) or 'no arguments'}: "
@@ -80,6 +91,30 @@ def _start_cluster(config: DaskClientConfig) -> Any:
                 f"e.g. minimum and maximum."
             ) from exc
     return cluster
+
+
+@contextmanager
+def _local_worker_processes_defer_to_driver() -> Iterator[None]:
+    """Worker processes started meanwhile ignore Ctrl-C, which a terminal sends
+    to every process: the runner alone stops the run, then closes the cluster in
+    order. They also log Dask's own messages at the driver's level for them, so
+    their start-up banners don't drown the run's log."""
+    level = logging.getLevelName(logging.getLogger("distributed").getEffectiveLevel())
+    saved_level = os.environ.get(_DASK_LOG_LEVEL)
+    os.environ[_DASK_LOG_LEVEL] = level.lower()
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    saved_handler = (
+        signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+    )
+    try:
+        yield
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGINT, saved_handler)
+        if saved_level is None:
+            os.environ.pop(_DASK_LOG_LEVEL, None)
+        else:
+            os.environ[_DASK_LOG_LEVEL] = saved_level
 
 
 def _kwargs_text(config: DaskClientConfig) -> str:

@@ -31,7 +31,11 @@ from pluggy import PluginManager
 
 from .client_config import DaskClientConfig, DaskSetupError
 from .cluster import dask_client
-from .log_forwarding import driver_logging_levels, forward_node_logs
+from .log_forwarding import (
+    driver_logging_levels,
+    forward_node_logs,
+    restore_project_levels,
+)
 from .node_task import RunContext, this_process
 from .task_graph import SubmittedGraph, TaskGraph
 
@@ -68,6 +72,7 @@ class DaskRunner(AbstractRunner):
     ) -> None:
         if not pipeline.nodes:
             return
+        restore_project_levels()
         run = RunContext(
             token=uuid.uuid4().hex[:12],
             run_id=run_id,
