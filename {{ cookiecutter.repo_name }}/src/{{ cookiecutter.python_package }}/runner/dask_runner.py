@@ -133,11 +133,18 @@ class DaskRunner(AbstractRunner):
             for future, node in submitted.node_futures.items()
             if future.status == "error"
         }
-        node = next(node for node in pipeline.nodes if node in failed)
-        error = failed[node].exception()
-        traceback = failed[node].traceback()
+        node = next((node for node in pipeline.nodes if node in failed), None)
+        if node is not None:  # read before cancelling, which forgets them
+            error = failed[node].exception()
+            traceback = failed[node].traceback()
         submitted.cancel()
         self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+        if node is None:
+            raise RuntimeError(
+                "Dask dropped nodes of this run before they finished (the scheduler "
+                "restarted, or this client lost its connection to it). Nothing that "
+                "did not finish was reported as done; run again to resume."
+            )
         if _is_missing_project(error, run.package_name):
             raise DaskSetupError(
                 f"The Dask workers cannot import the project package "

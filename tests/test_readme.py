@@ -1,0 +1,26 @@
+"""The README's two commands are the ones CI runs."""
+
+from __future__ import annotations
+
+import re
+
+from .conftest import ROOT
+
+
+def readme_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.+?)\n```", section)
+
+
+def test_readme_has_the_demo_and_the_test_command():
+    commands = readme_commands()
+    assert len(commands) == 2
+    assert "nox -s demo" in commands[0]
+    assert "nox -s lint tests" in commands[1]
+
+
+def test_ci_runs_both_readme_commands_verbatim():
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    for command in readme_commands():
+        assert command in ci
