@@ -21,7 +21,14 @@ DEFAULTS = {
     "iris-dask": "repo_name",
 }
 QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
-TOOLS = ["pytest>=8", "black>=24", "ruff>=0.6", "cookiecutter>=2.1", "pyyaml"]
+TOOLS = [
+    "pytest>=8",
+    "black>=24",
+    "ruff>=0.6",
+    "cookiecutter>=2.1",
+    "pyyaml",
+    "cryptography",
+]
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True

@@ -6,6 +6,7 @@ connected, never a scheduler that was already running or a client it was handed.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any
 
 import dask.config
 import distributed
+from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile
 
 from .client_config import DaskClientConfig, DaskSetupError
 
@@ -121,9 +123,24 @@ def _kwargs_text(config: DaskClientConfig) -> str:
     return ", ".join(f"{key}={value!r}" for key, value in config.cluster_kwargs.items())
 
 
+class _Client(distributed.Client):
+    """A client that closes itself when it cannot connect. distributed's own does
+    so only for OSError; after any other error (e.g. a tls:// address without TLS
+    settings) the half-made client is closed at interpreter exit, which waits
+    2 x timeout and prints a traceback after the run's error."""
+
+    def start(self, **kwargs: Any) -> None:
+        try:
+            super().start(**kwargs)
+        except Exception:
+            with contextlib.suppress(Exception):
+                self.close()
+            raise
+
+
 def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
     try:
-        return distributed.Client(
+        return _Client(
             target,
             timeout=config.timeout,
             security=config.security_object(),
@@ -154,7 +171,8 @@ def _should_upload(config: DaskClientConfig, address: str | None) -> bool:
 
 
 def _upload_package(client: distributed.Client, package_name: str) -> None:
-    """Sends the project's package to the workers, which may not have it installed."""
+    """Sends the project's package to the scheduler (which unpickles the task
+    graph) and the workers, which may not have it installed."""
     package_dir = Path(importlib.import_module(package_name).__file__).parent
     with tempfile.TemporaryDirectory() as folder:
         archive = Path(folder) / f"{package_name}.zip"
@@ -162,5 +180,9 @@ def _upload_package(client: distributed.Client, package_name: str) -> None:
             for path in sorted(package_dir.rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
                     zipped.write(path, path.relative_to(package_dir.parent))
-        logger.info("Uploading the %s package to the Dask workers", package_name)
-        client.upload_file(str(archive))
+        logger.info("Uploading the %s package to the Dask cluster", package_name)
+        # One name per package: each run replaces the previous run's upload
+        # instead of piling up plugins (and archives) on a long-lived scheduler.
+        name = f"kedro-project-{package_name}"
+        client.register_plugin(SchedulerUploadFile(str(archive), load=True), name=name)
+        client.register_plugin(UploadFile(str(archive), load=True), name=name)

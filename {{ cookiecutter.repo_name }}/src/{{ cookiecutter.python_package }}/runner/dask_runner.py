@@ -107,8 +107,12 @@ class DaskRunner(AbstractRunner):
         """Logs each finished node; on the first failure, stops the run and raises."""
         done_nodes = []
         total = len(submitted.node_futures)
-        pending = list(submitted.node_futures)
-        for future in distributed.as_completed(pending, loop=submitted.client.loop):
+        # No other reference to the futures: a finished node's in-memory outputs
+        # are freed as soon as its consumers are done with them.
+        completions = distributed.as_completed(
+            list(submitted.node_futures), loop=submitted.client.loop
+        )
+        for future in completions:
             if future.status != "finished":
                 self._fail(submitted, pipeline, catalog, done_nodes, run)
             node = submitted.node_futures.pop(future)
@@ -145,10 +149,10 @@ class DaskRunner(AbstractRunner):
                 "restarted, or this client lost its connection to it). Nothing that "
                 "did not finish was reported as done; run again to resume."
             )
-        if _is_missing_project(error, run.package_name):
+        if missing := _missing_project(error, run.package_name):
             raise DaskSetupError(
                 f"The Dask workers cannot import the project package "
-                f"'{run.package_name}' ({error}). Set `upload_project: true` in "
+                f"'{run.package_name}' ({missing}). Set `upload_project: true` in "
                 f"dask_client to send it with the run, or install the project "
                 f"on the workers."
             ) from error
@@ -197,9 +201,19 @@ class DaskRunner(AbstractRunner):
         self._logger.info("Wrote the Dask performance report to %s", path)
 
 
-def _is_missing_project(error: BaseException, package_name: str | None) -> bool:
-    return (
-        isinstance(error, ModuleNotFoundError)
-        and package_name is not None
-        and (error.name or "").split(".")[0] == package_name
-    )
+def _missing_project(
+    error: BaseException | None, package_name: str | None
+) -> ModuleNotFoundError | None:
+    """The failure to import the project package behind ``error``, if that is what
+    it is: raised by a worker that unpickles a node, or the cause of the
+    RuntimeError of a scheduler that cannot deserialize the task graph."""
+    seen = set()
+    while error is not None and id(error) not in seen and package_name:
+        seen.add(id(error))
+        if (
+            isinstance(error, ModuleNotFoundError)
+            and (error.name or "").split(".")[0] == package_name
+        ):
+            return error
+        error = error.__cause__ or error.__context__
+    return None

@@ -1,0 +1,555 @@
+"""Pointing the generated project at real clusters: a scheduler and workers started
+with the `dask` CLI (plain and TLS), a cluster class the runner starts, and the
+settings that must be refused. Every process listens on 127.0.0.1 only and is
+stopped with a bounded wait (see `cli_cluster` and `run_command` in conftest)."""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import ipaddress
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import (
+    DASK_RUNNER,
+    ENV,
+    PACKAGE,
+    CliCluster,
+    cli_cluster,
+    data_files,
+    free_port,
+    kedro,
+    render,
+)
+
+RUN = ("run", f"--runner={DASK_RUNNER}")
+# The address in the shipped conf/remote/parameters.yml, replaced by a real one.
+REMOTE_PLACEHOLDER = "tcp://dask-scheduler:8786"
+
+
+# --- helpers -----------------------------------------------------------------
+
+
+def error_paragraph(output: str) -> str:
+    """The CLI's error: one paragraph starting with "Error: ", ending the output,
+    with no traceback anywhere."""
+    assert "Traceback" not in output, output
+    found = re.search(r"^Error: ", output, flags=re.MULTILINE)
+    assert found, output
+    message = output[found.start() :].strip()
+    assert "\n\n" not in message, message
+    return " ".join(message.split())  # undo any line wrapping
+
+
+def executed_tasks(cluster: CliCluster) -> int:
+    """How many tasks the cluster's workers have run so far."""
+    with cluster.client() as client:
+        counts = client.run(lambda dask_worker: dask_worker.state.executed_count)
+    return sum(counts.values())
+
+
+def assert_cluster_intact_and_clean(
+    cluster: CliCluster, worker_pids: dict[str, int]
+) -> None:
+    """The scheduler and its workers still run (the same worker processes), and the
+    run left no tasks and no published datasets on the scheduler."""
+    assert [process.poll() for process in cluster.processes] == [None] * len(
+        cluster.processes
+    )
+    assert cluster.worker_pids() == worker_pids
+    with cluster.client() as client:
+        # The runner's client closes asynchronously: its tasks go soon after.
+        deadline = time.monotonic() + 10
+        while True:
+            tasks = client.run_on_scheduler(
+                lambda dask_scheduler: sorted(map(str, dask_scheduler.tasks))
+            )
+            if not tasks or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert tasks == []
+        assert list(client.list_datasets()) == []
+
+
+def processes_working_in(folder: Path) -> list[int]:
+    """The processes (e.g. Dask workers) whose working directory is ``folder``."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if Path(os.readlink(entry / "cwd")) == folder:
+                found.append(int(entry.name))
+        except OSError:  # gone, or not ours to inspect
+            continue
+    return found
+
+
+def project_importable_on_workers(cluster: CliCluster) -> bool:
+    with cluster.client() as client:
+        found = client.run(
+            lambda: importlib.util.find_spec(PACKAGE) is not None, nanny=False
+        )
+    return any(found.values())
+
+
+def write_conf(project: Path, env: str, text: str) -> None:
+    folder = project / "conf" / env
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "parameters.yml").write_text(text)
+
+
+def make_tls_files(folder: Path) -> dict[str, str]:
+    """A CA, and a certificate and key signed by it for 127.0.0.1 and localhost:
+    what `cli_cluster(tls=...)` and `dask_client.security` take."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=2)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kedro-dask test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                    x509.DNSName("localhost"),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    files = {
+        "ca": folder / "ca.pem",
+        "cert": folder / "cert.pem",
+        "key": folder / "key.pem",
+    }
+    files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files["key"].chmod(0o600)
+    return {name: str(path) for name, path in files.items()}
+
+
+# --- fixtures ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sequential_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The example pipeline's outputs with Kedro's SequentialRunner: the reference."""
+    project = render(tmp_path_factory.mktemp("sequential"))
+    result = kedro("run", cwd=project)
+    assert result.returncode == 0, result.output
+    outputs = data_files(project)
+    assert len(outputs) == 8
+    return outputs
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[CliCluster, dict[str, int]]]:
+    """One `dask scheduler` and two `dask worker`s for the module, with the
+    process id of each worker as it started."""
+    with cli_cluster(tmp_path_factory.mktemp("cluster-logs")) as started:
+        yield started, started.worker_pids()
+
+
+@pytest.fixture
+def workers_without_project(tmp_path: Path) -> Iterator[CliCluster]:
+    """A cluster of its own whose workers cannot import the project: no PYTHONPATH
+    and a working directory outside any project. Its own, because an upload of
+    the project stays on the scheduler and workers for good."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    worker_env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
+    with cli_cluster(
+        tmp_path / "logs", worker_env=worker_env, worker_cwd=elsewhere
+    ) as started:
+        assert not project_importable_on_workers(started)
+        yield started
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[CliCluster, dict[str, str]]]:
+    tls = make_tls_files(tmp_path_factory.mktemp("tls"))
+    with cli_cluster(tmp_path_factory.mktemp("tls-logs"), tls=tls) as started:
+        assert started.address.startswith("tls://127.0.0.1:")
+        yield started, tls
+
+
+# --- 1. a scheduler that is already running, four ways to name it -------------
+
+
+def _through_conf(project: Path, address: str) -> tuple[list[str], dict]:
+    remote = project / "conf" / "remote" / "parameters.yml"
+    text = remote.read_text()
+    assert REMOTE_PLACEHOLDER in text
+    remote.write_text(text.replace(REMOTE_PLACEHOLDER, address))
+    return ["--env=remote"], ENV
+
+
+def _through_params(project: Path, address: str) -> tuple[list[str], dict]:
+    return [f"--params=dask_client.address={address}"], ENV
+
+
+def _through_runner_params(project: Path, address: str) -> tuple[list[str], dict]:
+    return [f"--runner-params=address={address}"], ENV
+
+
+def _through_environment_variable(
+    project: Path, address: str
+) -> tuple[list[str], dict]:
+    base = (project / "conf" / "base" / "parameters.yml").read_text()
+    assert "\n  address:" not in base  # only commented out
+    return [], {**ENV, "DASK_SCHEDULER_ADDRESS": address}
+
+
+@pytest.mark.parametrize(
+    "point_at",
+    [
+        _through_conf,
+        _through_params,
+        _through_runner_params,
+        _through_environment_variable,
+    ],
+    ids=["conf-remote", "params", "runner-params", "DASK_SCHEDULER_ADDRESS"],
+)
+def test_a_running_scheduler_runs_the_pipeline_and_stays_clean(
+    point_at, cluster, sequential_outputs, tmp_path: Path
+):
+    running, worker_pids = cluster
+    project = render(tmp_path)
+    options, env = point_at(project, running.address)
+    executed_before = executed_tasks(running)
+
+    result = kedro(*RUN, *options, cwd=project, env=env)
+
+    assert result.returncode == 0, result.output
+    assert f"Connecting to the Dask scheduler at {running.address}" in result.output
+    assert "Starting a Dask cluster" not in result.output
+    assert "Completed 12 out of 12 nodes" in result.output
+    assert "Traceback" not in result.output
+    assert executed_tasks(running) - executed_before >= 12  # ran on these workers
+    assert data_files(project) == sequential_outputs
+    assert_cluster_intact_and_clean(running, worker_pids)
+
+
+# --- 2. workers that cannot import the project ---------------------------------
+
+
+def test_workers_without_the_project_get_it_uploaded_by_default(
+    workers_without_project, sequential_outputs, tmp_path: Path
+):
+    running = workers_without_project
+    worker_pids = running.worker_pids()
+    project = render(tmp_path / "project")
+
+    for _ in range(2):  # a second run replaces the first run's upload
+        result = kedro(
+            *RUN, f"--params=dask_client.address={running.address}", cwd=project
+        )
+        assert result.returncode == 0, result.output
+
+    assert f"Uploading the {PACKAGE} package to the Dask cluster" in result.output
+    assert "Traceback" not in result.output
+    assert data_files(project) == sequential_outputs
+    assert_cluster_intact_and_clean(running, worker_pids)
+    with running.client() as client:
+        plugins = client.run_on_scheduler(
+            lambda dask_scheduler: list(dask_scheduler.plugins)
+        )
+        worker_plugins = client.run(lambda dask_worker: list(dask_worker.plugins))
+    assert [name for name in plugins if "kedro-project" in name] == [
+        f"kedro-project-{PACKAGE}"
+    ]
+    for names in worker_plugins.values():
+        assert [name for name in names if "kedro-project" in name] == [
+            f"kedro-project-{PACKAGE}"
+        ]
+
+
+def test_workers_without_the_project_and_no_upload_fail_clearly(
+    workers_without_project, tmp_path: Path
+):
+    running = workers_without_project
+    worker_pids = running.worker_pids()
+    project = render(tmp_path / "project")
+
+    result = kedro(
+        *RUN,
+        f"--params=dask_client.address={running.address},"
+        "dask_client.upload_project=false",
+        cwd=project,
+    )
+
+    assert result.returncode == 1, result.output
+    message = error_paragraph(result.output)
+    assert message.startswith(
+        f"Error: The Dask workers cannot import the project package '{PACKAGE}'"
+    ), message
+    assert "upload_project: true" in message
+    assert not (project / "data/08_reporting/model_comparison.csv").exists()
+    assert_cluster_intact_and_clean(running, worker_pids)
+
+
+# --- 3. TLS --------------------------------------------------------------------
+
+
+def test_a_tls_scheduler_runs_the_pipeline_with_the_security_settings(
+    tls_cluster, sequential_outputs, tmp_path: Path
+):
+    running, tls = tls_cluster
+    worker_pids = running.worker_pids()
+    project = render(tmp_path)
+    write_conf(
+        project,
+        "tls",
+        f"""\
+dask_client:
+  address: {running.address}
+  timeout: 30
+  security:
+    tls_ca_file: {tls["ca"]}
+    tls_client_cert: {tls["cert"]}
+    tls_client_key: {tls["key"]}
+""",
+    )
+
+    executed_before = executed_tasks(running)
+
+    result = kedro(*RUN, "--env=tls", cwd=project)
+
+    assert result.returncode == 0, result.output
+    assert f"Connecting to the Dask scheduler at {running.address}" in result.output
+    assert "Dask dashboard: http" in result.output
+    assert "Traceback" not in result.output
+    assert executed_tasks(running) - executed_before >= 12
+    assert data_files(project) == sequential_outputs
+    assert_cluster_intact_and_clean(running, worker_pids)
+
+
+def test_a_tls_scheduler_refuses_a_run_without_the_security_settings(
+    tls_cluster, tmp_path: Path
+):
+    running, _ = tls_cluster
+    worker_pids = running.worker_pids()
+    project = render(tmp_path)
+
+    started = time.monotonic()
+    result = kedro(
+        *RUN,
+        f"--params=dask_client.address={running.address},dask_client.timeout=5",
+        cwd=project,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 1, result.output
+    message = error_paragraph(result.output)
+    assert message.startswith(
+        f"Error: Could not connect to the Dask scheduler at {running.address}"
+    ), message
+    assert "dask_client.security" in message
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert data_files(project) == {}
+    assert_cluster_intact_and_clean(running, worker_pids)
+
+
+# --- 4. a cluster class the runner starts, with adaptive scaling -----------------
+
+
+def test_a_local_cluster_class_with_kwargs_and_adapt(
+    sequential_outputs, tmp_path: Path
+):
+    project = render(tmp_path)
+    write_conf(
+        project,
+        "adaptive",
+        """\
+dask_client:
+  cluster_class: distributed.LocalCluster
+  cluster_kwargs:
+    n_workers: 1
+    processes: true
+    threads_per_worker: 2
+    dashboard_address: "127.0.0.1:0"
+  adapt:
+    minimum: 1
+    maximum: 2
+""",
+    )
+
+    result = kedro(*RUN, "--env=adaptive", cwd=project)
+
+    assert result.returncode == 0, result.output
+    assert (
+        "Starting a Dask cluster: distributed.deploy.local.LocalCluster(n_workers=1, "
+        "processes=True, threads_per_worker=2, dashboard_address='127.0.0.1:0')"
+    ) in result.output
+    assert "Completed 12 out of 12 nodes" in result.output
+    assert "Traceback" not in result.output
+    assert data_files(project) == sequential_outputs
+    if Path("/proc/self/cwd").exists():  # the runner closed the cluster it started
+        deadline = time.monotonic() + 10
+        while (left := processes_working_in(project.resolve())) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert left == []
+
+
+# --- 5. settings that must be refused --------------------------------------------
+
+
+def test_a_misspelt_key_is_named_with_the_valid_keys(tmp_path: Path):
+    project = render(tmp_path)
+
+    result = kedro(*RUN, "--params=dask_client.n_wokers=2", cwd=project)
+
+    assert result.returncode == 1, result.output
+    message = error_paragraph(result.output)
+    assert message.startswith(
+        "Error: Unknown key(s) in dask_client: n_wokers."
+    ), message
+    for valid in ("address", "cluster_class", "upload_project", "n_workers"):
+        assert valid in message.split("n_wokers", 1)[1]
+
+
+def test_an_unreachable_address_fails_within_its_timeout(tmp_path: Path):
+    project = render(tmp_path)
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+
+    started = time.monotonic()
+    result = kedro(
+        *RUN,
+        f"--params=dask_client.address={address},dask_client.timeout=2",
+        cwd=project,
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 1, result.output
+    message = error_paragraph(result.output)
+    assert message.startswith(
+        f"Error: Could not connect to the Dask scheduler at {address} within 2 s"
+    ), message
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert data_files(project) == {}
+
+
+def test_an_unimportable_cluster_class_says_what_to_install(tmp_path: Path):
+    if importlib.util.find_spec("dask_jobqueue") is not None:
+        pytest.skip("dask_jobqueue is installed here")
+    project = render(tmp_path)
+
+    result = kedro(
+        *RUN,
+        "--params=dask_client.cluster_class=dask_jobqueue.SLURMCluster",
+        cwd=project,
+    )
+
+    assert result.returncode == 1, result.output
+    message = error_paragraph(result.output)
+    assert message.startswith(
+        "Error: dask_client.cluster_class 'dask_jobqueue.SLURMCluster' cannot be "
+        "imported"
+    ), message
+    assert "`pip install dask-jobqueue`" in message
+
+
+# --- 6. the performance report -----------------------------------------------------
+
+
+def test_a_performance_report_is_written(cluster, sequential_outputs, tmp_path: Path):
+    running, worker_pids = cluster
+    project = render(tmp_path)
+    report = "data/08_reporting/dask-report.html"
+
+    result = kedro(
+        *RUN,
+        f"--params=dask_client.address={running.address},"
+        f"dask_client.performance_report={report}",
+        cwd=project,
+    )
+
+    assert result.returncode == 0, result.output
+    assert f"Wrote the Dask performance report to {report}" in result.output
+    outputs = data_files(project)
+    html = outputs.pop("08_reporting/dask-report.html")
+    assert len(html) > 1000
+    assert b"<html" in html[:2000].lower()
+    assert outputs == sequential_outputs
+    assert_cluster_intact_and_clean(running, worker_pids)
