@@ -7,6 +7,7 @@ from the ``dask_client`` parameters, so ``conf/`` decides where the pipeline run
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -21,6 +22,8 @@ from kedro.runner import AbstractRunner
 from kedro.utils import load_obj
 
 from .runner import DaskRunner, DaskSetupError
+
+logger = logging.getLogger(__name__)
 
 
 @click.group(name="kedro")
@@ -80,6 +83,9 @@ def run(  # noqa: PLR0913, PLR0917 (one parameter per Kedro option)
             )
     except DaskSetupError as exc:
         # A settings or connection problem: one paragraph, not a Dask traceback.
+        # The traceback is logged at DEBUG (set this package's level in
+        # conf/logging.yml to see it).
+        logger.debug("The run could not start", exc_info=exc)
         raise click.ClickException(str(exc)) from exc
 
 
