@@ -7,6 +7,7 @@ connected, never a scheduler that was already running or a client it was handed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib
 import logging
 import os
@@ -47,6 +48,7 @@ def dask_client(
         else:
             cluster = opened.enter_context(_start_cluster(config))
             client = opened.enter_context(_connect(cluster, config))
+            opened.callback(_quiet_workers_before_closing, client)
         if _should_upload(config, address) and package_name:
             _upload_package(client, package_name)
         yield client
@@ -158,6 +160,14 @@ def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
         ) from exc
 
 
+def _quiet_workers_before_closing(client: distributed.Client) -> None:
+    """Workers closed while a node still runs (after Ctrl-C or a failure) log
+    Dask-internal warnings about the cancelled task; the run has already said
+    what happened."""
+    with contextlib.suppress(Exception):
+        client.run(logging.getLogger("distributed").setLevel, logging.ERROR)
+
+
 def _should_upload(config: DaskClientConfig, address: str | None) -> bool:
     """By default, only workers that may not share this machine get the package."""
     if config.upload_project is not None:
@@ -175,14 +185,24 @@ def _upload_package(client: distributed.Client, package_name: str) -> None:
     graph) and the workers, which may not have it installed."""
     package_dir = Path(importlib.import_module(package_name).__file__).parent
     with tempfile.TemporaryDirectory() as folder:
-        archive = Path(folder) / f"{package_name}.zip"
-        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zipped:
+        staging = Path(folder) / "package.zip"
+        with zipfile.ZipFile(staging, "w", zipfile.ZIP_DEFLATED) as zipped:
             for path in sorted(package_dir.rglob("*")):
                 if path.is_file() and "__pycache__" not in path.parts:
-                    zipped.write(path, path.relative_to(package_dir.parent))
+                    # A fixed timestamp: the same code gives the same archive.
+                    info = zipfile.ZipInfo(
+                        path.relative_to(package_dir.parent).as_posix()
+                    )
+                    zipped.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+        digest = hashlib.sha256(staging.read_bytes()).hexdigest()[:16]
+        archive = staging.rename(Path(folder) / f"{package_name}-{digest}.zip")
         logger.info("Uploading the %s package to the Dask cluster", package_name)
-        # One name per package: each run replaces the previous run's upload
-        # instead of piling up plugins (and archives) on a long-lived scheduler.
-        name = f"kedro-project-{package_name}"
-        client.register_plugin(SchedulerUploadFile(str(archive), load=True), name=name)
-        client.register_plugin(UploadFile(str(archive), load=True), name=name)
+        # Named after its content and idempotent: a run of code the cluster
+        # already has uploads nothing, and concurrent runs never rewrite an
+        # archive another run is importing from.
+        for plugin in (
+            SchedulerUploadFile(str(archive), load=True),
+            UploadFile(str(archive), load=True),
+        ):
+            plugin.idempotent = True
+            client.register_plugin(plugin, name=archive.stem)

@@ -113,6 +113,10 @@ class DaskRunner(AbstractRunner):
             list(submitted.node_futures), loop=submitted.client.loop
         )
         for future in completions:
+            if future.status in ("lost", "pending"):
+                # Its worker died after it finished: Dask computes it again.
+                completions.add(future)
+                continue
             if future.status != "finished":
                 self._fail(submitted, pipeline, catalog, done_nodes, run)
             node = submitted.node_futures.pop(future)

@@ -37,17 +37,17 @@ class SubmittedGraph:
     #: Pipeline outputs without a persisting catalog entry, returned to the caller.
     free_outputs: dict[str, distributed.Future]
     #: Parameters and pre-filled ``MemoryDataset``s sent to the cluster.
-    scattered: list[distributed.Future] = field(default_factory=list)
+    inputs: list[distributed.Future] = field(default_factory=list)
 
     def cancel(self) -> None:
         """Stops every node that has not finished and forgets all futures."""
         if self.node_futures:
             self.client.cancel(list(self.node_futures))
-        for future in [*self.free_outputs.values(), *self.scattered]:
+        for future in [*self.free_outputs.values(), *self.inputs]:
             future.release()
         self.node_futures.clear()
         self.free_outputs.clear()
-        self.scattered.clear()
+        self.inputs.clear()
 
 
 class TaskGraph:
@@ -158,8 +158,8 @@ class TaskGraph:
     ) -> SubmittedGraph:
         """Submits every node at once; Dask starts each when its inputs exist."""
         resources = resources or {}
-        providers = self._scatter_pipeline_inputs(client)
-        graph = SubmittedGraph(client, {}, {}, scattered=list(providers.values()))
+        providers = self._pipeline_inputs_as_tasks(client)
+        graph = SubmittedGraph(client, {}, {}, inputs=list(providers.values()))
         finished: dict[Node, distributed.Future] = {}
         awaited = {parent for parents in self._waits_for.values() for parent in parents}
         for node in self.nodes:
@@ -191,15 +191,21 @@ class TaskGraph:
         }
         return graph
 
-    def _scatter_pipeline_inputs(
+    def _pipeline_inputs_as_tasks(
         self, client: distributed.Client
     ) -> dict[str, distributed.Future]:
-        """Sends parameters and pre-filled ``MemoryDataset``s to the cluster once."""
-        names = sorted(self._pipeline.inputs() & self._memory.keys())
-        if not names:
-            return {}
-        values = [self._catalog.get(name).load() for name in names]
-        return dict(zip(names, client.scatter(values, hash=False)))
+        """Sends parameters and pre-filled ``MemoryDataset``s as tasks that return
+        them, not with ``scatter``: a task's result that dies with its worker is
+        recomputed elsewhere, scattered data is lost for good."""
+        return {
+            name: client.submit(
+                _given,
+                self._catalog.get(name).load(),
+                key=f"{name}-{self._run.token}",
+                pure=False,
+            )
+            for name in sorted(self._pipeline.inputs() & self._memory.keys())
+        }
 
 
 def _without_data(
@@ -213,6 +219,10 @@ def _without_data(
 
 def _nothing(_: Any) -> None:
     return None
+
+
+def _given(value: Any) -> Any:
+    return value
 
 
 def _pickling_problem(obj: Any) -> str | None:
