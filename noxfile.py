@@ -122,3 +122,26 @@ def format(session: nox.Session) -> None:
                 session.log(f"reformatted {relative}")
                 source.write_text(text)
     session.run("black", "--quiet", "noxfile.py", "hooks", "tests", external=False)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite: DaskRunner against Kedro's runners and raw distributed
+    (benchmarks/run_benchmarks.py); writes docs/benchmarks.md. Run it on a quiet
+    machine; options after `--` go to the script, e.g. `nox -s bench -- --repeat 9`.
+    """
+    _install_generated_requirements(session)
+    session.install("cookiecutter>=2.1")
+    invoked_as = " ".join(
+        ["nox -s bench", *(["--", *session.posargs] if session.posargs else [])]
+    )
+    session.run(
+        "python",
+        str(ROOT / "benchmarks" / "run_benchmarks.py"),
+        "--doc",
+        str(ROOT / "docs" / "benchmarks.md"),
+        "--invoked-as",
+        invoked_as,
+        *session.posargs,
+        env=QUIET_ENV,
+    )

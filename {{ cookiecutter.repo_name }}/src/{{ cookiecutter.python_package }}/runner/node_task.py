@@ -9,6 +9,7 @@ returned to Dask.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import uuid
@@ -24,6 +25,7 @@ from kedro.framework.hooks.manager import (
     _register_hooks_entry_points,
 )
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.io.memory_dataset import _infer_copy_mode
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 from pluggy import PluginManager
@@ -70,11 +72,20 @@ class NodeTask:
     memory_outputs: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Inline:
+    """A small pipeline input passed inside a task's arguments; wrapped, so that
+    Dask hands it over as it is instead of searching it for futures."""
+
+    value: Any
+
+
 def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     """Runs ``task.node`` on this worker and returns its in-memory outputs.
 
-    ``upstream`` starts with the values of ``task.memory_inputs``; any further
-    arguments only make Dask wait for nodes whose outputs are persisted.
+    ``upstream`` starts with the values of ``task.memory_inputs`` (``Inline`` for
+    small pipeline inputs); any further arguments only make Dask wait for nodes
+    whose outputs are persisted.
     Returns ``None``, the single in-memory output, or a tuple of them.
     """
     hook_manager = _hook_manager(task.run)
@@ -82,7 +93,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         name: _memory_dataset_holding(value, copy_mode)
         for (name, copy_mode), value in zip(task.memory_inputs, upstream)
     }
-    outputs = {name: MemoryDataset(copy_mode="assign") for name in task.memory_outputs}
+    outputs = {name: _empty_memory_dataset("assign") for name in task.memory_outputs}
     catalog = DataCatalog(datasets={**task.persisted, **inputs, **outputs})
     with _logs_to_driver(task.run):
         Task(
@@ -99,10 +110,47 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
 
 
 def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
-    dataset = MemoryDataset(copy_mode=copy_mode)
+    if isinstance(value, Inline):
+        value = value.value
+    dataset = _empty_memory_dataset(_copy_mode_for(value, copy_mode))
     # The value is already this task's own; only loads copy it, as in Kedro.
     dataset._data = value
     return dataset
+
+
+_empty_memory_datasets: dict[str, MemoryDataset] = {}
+
+
+def _empty_memory_dataset(copy_mode: str) -> MemoryDataset:
+    """A new, empty ``MemoryDataset(copy_mode=copy_mode)``.
+
+    It is a shallow copy of one built once per mode: Kedro's dataset constructor
+    inspects its own signature on every call, which cost a third of this task's
+    own work for a trivial node. The copies share only the record of constructor
+    arguments, which Kedro never changes.
+    """
+    if copy_mode not in _empty_memory_datasets:
+        _empty_memory_datasets[copy_mode] = MemoryDataset(copy_mode=copy_mode)
+    return copy.copy(_empty_memory_datasets[copy_mode])
+
+
+_inferred_copy_modes: dict[type, str] = {}
+
+
+def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
+    """The copy mode Kedro's ``MemoryDataset`` applies when it loads ``value``.
+
+    Without a mode, Kedro infers one on every load, and each inference retries
+    importing optional libraries (ibis): a failed import scans ``sys.path``, about
+    half of this task's own work for a trivial node. The answer depends only on
+    the value's type, so Kedro is asked once per type in this process.
+    """
+    if copy_mode is not None:
+        return copy_mode
+    kind = type(value)
+    if kind not in _inferred_copy_modes:
+        _inferred_copy_modes[kind] = _infer_copy_mode(value)
+    return _inferred_copy_modes[kind]
 
 
 _setup_lock = threading.Lock()

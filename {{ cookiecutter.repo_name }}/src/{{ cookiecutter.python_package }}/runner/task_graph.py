@@ -14,13 +14,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import distributed
+from dask.sizeof import sizeof
 from distributed.protocol.pickle import dumps
 from kedro.io import AbstractDataset, CatalogProtocol, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
 from .client_config import DaskSetupError
-from .node_task import NodeTask, RunContext, run_node_task
+from .node_task import Inline, NodeTask, RunContext, run_node_task
+
+#: Pipeline inputs (parameters, pre-filled ``MemoryDataset``s) up to this size
+#: travel inside the task of every node that takes them.
+INLINE_BYTES = 64 * 2**10
 
 
 @dataclass
@@ -36,7 +41,8 @@ class SubmittedGraph:
     node_futures: dict[distributed.Future, Node]
     #: Pipeline outputs without a persisting catalog entry, returned to the caller.
     free_outputs: dict[str, distributed.Future]
-    #: Parameters and pre-filled ``MemoryDataset``s sent to the cluster.
+    #: Tasks returning the large parameters and pre-filled ``MemoryDataset``s
+    #: (small ones travel inside the nodes' tasks).
     inputs: list[distributed.Future] = field(default_factory=list)
 
     def cancel(self) -> None:
@@ -158,8 +164,13 @@ class TaskGraph:
     ) -> SubmittedGraph:
         """Submits every node at once; Dask starts each when its inputs exist."""
         resources = resources or {}
-        providers = self._pipeline_inputs_as_tasks(client)
-        graph = SubmittedGraph(client, {}, {}, inputs=list(providers.values()))
+        providers = self._pipeline_inputs(client)
+        graph = SubmittedGraph(
+            client,
+            {},
+            {},
+            inputs=[p for p in providers.values() if isinstance(p, distributed.Future)],
+        )
         finished: dict[Node, distributed.Future] = {}
         awaited = {parent for parents in self._waits_for.values() for parent in parents}
         for node in self.nodes:
@@ -191,21 +202,25 @@ class TaskGraph:
         }
         return graph
 
-    def _pipeline_inputs_as_tasks(
-        self, client: distributed.Client
-    ) -> dict[str, distributed.Future]:
-        """Sends parameters and pre-filled ``MemoryDataset``s as tasks that return
-        them, not with ``scatter``: a task's result that dies with its worker is
-        recomputed elsewhere, scattered data is lost for good."""
-        return {
-            name: client.submit(
-                _given,
-                self._catalog.get(name).load(),
-                key=f"{name}-{self._run.token}",
-                pure=False,
-            )
-            for name in sorted(self._pipeline.inputs() & self._memory.keys())
-        }
+    def _pipeline_inputs(self, client: distributed.Client) -> dict[str, Any]:
+        """Sends parameters and pre-filled ``MemoryDataset``s with the nodes' tasks.
+
+        A small value travels inside the task of each node that takes it, so that
+        node can start on any worker: Dask runs a task where its inputs are, and a
+        value held by one worker would draw all its consumers there, to run one
+        after another while other workers idle. A large value becomes one task
+        that returns it, not a ``scatter``: a task's result that dies with its
+        worker is recomputed elsewhere, scattered data is lost for good.
+        """
+        providers: dict[str, Any] = {}
+        for name in sorted(self._pipeline.inputs() & self._memory.keys()):
+            value = self._catalog.get(name).load()
+            if _is_small(value):
+                providers[name] = Inline(value)
+            else:
+                key = f"{name}-{self._run.token}"
+                providers[name] = client.submit(_given, value, key=key, pure=False)
+        return providers
 
 
 def _without_data(
@@ -215,6 +230,13 @@ def _without_data(
     if not has_data:
         return future
     return client.submit(_nothing, future, key=f"{key}-finished", pure=False)
+
+
+def _is_small(value: Any) -> bool:
+    try:
+        return bool(sizeof(value) <= INLINE_BYTES)
+    except Exception:  # an object Dask cannot size is sent as a task, to be safe
+        return False
 
 
 def _nothing(_: Any) -> None:

@@ -1,0 +1,1 @@
+"""Benchmarks of the generated project's DaskRunner (``run_benchmarks.py``)."""

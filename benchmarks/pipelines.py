@@ -1,0 +1,164 @@
+"""The benchmark pipelines, defined once and built for every runner.
+
+Each pipeline is a ``Graph`` of ``Step``s: a runner-neutral description that
+``kedro_pipeline`` turns into a Kedro ``Pipeline`` (for the Kedro runners and
+``DaskRunner``) and ``submit_raw`` into ``client.submit`` calls with futures (the
+raw ``distributed`` floor). Node functions live at module level, so Dask workers
+and ``ParallelRunner``'s processes import them instead of unpickling closures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+#: Nodes per layer of pipeline A.
+WIDTH = 10
+#: Independent CPU nodes of pipeline B.
+CPU_NODES = 8
+#: Nodes of pipeline C's chain: one makes the array, the last sums it.
+CHAIN_NODES = 10
+_MODULUS = 1_000_003
+
+
+# --- Node functions -----------------------------------------------------------
+
+
+def start() -> int:
+    """A node of A's first layer: no inputs."""
+    return 1
+
+
+def combine(a: int, b: int) -> int:
+    """A trivial node of A: two parents in, a small int out."""
+    return (a + b) % _MODULUS
+
+
+def burn(iterations: int) -> int:
+    """Pure-Python CPU work of B: holds the GIL for its whole duration."""
+    total = 0
+    for i in range(iterations):
+        total = (total + i * i) % _MODULUS
+    return total
+
+
+def join(*values: int) -> int:
+    return sum(values) % _MODULUS
+
+
+def make_array(nbytes: int) -> np.ndarray:
+    """C's first node: an array of ``nbytes`` bytes, every page touched."""
+    return np.ones(nbytes // 8, dtype=np.float64)
+
+
+def step(x: np.ndarray) -> np.ndarray:
+    """A node of C's chain: a new array of the same size."""
+    return x + 1.0
+
+
+def checksum(x: np.ndarray) -> float:
+    """C's last node: reduces the array, so only a float leaves the chain."""
+    return float(x.sum())
+
+
+# --- Runner-neutral graphs ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One node: ``output = func(*inputs)``."""
+
+    name: str
+    func: Callable[..., Any]
+    inputs: tuple[str, ...]
+    output: str
+
+
+@dataclass(frozen=True)
+class Graph:
+    """A pipeline: its steps in a valid run order and the values of its inputs."""
+
+    name: str
+    steps: tuple[Step, ...]
+    inputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def outputs(self) -> list[str]:
+        """Datasets no step consumes: what a run returns."""
+        consumed = {name for s in self.steps for name in s.inputs}
+        return [s.output for s in self.steps if s.output not in consumed]
+
+
+def overhead(n_nodes: int) -> Graph:
+    """A: ``n_nodes`` trivial nodes in layers of ``WIDTH``; each node after the
+    first layer takes two parents from the previous layer."""
+    if n_nodes < WIDTH or n_nodes % WIDTH:
+        raise ValueError(f"pipeline A needs a multiple of {WIDTH} nodes, not {n_nodes}")
+    steps = [Step(f"a_0_{i}", start, (), f"v_0_{i}") for i in range(WIDTH)]
+    for layer in range(1, n_nodes // WIDTH):
+        for i in range(WIDTH):
+            parents = (f"v_{layer - 1}_{i}", f"v_{layer - 1}_{(i + 1) % WIDTH}")
+            steps.append(Step(f"a_{layer}_{i}", combine, parents, f"v_{layer}_{i}"))
+    return Graph(f"A-{n_nodes}", tuple(steps))
+
+
+def cpu_wide(iterations: int) -> Graph:
+    """B: ``CPU_NODES`` independent CPU-bound nodes, then a join."""
+    steps = [
+        Step(f"burn_{i}", burn, ("iterations",), f"burnt_{i}") for i in range(CPU_NODES)
+    ]
+    steps.append(Step("join", join, tuple(s.output for s in steps), "joined"))
+    return Graph("B", tuple(steps), {"iterations": iterations})
+
+
+def data_chain(megabytes: int) -> Graph:
+    """C: a chain of ``CHAIN_NODES`` nodes passing an array of ``megabytes`` MB."""
+    steps = [Step("make_array", make_array, ("nbytes",), "array_0")]
+    for i in range(1, CHAIN_NODES - 1):
+        steps.append(Step(f"step_{i}", step, (f"array_{i - 1}",), f"array_{i}"))
+    steps.append(Step("checksum", checksum, (f"array_{CHAIN_NODES - 2}",), "array_sum"))
+    return Graph(f"C-{megabytes}MB", tuple(steps), {"nbytes": megabytes * 2**20})
+
+
+# --- Building them for each runner ------------------------------------------------
+
+
+def kedro_pipeline(graph: Graph) -> Any:
+    """The Kedro ``Pipeline`` of ``graph``; its inputs are catalog entries."""
+    from kedro.pipeline import Node, Pipeline
+
+    return Pipeline(
+        [
+            Node(s.func, list(s.inputs) or None, s.output, name=s.name)
+            for s in graph.steps
+        ]
+    )
+
+
+def kedro_catalog(graph: Graph, shared_memory: bool = False) -> Any:
+    """A catalog holding ``graph``'s inputs; every other dataset is in memory.
+    ``ParallelRunner`` needs the ``SharedMemoryDataCatalog``."""
+    from kedro.io import DataCatalog, MemoryDataset, SharedMemoryDataCatalog
+
+    kind = SharedMemoryDataCatalog if shared_memory else DataCatalog
+    return kind(
+        datasets={name: MemoryDataset(data=v) for name, v in graph.inputs.items()}
+    )
+
+
+def submit_raw(client: Any, graph: Graph, token: str) -> dict[str, Any]:
+    """Submits ``graph`` with one ``client.submit`` per step, futures as arguments,
+    and returns the futures of its outputs only: Dask frees every intermediate
+    result once its consumers have run. ``token`` makes the keys unique per run."""
+    values: dict[str, Any] = dict(graph.inputs)
+    for s in graph.steps:
+        values[s.output] = client.submit(
+            s.func,
+            *(values[name] for name in s.inputs),
+            key=f"{s.name}-{token}",
+            pure=False,
+        )
+    return {name: values[name] for name in graph.outputs}

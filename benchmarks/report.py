@@ -1,0 +1,596 @@
+"""Tables, targets and the ``docs/benchmarks.md`` page from the suite's results.
+
+Every ratio compares medians of configurations measured in the same invocation.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass
+from typing import Any
+
+RUNNER_LABELS = {
+    "sequential": "SequentialRunner",
+    "thread": "ThreadRunner (2 threads)",
+    "parallel": "ParallelRunner (2 processes)",
+    "dask": "DaskRunner (2 workers x 1 thread)",
+    "distributed": "raw distributed (floor)",
+}
+PIPELINE_TITLES = {
+    "A": "A · overhead: layers of 10 trivial nodes, two parents each",
+    "B": "B · cpu-wide: 8 independent pure-Python nodes, then a join",
+    "C": "C · data: a chain of 10 nodes passing a numpy array",
+    "D": "D · end to end: `kedro run` of the generated example project",
+}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _spread(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+    return f"{min(values) * scale:.{digits}f}–{max(values) * scale:.{digits}f}"
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    """One line of progress for a finished configuration."""
+    times = result["times"]
+    line = f"median {_median(times):.3f} s, min–max {_spread(times)} s"
+    if result.get("peak_added_mb"):
+        line += f", added peak {_median(result['peak_added_mb']):.0f} MiB"
+    setup = result.get("setup") or {}
+    if setup:
+        line += f" (start {setup['start']:.2f} s, close {setup['close']:.2f} s)"
+    return line
+
+
+class _Results:
+    """The results of one invocation, looked up by runner and variant."""
+
+    def __init__(self, suite: dict[str, Any]) -> None:
+        self.suite = suite
+        self.rows = suite["results"]
+
+    def of(self, pipeline: str) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["pipeline"] == pipeline]
+
+    def find(self, runner: str, pipeline: str, size: Any = None) -> dict | None:
+        for row in self.of(pipeline):
+            if row["runner"] == runner and (size is None or row["size"] == size):
+                return row
+        return None
+
+    def median(self, runner: str, pipeline: str, size: Any = None) -> float | None:
+        row = self.find(runner, pipeline, size)
+        return _median(row["times"]) if row else None
+
+
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> str:
+    """A Markdown table; the first ``text_columns`` are left-aligned, numbers right."""
+    rule = ["---" if i < text_columns else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(rule) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> str:
+    if numerator is None or denominator is None or denominator <= 0:
+        return "–"
+    return f"{numerator / denominator:.2f}×"
+
+
+def _table_a(results: _Results) -> str:
+    rows, slopes = [], []
+    for runner in RUNNER_LABELS:
+        sized = sorted(
+            (r for r in results.of("A") if r["runner"] == runner),
+            key=lambda r: r["size"],
+        )
+        for row in sized:
+            run = _median(row["times"])
+            raw = results.median("distributed", "A", row["size"])
+            cpu = row.get("cpu")
+            rows.append(
+                [
+                    RUNNER_LABELS[runner],
+                    str(row["size"]),
+                    f"{run * 1e3:.1f}",
+                    _spread(row["times"], 1e3, 1),
+                    f"{run * 1e3 / row['size']:.3f}",
+                    _ratio(run, raw),
+                    f"{_median(cpu) * 1e3 / row['size']:.2f}" if cpu else "–",
+                ]
+            )
+        if len(sized) >= 2:
+            small, large = sized[0], sized[-1]
+            t_small, t_large = _median(small["times"]), _median(large["times"])
+            n_small, n_large = small["size"], large["size"]
+            slopes.append(
+                [
+                    RUNNER_LABELS[runner],
+                    f"{n_small} → {n_large}",
+                    _ratio(t_large / n_large, t_small / n_small),
+                    f"{(t_large - t_small) * 1e3 / (n_large - n_small):.3f}",
+                ]
+            )
+    text = _table(
+        [
+            "Runner",
+            "Nodes",
+            "Run, median (ms)",
+            "min–max (ms)",
+            "Per node (ms)",
+            "÷ raw distributed",
+            "CPU per node (ms)",
+        ],
+        rows,
+    )
+    text += (
+        "\n\n*CPU per node*: CPU time of the driver and all its descendant "
+        "processes during the run (median), divided by N; it sums the work of "
+        "every process, so it can exceed the wall time, and it is less sensitive "
+        "than wall time to other load on the machine."
+    )
+    if slopes:
+        text += "\n\nGrowth with N (flat is 1.00×) and the marginal cost of one more "
+        text += "node (slope between the two sizes, fixed per-run costs excluded):\n\n"
+        text += _table(
+            ["Runner", "Nodes", "Per node, large ÷ small", "Marginal (ms/node)"],
+            slopes,
+        )
+    return text
+
+
+def _table_b(results: _Results) -> str:
+    sequential = results.median("sequential", "B")
+    parallel = results.median("parallel", "B")
+    rows = []
+    for row in results.of("B"):
+        run = _median(row["times"])
+        rows.append(
+            [
+                RUNNER_LABELS[row["runner"]],
+                f"{run:.3f}",
+                _spread(row["times"]),
+                _ratio(sequential, run),
+                _ratio(parallel, run),
+            ]
+        )
+    return _table(
+        [
+            "Runner",
+            "Run, median (s)",
+            "min–max (s)",
+            "Speed-up vs Sequential",
+            "Speed-up vs Parallel",
+        ],
+        rows,
+    )
+
+
+def _table_c(results: _Results) -> str:
+    rows = []
+    for row in results.of("C"):
+        run = _median(row["times"])
+        sequential = results.median("sequential", "C", row["size"])
+        peaks = row["peak_added_mb"] or [0.0]
+        rows.append(
+            [
+                RUNNER_LABELS[row["runner"]],
+                f"{row['size']} MiB",
+                f"{run:.3f}",
+                _spread(row["times"]),
+                _ratio(sequential, run),
+                f"{_median(peaks):.0f}",
+                _spread(peaks, digits=0),
+            ]
+        )
+    return _table(
+        [
+            "Runner",
+            "Array",
+            "Run, median (s)",
+            "min–max (s)",
+            "Speed-up vs Sequential",
+            "Added peak RSS, median (MiB)",
+            "min–max (MiB)",
+        ],
+        rows,
+    )
+
+
+def _table_d(results: _Results) -> str:
+    sequential = results.median("sequential", "D")
+    rows = []
+    for row in results.of("D"):
+        run = _median(row["times"])
+        extra = f"{run - sequential:+.2f}" if sequential is not None else "–"
+        rows.append(
+            [
+                RUNNER_LABELS[row["runner"]],
+                f"{run:.2f}",
+                _spread(row["times"], digits=2),
+                extra,
+            ]
+        )
+    return _table(
+        ["Runner", "`kedro run`, median (s)", "min–max (s)", "− Sequential (s)"], rows
+    )
+
+
+def _table_setup(results: _Results) -> str:
+    rows = []
+    for runner in RUNNER_LABELS:
+        setups = [r["setup"] for r in results.rows if r["runner"] == runner]
+        setups = [s for s in setups if s]
+        if not setups:
+            continue
+        starts = [s["start"] for s in setups]
+        closes = [s["close"] for s in setups]
+        what = "manager process" if runner == "parallel" else "LocalCluster"
+        if runner == "distributed":
+            what += " + Client"
+        rows.append(
+            [
+                RUNNER_LABELS[runner],
+                what,
+                str(len(setups)),
+                f"{_median(starts):.2f}",
+                _spread(starts, digits=2),
+                f"{_median(closes):.2f}",
+                _spread(closes, digits=2),
+            ]
+        )
+    return _table(
+        [
+            "Runner",
+            "Started and closed",
+            "Configurations",
+            "Start, median (s)",
+            "min–max (s)",
+            "Close, median (s)",
+            "min–max (s)",
+        ],
+        rows,
+        text_columns=2,
+    )
+
+
+@dataclass
+class Target:
+    """One target of the issue, checked against this invocation's medians."""
+
+    name: str
+    goal: str
+    measured: str
+    met: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "met", False: "**not met**", None: "not measured"}[self.met]
+
+
+def _at_most(value: float, limit: float) -> tuple[str, bool]:
+    """``value`` against ``limit`` where lower is better."""
+    if value <= limit:
+        return f"{(1 - value / limit) * 100:.0f}% under the limit", True
+    if value > 2 * limit:
+        return f"{value / limit:.1f}× the limit", False
+    return f"{(value / limit - 1) * 100:.0f}% over the limit", False
+
+
+def _at_least(value: float, limit: float) -> tuple[str, bool]:
+    """``value`` against ``limit`` where higher is better."""
+    if value >= limit:
+        return f"{(value / limit - 1) * 100:.0f}% above the goal", True
+    return f"{(1 - value / limit) * 100:.0f}% short of the goal", False
+
+
+def targets(suite: dict[str, Any]) -> list[Target]:
+    """The issue's targets for DaskRunner, each met, not met, or not measured."""
+    results = _Results(suite)
+    found: list[Target] = []
+    a_sizes = sorted(
+        {r["size"] for r in results.of("A") if r["runner"] in ("dask", "distributed")}
+    )
+    ratios = []
+    for size in a_sizes:
+        dask, raw = results.median("dask", "A", size), results.median(
+            "distributed", "A", size
+        )
+        if dask is not None and raw is not None:
+            ratios.append((size, dask / raw))
+    if ratios:
+        text = ", ".join(f"N={size}: {ratio:.2f}×" for size, ratio in ratios)
+        worst = max(ratio for _, ratio in ratios)
+        margin, met = _at_most(worst, 1.25)
+        found.append(
+            Target(
+                "A", "per-node time ≤ 1.25× raw distributed", f"{text} ({margin})", met
+            )
+        )
+    else:
+        found.append(Target("A", "per-node time ≤ 1.25× raw distributed", "–", None))
+    dask_a = sorted(
+        (r for r in results.of("A") if r["runner"] == "dask"), key=lambda r: r["size"]
+    )
+    if len(dask_a) >= 2:
+        small, large = dask_a[0], dask_a[-1]
+        growth = (_median(large["times"]) / large["size"]) / (
+            _median(small["times"]) / small["size"]
+        )
+        margin, met = _at_most(growth, 1.15)
+        found.append(
+            Target(
+                "A",
+                f"flat in N: per node at N={large['size']} ≤ 1.15× N={small['size']}",
+                f"{growth:.2f}× ({margin})",
+                met,
+            )
+        )
+    else:
+        found.append(Target("A", "flat in N: per-node growth ≤ 1.15×", "–", None))
+
+    dask_b = results.median("dask", "B")
+    raw_b = results.median("distributed", "B")
+    for runner, goal in (("sequential", 1.8), ("parallel", 1.25)):
+        other = results.median(runner, "B")
+        name = f"≥ {goal:g}× faster than {RUNNER_LABELS[runner]}"
+        if dask_b is None or other is None:
+            found.append(Target("B", name, "–", None))
+            continue
+        margin, met = _at_least(other / dask_b, goal)
+        floor = f"; raw distributed: {other / raw_b:.2f}×" if raw_b else ""
+        found.append(Target("B", name, f"{other / dask_b:.2f}× ({margin}{floor})", met))
+
+    c_sizes = [r["size"] for r in results.of("C") if r["runner"] == "dask"]
+    size = max(c_sizes) if c_sizes else None
+    dask_c = results.median("dask", "C", size) if size else None
+    sequential_c = results.median("sequential", "C", size) if size else None
+    parallel_c = results.median("parallel", "C", size) if size else None
+    label = f"{size} MiB" if size else "largest array"
+    if dask_c is not None and sequential_c is not None:
+        margin, met = _at_most(dask_c / sequential_c, 1.0)
+        found.append(
+            Target(
+                "C",
+                f"{label}: no slower than SequentialRunner",
+                f"{dask_c:.3f} s vs {sequential_c:.3f} s ({margin})",
+                met,
+            )
+        )
+    else:
+        found.append(
+            Target("C", f"{label}: no slower than SequentialRunner", "–", None)
+        )
+    if dask_c is not None and parallel_c is not None:
+        margin, met = _at_least(parallel_c / dask_c, 15)
+        found.append(
+            Target(
+                "C",
+                f"{label}: ≥ 15× faster than ParallelRunner",
+                f"{parallel_c / dask_c:.1f}× ({margin})",
+                met,
+            )
+        )
+    else:
+        found.append(
+            Target("C", f"{label}: ≥ 15× faster than ParallelRunner", "–", None)
+        )
+    dask_row = results.find("dask", "C", size) if size else None
+    sequential_row = results.find("sequential", "C", size) if size else None
+    if dask_row and sequential_row:
+        dask_peak = _median(dask_row["peak_added_mb"])
+        sequential_peak = _median(sequential_row["peak_added_mb"])
+        met = dask_peak <= sequential_peak
+        difference = dask_peak - sequential_peak
+        found.append(
+            Target(
+                "C",
+                f"{label}: added peak memory ≤ SequentialRunner's",
+                f"{dask_peak:.0f} MiB vs {sequential_peak:.0f} MiB "
+                f"({difference:+.0f} MiB)",
+                met,
+            )
+        )
+    else:
+        found.append(
+            Target("C", f"{label}: added peak memory ≤ SequentialRunner's", "–", None)
+        )
+
+    dask_d, sequential_d = results.median("dask", "D"), results.median(
+        "sequential", "D"
+    )
+    if dask_d is not None and sequential_d is not None:
+        extra = dask_d - sequential_d
+        found.append(
+            Target(
+                "D",
+                "`kedro run` ≤ SequentialRunner's time + 1.5 s",
+                f"{dask_d:.2f} s vs {sequential_d:.2f} s: {extra:+.2f} s "
+                f"({abs(extra - 1.5):.2f} s {'under' if extra <= 1.5 else 'over'})",
+                extra <= 1.5,
+            )
+        )
+    else:
+        found.append(
+            Target("D", "`kedro run` ≤ SequentialRunner's time + 1.5 s", "–", None)
+        )
+    return found
+
+
+def _table_targets(suite: dict[str, Any]) -> str:
+    return _table(
+        ["Pipeline", "DaskRunner target", "Measured (medians)", "Verdict"],
+        [[t.name, t.goal, t.measured, t.verdict] for t in targets(suite)],
+        text_columns=4,
+    )
+
+
+def tables(suite: dict[str, Any]) -> str:
+    """The results as Markdown: one table per pipeline, setup times, targets."""
+    results = _Results(suite)
+    sections = []
+    builders = {"A": _table_a, "B": _table_b, "C": _table_c, "D": _table_d}
+    for pipeline, build in builders.items():
+        if results.of(pipeline):
+            sections.append(f"### {PIPELINE_TITLES[pipeline]}\n\n{build(results)}")
+    if any(row["setup"] for row in results.rows):
+        sections.append(
+            "### Cluster and process start-up, outside the timed runs\n\n"
+            + _table_setup(results)
+        )
+    sections.append("### Targets\n\n" + _table_targets(suite))
+    return "\n\n".join(sections) + "\n"
+
+
+def _busy_warning(meta: dict[str, Any]) -> str:
+    """A warning when other processes used a noticeable share of the CPU."""
+    cores = meta["machine"]["logical_cores"] or 1
+    other = meta.get("other_load_cores")
+    if other is None or other <= 0.1 * cores:
+        return ""
+    return (
+        f"\n**The machine was busy**: other processes kept {other:.2f} of its "
+        f"{cores} cores busy on average while the suite ran, so these timings "
+        f"are noisy. Rerun the command on a quiet machine before drawing "
+        f"conclusions.\n"
+    )
+
+
+def document(suite: dict[str, Any]) -> str:
+    """The whole ``docs/benchmarks.md`` page."""
+    meta = suite["meta"]
+    machine = meta["machine"]
+    settings = meta["settings"]
+    packages = ", ".join(f"{k} {v}" for k, v in machine["packages"].items())
+    invoked = meta.get("invoked_as")
+    command = f"`{meta['command']}`"
+    if invoked:
+        command = f"`{invoked}`, which ran {command},"
+    if settings.get("b_calibrated"):
+        b_origin = f"calibrated to about {settings['b_seconds']:g} s on this machine"
+    else:
+        b_origin = "a count given with `--b-iterations`"
+    warmup, repeat = settings["warmup"], settings["repeat"]
+    a_nodes = ", ".join(map(str, settings["a_nodes"]))
+    parallel_a_nodes = ", ".join(map(str, settings["parallel_a_nodes"]))
+    c_megabytes = ", ".join(map(str, settings["c_megabytes"]))
+    b_iterations = settings["b_iterations"]
+    busy = _busy_warning(meta)
+    other_load = meta.get("other_load_cores", "not measured")
+    return f"""# Benchmarks
+
+How `DaskRunner` compares with Kedro's own runners and with raw `distributed`
+running the same graph. Generated by `benchmarks/run_benchmarks.py`; do not edit
+by hand, rerun it instead.
+
+Produced by {command} from the repository root.
+{busy}
+## Machine
+
+- CPU: {machine['cpu']}; {machine['logical_cores']} logical cores
+  ({machine['physical_cores']} physical); {machine['memory_gib']} GiB memory
+- {machine['os']}, Python {machine['python']}
+- {packages}
+- Other processes' CPU use during the suite: {other_load} cores on average
+  (the system's busy CPU time minus the suite's own). Load average (1, 5,
+  15 min) before the suite: {meta['load_before']}; after: {meta['load_after']}
+  (the suite itself keeps about 3 processes busy). Timings are only as good as
+  the machine was quiet.
+
+## Method
+
+- The same pipeline definitions (`benchmarks/pipelines.py`) for every runner, node
+  functions at module level. Each runner × pipeline (× size) configuration runs in
+  a fresh process: {warmup} warm-up run(s), then {repeat} timed runs. Tables give
+  the median and the min–max spread; every ratio compares medians measured in
+  this same invocation.
+- Only `runner.run(pipeline, catalog, hook_manager)` is timed, with a fresh
+  catalog per run built outside the timer and a hook manager with no hooks
+  registered (as a `KedroSession` passes one). For raw `distributed`: submitting
+  the graph and gathering its outputs.
+- Runners: `SequentialRunner()`, `ThreadRunner(max_workers=2)`,
+  `ParallelRunner(max_workers=2)` (its manager process starts and stops outside
+  the timed runs), `DaskRunner(address=cluster.scheduler_address,
+  upload_project=False)` on a `LocalCluster(n_workers=2, threads_per_worker=1,
+  processes=True)` started before and closed after the timed runs, and raw
+  `distributed` (one `client.submit` per node, futures as arguments, only the
+  outputs' futures kept) on an identical cluster. Cluster start and close are
+  reported separately. `DaskRunner` connects its own `Client` to the scheduler in
+  every run: that is part of its timed run.
+- A–C log at WARNING for every runner (set through Kedro's logging
+  configuration, so DaskRunner's workers take it too): the cost of Kedro's rich
+  INFO logging is not measured. D uses the project's own `conf/logging.yml`.
+- A: {a_nodes} nodes. ParallelRunner runs A at {parallel_a_nodes} nodes only:
+  every node's task carries the whole catalog (a manager proxy for every
+  dataset) to a pool process, so its cost per node grows with N, and 1000 nodes
+  would take many minutes per run.
+- B: each node runs `burn({b_iterations})`, {b_origin}.
+- C: arrays of {c_megabytes} MiB; the first node makes the array, 8 nodes each
+  return a new one, the last sums it. "Added peak RSS" is the highest summed
+  resident memory of the driver and all its descendant processes (Dask nanny and
+  worker processes, ParallelRunner's pool and manager), sampled every 5 ms by a
+  thread, minus the same sum just before the run. RSS counts pages shared between
+  processes once per process.
+- D: `kedro run` and `kedro run --runner=iris_dask.runner.DaskRunner` in a
+  rendered project (DaskRunner starts and closes its own LocalCluster, as a user
+  gets it), wall time of the whole command; the outputs are deleted before every
+  run.
+
+## Results
+
+{tables(suite)}
+{NOTES}
+"""
+
+
+NOTES = """## Reading the numbers
+
+- **A (overhead).** With trivial nodes the run time is the runner's own cost.
+  Raw `distributed` is the floor of anything built on one `client.submit` per
+  node: the client, the scheduler (in the driver process for a LocalCluster) and
+  a worker each handle every task. What DaskRunner adds per node:
+  - in the driver, Kedro's own `AbstractRunner.run` bookkeeping, which every
+    Kedro runner pays: before the run it materialises a `MemoryDataset` for every
+    dataset (resolving the `{default}` pattern, importing the class path, and
+    inspecting the constructor's signature), about 0.1 ms per dataset; then
+    DaskRunner's `NodeTask` (the node and its run context, pickled with each
+    task) and following completion with `as_completed`;
+  - on the worker, Kedro's `Task` around the function: a small catalog, hook
+    calls around every load, save and node run (8 for a node with two inputs),
+    and the copy Kedro's `MemoryDataset` makes on every load.
+  The SequentialRunner rows show Kedro's bookkeeping without any scheduler.
+  Their per-node time grows with N because Kedro's `_release_datasets`
+  recomputes `pipeline.inputs()` (O(N)) for every dataset it releases, so a run
+  costs O(N²); ThreadRunner and ParallelRunner share that loop, DaskRunner does
+  not use it. DaskRunner also has a fixed cost per run
+  (connecting a `Client`, subscribing to the node-log topic, checking that nodes
+  and datasets can be pickled, gathering the free outputs), which weighs on
+  small N: the "marginal" column excludes it.
+- **B (cpu-wide).** Pure-Python nodes hold the GIL, so threads give no
+  speed-up; processes can. On 2 cores the best possible run is half the
+  sequential time plus the join, a speed-up just under 2×, and the driver and
+  the scheduler share those 2 cores with the workers. With 9 nodes of half a
+  second, the runners' per-node costs (milliseconds) hardly count, so the
+  process-based runners land close to raw `distributed`, which shows what is
+  reachable on this machine. DaskRunner sends small parameters inside the tasks
+  that take them, so independent nodes spread over all workers from the start.
+- **C (data).** Kedro's `MemoryDataset` copies a numpy array whenever a node
+  loads it, under every runner, so that nodes cannot change each other's data;
+  Kedro's own runners also copy it when the node's output is saved.
+  SequentialRunner's peak holds four arrays (the stored input, its loaded copy,
+  the new array and the copy saved into the catalog); DaskRunner's three (the
+  input Dask keeps on the worker, its loaded copy, the new array, which goes to
+  Dask without another copy); raw `distributed` two (no copies). DaskRunner
+  keeps each array on the worker that made it and runs the next node there.
+  ParallelRunner pickles every array through its manager process on each save
+  and load.
+- **D (end to end).** DaskRunner's `kedro run` also starts a LocalCluster and
+  closes it: the setup table's start and close times are a lower bound, since
+  inside `kedro run` each spawned worker process also re-imports the `kedro`
+  command as its `__main__`, and each worker imports the project, pandas and
+  kedro-datasets on its first task. That fixed cost (the difference in the D
+  table) is not won back by a pipeline as short as the iris example, which
+  does well under a second of work.
+"""

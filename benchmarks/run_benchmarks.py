@@ -1,0 +1,668 @@
+"""Benchmarks DaskRunner against Kedro's runners and raw ``distributed``.
+
+    python benchmarks/run_benchmarks.py                       # the full suite
+    python benchmarks/run_benchmarks.py --doc docs/benchmarks.md
+    python benchmarks/run_benchmarks.py --pipelines A --runners dask distributed
+
+Pipelines (``benchmarks/pipelines.py``; the same definitions for every runner):
+A "overhead", layers of 10 trivial nodes; B "cpu-wide", 8 pure-Python nodes and a
+join; C "data", a chain of 10 nodes passing a numpy array, with the peak memory of
+the whole process tree; D "end to end", ``kedro run`` of the generated project.
+
+Every runner x pipeline configuration runs in a fresh process: warm-up runs, then
+``--repeat`` timed runs of ``runner.run()`` alone. Dask clusters (and
+ParallelRunner's manager process) start before and close after the timed runs;
+their start and close times are reported separately. A-C log at WARNING only.
+The template is rendered with cookiecutter to import ``DaskRunner`` and for D.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import pipelines, report  # noqa: E402
+
+PACKAGE = "iris_dask"
+DASK_RUNNER = f"{PACKAGE}.runner.DaskRunner"
+QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
+# Runner and pipeline names, as --runners and --pipelines take them.
+RUNNERS = ("sequential", "thread", "parallel", "dask", "distributed")
+PIPELINES = ("A", "B", "C", "D")
+END_TO_END_RUNNERS = ("sequential", "dask")
+# Datasets the example pipeline writes; removed before every `kedro run` of D.
+_OUTPUT_FOLDERS = ("02_intermediate", "03_primary", "04_feature", "05_model_input")
+_OUTPUT_FOLDERS += ("06_models", "07_model_output", "08_reporting")
+
+
+class BenchmarkError(RuntimeError):
+    """A configuration failed, or runners disagreed on a pipeline's outputs."""
+
+
+# --- One configuration, in its own process ----------------------------------------
+
+
+def _quiet_logging() -> None:
+    """A-C measure the runners, not the console: everything logs at WARNING.
+
+    Set through Kedro's logging configuration, because DaskRunner re-applies the
+    levels of ``kedro.framework.project.LOGGING`` at the start of every run.
+    """
+    from kedro.framework.project import configure_logging
+
+    configure_logging(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {"console": {"class": "logging.StreamHandler"}},
+            "loggers": {
+                name: {"level": "WARNING"} for name in ("kedro", "distributed", PACKAGE)
+            },
+            "root": {"level": "WARNING", "handlers": ["console"]},
+        }
+    )
+
+
+class PeakMemory:
+    """Peak summed RSS of this process and all its descendants, from a thread.
+
+    The process list is refreshed every ``refresh`` samples, so processes a
+    runner starts during the run (ParallelRunner's pool) are counted too.
+    """
+
+    def __init__(self, interval: float = 0.005, refresh: int = 10) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self._interval = interval
+        self._refresh = refresh
+        self._me = psutil.Process()
+        self._processes = self._tree()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self.baseline = 0
+        self.peak = 0
+
+    def _tree(self) -> list[Any]:
+        return [self._me, *self._me.children(recursive=True)]
+
+    def _rss(self) -> int:
+        total = 0
+        for process in self._processes:
+            with contextlib.suppress(self._psutil.Error):
+                total += process.memory_info().rss
+        return total
+
+    def _sample(self) -> None:
+        count = 0
+        while not self._stop.is_set():
+            count += 1
+            if count % self._refresh == 0:
+                with contextlib.suppress(self._psutil.Error):
+                    self._processes = self._tree()
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self._interval)
+
+    @property
+    def added_mb(self) -> float:
+        return (self.peak - self.baseline) / 2**20
+
+    def __enter__(self) -> PeakMemory:
+        self.baseline = self.peak = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._rss())
+
+
+def tree_cpu_seconds() -> float:
+    """CPU time used so far by this process and its descendants, including
+    children that have exited (ParallelRunner's pool): less sensitive than wall
+    time to other load on the machine."""
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:4])  # user, system, children_user, children_system
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+@dataclass(frozen=True)
+class Runs:
+    """The runs of one pipeline with one runner."""
+
+    #: Prepares a run outside the timer (a fresh catalog) and returns the call
+    #: to time, which returns the run's result.
+    prepare: Callable[[], Callable[[], Any]]
+    #: The values of a result's outputs, read after the timer stopped.
+    values: Callable[[Any], dict[str, Any]]
+
+
+def _kedro_runs(runner: Any, graph: pipelines.Graph, shared: bool) -> Runs:
+    """Runs of ``graph`` with a Kedro runner: a fresh catalog for each run, and a
+    hook manager as a ``KedroSession`` passes one (with no hooks registered)."""
+    from kedro.framework.hooks.manager import _create_hook_manager
+
+    pipeline = pipelines.kedro_pipeline(graph)
+
+    def prepare() -> Callable[[], Any]:
+        catalog = pipelines.kedro_catalog(graph, shared_memory=shared)
+        hook_manager = _create_hook_manager()
+        return lambda: runner.run(pipeline, catalog, hook_manager)
+
+    return Runs(prepare, lambda result: {n: d.load() for n, d in result.items()})
+
+
+def _raw_runs(client: Any, graph: pipelines.Graph) -> Runs:
+    """Runs of ``graph`` as plain ``client.submit`` calls: the floor for Dask."""
+
+    def run() -> dict[str, Any]:
+        futures = pipelines.submit_raw(client, graph, uuid.uuid4().hex[:12])
+        return dict(zip(futures, client.gather(list(futures.values())), strict=True))
+
+    return Runs(lambda: run, lambda result: result)
+
+
+@contextlib.contextmanager
+def _runs_of(
+    runner: str, graph: pipelines.Graph, setup: dict[str, float]
+) -> Iterator[Runs]:
+    """Yields the runs of ``graph`` with ``runner``; what the runner needs before
+    its first run (a cluster, a manager process) is timed into ``setup``."""
+    if runner == "sequential":
+        from kedro.runner import SequentialRunner
+
+        yield _kedro_runs(SequentialRunner(), graph, shared=False)
+    elif runner == "thread":
+        from kedro.runner import ThreadRunner
+
+        yield _kedro_runs(ThreadRunner(max_workers=2), graph, shared=False)
+    elif runner == "parallel":
+        from kedro.runner import ParallelRunner
+
+        started = time.perf_counter()
+        parallel = ParallelRunner(max_workers=2)
+        setup["start"] = time.perf_counter() - started
+        try:
+            yield _kedro_runs(parallel, graph, shared=True)
+        finally:
+            started = time.perf_counter()
+            parallel._manager.shutdown()
+            setup["close"] = time.perf_counter() - started
+    else:
+        yield from _dask_runs(runner, graph, setup)
+
+
+def _dask_runs(
+    runner: str, graph: pipelines.Graph, setup: dict[str, float]
+) -> Iterator[Runs]:
+    from distributed import Client, LocalCluster
+
+    started = time.perf_counter()
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = Client(cluster, set_as_default=False) if runner == "distributed" else None
+    setup["start"] = time.perf_counter() - started
+    try:
+        if client is not None:
+            yield _raw_runs(client, graph)
+        else:
+            from iris_dask.runner import DaskRunner
+
+            dask = DaskRunner(address=cluster.scheduler_address, upload_project=False)
+            yield _kedro_runs(dask, graph, shared=False)
+    finally:
+        started = time.perf_counter()
+        if client is not None:
+            client.close()
+        cluster.close()
+        setup["close"] = time.perf_counter() - started
+
+
+def _graph(config: dict[str, Any]) -> pipelines.Graph:
+    if config["pipeline"] == "A":
+        return pipelines.overhead(config["size"])
+    if config["pipeline"] == "B":
+        return pipelines.cpu_wide(config["size"])
+    return pipelines.data_chain(config["size"])
+
+
+def measure(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs one configuration: warm-up runs, then timed runs."""
+    if config["pipeline"] == "D":
+        return _measure_kedro_run(config)
+    _quiet_logging()
+    graph = _graph(config)
+    track_memory = config["pipeline"] == "C"
+    setup: dict[str, float] = {}
+    times, cpu, peaks, values = [], [], [], None
+    with _runs_of(config["runner"], graph, setup) as runs:
+        for index in range(config["warmup"] + config["repeat"]):
+            run = runs.prepare()
+            gc.collect()
+            memory = PeakMemory() if track_memory else None
+            with memory or contextlib.nullcontext():
+                cpu_before = tree_cpu_seconds()
+                started = time.perf_counter()
+                result = run()
+                elapsed = time.perf_counter() - started
+                cpu_used = tree_cpu_seconds() - cpu_before
+            values = runs.values(result)
+            del result, run
+            if index >= config["warmup"]:
+                times.append(elapsed)
+                cpu.append(cpu_used)
+                if memory is not None:
+                    peaks.append(memory.added_mb)
+    return {
+        **config,
+        "variant": graph.name,
+        "nodes": len(graph.steps),
+        "times": times,
+        "cpu": cpu,
+        "peak_added_mb": peaks or None,
+        "setup": setup,
+        "outputs": repr(sorted((values or {}).items())),
+    }
+
+
+def _measure_kedro_run(config: dict[str, Any]) -> dict[str, Any]:
+    """Times whole ``kedro run`` commands in a copy of the rendered project, with
+    the project's own logging; the outputs are deleted before every run."""
+    kedro = Path(sys.executable).parent / "kedro"
+    command = [str(kedro), "run"]
+    if config["runner"] == "dask":
+        command.append(f"--runner={DASK_RUNNER}")
+    times = []
+    with tempfile.TemporaryDirectory(prefix="bench-d-") as folder:
+        project = Path(shutil.copytree(config["project"], Path(folder) / "project"))
+        for index in range(config["warmup"] + config["repeat"]):
+            for name in _OUTPUT_FOLDERS:
+                for path in (project / "data" / name).iterdir():
+                    if path.name != ".gitkeep":
+                        path.unlink()
+            (project / "info.log").unlink(missing_ok=True)
+            started = time.perf_counter()
+            finished = subprocess.run(
+                command, cwd=project, capture_output=True, text=True
+            )
+            elapsed = time.perf_counter() - started
+            if finished.returncode != 0:
+                raise BenchmarkError(
+                    f"{shlex.join(command)} failed:\n{finished.stdout[-3000:]}"
+                    f"{finished.stderr[-3000:]}"
+                )
+            if index >= config["warmup"]:
+                times.append(elapsed)
+        report_file = project / "data/08_reporting/model_comparison.csv"
+        outputs = report_file.read_text()
+    return {
+        **config,
+        "variant": "D",
+        "nodes": None,
+        "times": times,
+        "cpu": None,
+        "peak_added_mb": None,
+        "setup": {},
+        "outputs": outputs,
+    }
+
+
+# --- The suite, in the parent process ------------------------------------------------
+
+
+def calibrate_burn(seconds: float) -> int:
+    """Iterations of ``pipelines.burn`` that take about ``seconds`` here; every
+    runner then gets the same count."""
+    iterations = 200_000
+    while True:
+        started = time.perf_counter()
+        pipelines.burn(iterations)
+        elapsed = time.perf_counter() - started
+        if elapsed > 0.2:
+            return max(1, round(iterations * seconds / elapsed))
+        iterations *= 2
+
+
+def configurations(args: argparse.Namespace, project: Path) -> list[dict[str, Any]]:
+    """Every runner x pipeline (x size) the arguments ask for, in run order."""
+    common = {"repeat": args.repeat, "warmup": args.warmup}
+    configs = []
+    for pipeline in args.pipelines:
+        runners = END_TO_END_RUNNERS if pipeline == "D" else RUNNERS
+        for runner in (r for r in runners if r in args.runners):
+            if pipeline == "A":
+                sizes = args.parallel_a_nodes if runner == "parallel" else args.a_nodes
+            elif pipeline == "B":
+                sizes = [args.b_iterations]
+            elif pipeline == "C":
+                sizes = args.c_megabytes
+            else:
+                sizes = [None]
+            for size in sizes:
+                config = {"runner": runner, "pipeline": pipeline, "size": size}
+                if pipeline == "D":
+                    config["project"] = str(project)
+                configs.append({**config, **common})
+    return configs
+
+
+def run_configuration(
+    config: dict[str, Any], env: dict[str, str], logs: Path, timeout: float
+) -> dict[str, Any]:
+    """Measures ``config`` in a fresh process (its own process group, so nothing
+    it started outlives it) and returns its result."""
+    label = f"{config['runner']}-{config['pipeline']}-{config['size']}"
+    log_path = logs / f"{label}.log"
+    result_path = logs / f"{label}.json"
+    result_path.unlink(missing_ok=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--measure"]
+    command += [json.dumps(config), "--result", str(result_path)]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            command,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise BenchmarkError(f"{label} did not finish in {timeout:g} s") from None
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+    if process.returncode != 0 or not result_path.exists():
+        tail = log_path.read_text()[-4000:]
+        raise BenchmarkError(f"{label} failed (exit {process.returncode}):\n{tail}")
+    return json.loads(result_path.read_text())  # type: ignore[no-any-return]
+
+
+def check_outputs(results: list[dict[str, Any]]) -> None:
+    """Every runner must compute the same outputs for the same pipeline."""
+    seen: dict[str, tuple[str, str]] = {}
+    for result in results:
+        key = result["variant"]
+        if key in seen and seen[key][1] != result["outputs"]:
+            raise BenchmarkError(
+                f"{result['runner']} and {seen[key][0]} disagree on the outputs "
+                f"of {key}: {result['outputs'][:200]} != {seen[key][1][:200]}"
+            )
+        seen.setdefault(key, (result["runner"], result["outputs"]))
+
+
+def render_project(into: Path) -> Path:
+    """The generated project, rendered with the template's defaults."""
+    from cookiecutter.main import cookiecutter
+
+    return Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(into)))
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import psutil
+
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for name in ("kedro", "distributed", "dask", "numpy", "pandas", "psutil"):
+        with contextlib.suppress(PackageNotFoundError):
+            versions[name] = version(name)
+    return {
+        "cpu": model,
+        "logical_cores": psutil.cpu_count(logical=True),
+        "physical_cores": psutil.cpu_count(logical=False),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+    }
+
+
+def _command_line(argv: list[str]) -> str:
+    """``argv`` as it could be typed at the repository root: paths inside the
+    repository relative to it, without the option nox adds to label the page."""
+    shown, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--invoked-as"):
+            skip = arg == "--invoked-as"
+            continue
+        for prefix in ("", "--doc=", "--output-dir=", "--project="):
+            if arg.startswith(prefix + str(ROOT) + os.sep):
+                arg = prefix + arg[len(prefix) + len(str(ROOT)) + 1 :]
+        shown.append(arg)
+    return shlex.join(["python", *shown])
+
+
+class OtherLoad:
+    """How much CPU other processes used while the suite ran: the system's busy
+    CPU time minus this process tree's, averaged over the wall time. The suite's
+    own processes are all waited for, so their CPU time is counted as ours."""
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        import psutil
+
+        system = psutil.cpu_times()
+        busy = sum(system) - system.idle - getattr(system, "iowait", 0.0)
+        own = sum(psutil.Process().cpu_times()[:4])
+        return time.monotonic(), busy, own
+
+    def cores(self) -> float:
+        """Average number of cores other processes kept busy so far."""
+        wall_0, busy_0, own_0 = self._start
+        wall, busy, own = self._sample()
+        return max(0.0, (busy - busy_0) - (own - own_0)) / max(wall - wall_0, 1e-9)
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def run_suite(args: argparse.Namespace) -> dict[str, Any]:
+    """Runs every configuration, one process each, and collects the results."""
+    meta: dict[str, Any] = {
+        "command": _command_line(sys.argv),
+        "invoked_as": args.invoked_as,
+        "machine": machine(),
+        "load_before": _load_average(),
+        "settings": {
+            "repeat": args.repeat,
+            "warmup": args.warmup,
+            "a_nodes": args.a_nodes,
+            "parallel_a_nodes": args.parallel_a_nodes,
+            "c_megabytes": args.c_megabytes,
+        },
+    }
+    other_load = OtherLoad()
+    meta["settings"]["b_calibrated"] = args.b_iterations is None
+    if "B" in args.pipelines and args.b_iterations is None:
+        args.b_iterations = calibrate_burn(args.b_seconds)
+    meta["settings"]["b_iterations"] = args.b_iterations
+    meta["settings"]["b_seconds"] = args.b_seconds
+    output = Path(args.output_dir)
+    logs = output / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if args.project:
+            project = Path(args.project).resolve()
+        else:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))
+            project = render_project(Path(folder))
+        # D runs `kedro run` as a user would: their environment, telemetry off.
+        user_env = {**os.environ, **QUIET_ENV}
+        # A-C: Dask's own log level in the worker processes, and the importable
+        # benchmark pipelines and project for Dask's worker processes.
+        paths = [str(ROOT), str(project / "src"), os.environ.get("PYTHONPATH")]
+        bench_env = {
+            **user_env,
+            "DASK_LOGGING__DISTRIBUTED": "warning",
+            "PYTHONPATH": os.pathsep.join(filter(None, paths)),
+        }
+        configs = configurations(args, project)
+        results = []
+        for number, config in enumerate(configs, 1):
+            label = f"{config['runner']} x {config['pipeline']}"
+            if config["size"] is not None:
+                label += f" ({config['size']})"
+            print(f"[{number}/{len(configs)}] {label} ...", file=sys.stderr, flush=True)
+            env = user_env if config["pipeline"] == "D" else bench_env
+            result = run_configuration(config, env, logs, args.timeout)
+            result.pop("project", None)
+            results.append(result)
+            print(f"    {report.summary_line(result)}", file=sys.stderr, flush=True)
+    check_outputs(results)
+    meta["load_after"] = _load_average()
+    meta["other_load_cores"] = round(other_load.cores(), 2)
+    return {"meta": meta, "results": results}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs (default 5)")
+    parser.add_argument(
+        "--warmup", type=int, default=1, help="untimed runs first (default 1)"
+    )
+    parser.add_argument("--runners", nargs="+", choices=RUNNERS, default=list(RUNNERS))
+    parser.add_argument(
+        "--pipelines", nargs="+", choices=PIPELINES, default=list(PIPELINES)
+    )
+    parser.add_argument(
+        "--a-nodes",
+        type=int,
+        nargs="+",
+        default=[100, 1000],
+        help="sizes of pipeline A, multiples of 10 (default 100 1000)",
+    )
+    parser.add_argument(
+        "--parallel-a-nodes",
+        type=int,
+        nargs="+",
+        default=[100, 300],
+        help="sizes of A for ParallelRunner, which needs ~0.2 s per node "
+        "(default 100 300)",
+    )
+    parser.add_argument(
+        "--b-seconds",
+        type=float,
+        default=0.5,
+        help="CPU seconds of each of B's 8 nodes, calibrated here (default 0.5)",
+    )
+    parser.add_argument(
+        "--b-iterations", type=int, help="loop iterations of B's nodes (no calibration)"
+    )
+    parser.add_argument(
+        "--c-megabytes",
+        type=int,
+        nargs="+",
+        default=[10, 100],
+        help="array sizes of pipeline C in MiB (default 10 100)",
+    )
+    parser.add_argument(
+        "--output-dir",
+        default=str(ROOT / "benchmarks" / "results"),
+        help="where results.json, results.md and the logs go",
+    )
+    parser.add_argument("--doc", help="also write the full report here")
+    parser.add_argument(
+        "--from-json",
+        help="measure nothing: rewrite results.md (and --doc) from the "
+        "results.json of an earlier run",
+    )
+    parser.add_argument(
+        "--project", help="a rendered project to use (default: render the template)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        help="seconds one configuration may take (default 1800)",
+    )
+    parser.add_argument("--invoked-as", help=argparse.SUPPRESS)
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.repeat < 1 or args.warmup < 0:
+        parser.error("--repeat must be >= 1 and --warmup >= 0")
+    for size in [*args.a_nodes, *args.parallel_a_nodes]:
+        if size < pipelines.WIDTH or size % pipelines.WIDTH:
+            parser.error(f"sizes of A must be multiples of {pipelines.WIDTH}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.measure:
+        result = measure(json.loads(args.measure))
+        Path(args.result).write_text(json.dumps(result))
+        return 0
+    output = Path(args.output_dir)
+    if args.from_json:
+        suite = json.loads(Path(args.from_json).read_text())
+    else:
+        try:
+            suite = run_suite(args)
+        except BenchmarkError as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return 1
+        (output / "results.json").write_text(json.dumps(suite, indent=1))
+    output.mkdir(parents=True, exist_ok=True)
+    tables = report.tables(suite)
+    (output / "results.md").write_text(tables)
+    print(tables)
+    if args.doc:
+        doc = Path(args.doc)
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        doc.write_text(report.document(suite))
+        print(f"Wrote {doc}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

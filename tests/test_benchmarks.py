@@ -1,0 +1,75 @@
+"""The benchmark suite (benchmarks/run_benchmarks.py) runs end to end at tiny
+sizes, one run per configuration, so that it never rots. Timings are not checked."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from benchmarks.report import PIPELINE_TITLES, RUNNER_LABELS
+
+from .conftest import ROOT, run_command
+
+TINY = [
+    "--repeat=1",
+    "--warmup=0",
+    "--a-nodes=20",
+    "--parallel-a-nodes=20",
+    "--b-iterations=1000",
+    "--c-megabytes=1",
+]
+
+
+def test_the_suite_measures_every_runner_on_every_pipeline(tmp_path: Path):
+    doc = tmp_path / "benchmarks.md"
+    result = run_command(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run_benchmarks.py"),
+            *TINY,
+            f"--output-dir={tmp_path}",
+            f"--doc={doc}",
+        ],
+        ROOT,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.output
+
+    tables = (tmp_path / "results.md").read_text()
+    sections = {
+        title: tables.split(f"### {title}\n", 1)[1].split("\n### ", 1)[0]
+        for title in PIPELINE_TITLES.values()
+        if f"### {title}\n" in tables
+    }
+    assert set(sections) == set(PIPELINE_TITLES.values()), tables
+    for pipeline, title in PIPELINE_TITLES.items():
+        runners = ("sequential", "dask") if pipeline == "D" else RUNNER_LABELS
+        for runner in runners:
+            assert f"| {RUNNER_LABELS[runner]} |" in sections[title], (runner, title)
+
+    results = json.loads((tmp_path / "results.json").read_text())["results"]
+    measured = {(r["runner"], r["pipeline"]) for r in results}
+    assert len(measured) == 5 * 3 + 2
+    assert all(len(r["times"]) == 1 for r in results)
+    assert all(r["peak_added_mb"] for r in results if r["pipeline"] == "C")
+
+    page = doc.read_text()
+    for heading in ("## Machine", "## Method", "## Results", "### Targets"):
+        assert heading in page
+    assert "run_benchmarks.py" in page  # the command that produced it
+
+    # The page can be written again from the results, without measuring.
+    again = run_command(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "run_benchmarks.py"),
+            f"--from-json={tmp_path / 'results.json'}",
+            f"--output-dir={tmp_path / 'again'}",
+            f"--doc={tmp_path / 'again.md'}",
+        ],
+        ROOT,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.output
+    assert (tmp_path / "again.md").read_text() == page
