@@ -21,6 +21,7 @@ from .conftest import (
     ENV,
     PACKAGE,
     CliCluster,
+    Finished,
     cli_cluster,
     data_files,
     free_port,
@@ -29,6 +30,15 @@ from .conftest import (
 )
 
 RUN = ("run", f"--runner={DASK_RUNNER}")
+
+
+def timed_run(project: Path, params: str) -> tuple[Finished, float]:
+    """`kedro run --params=...` and how long it took, in seconds."""
+    started = time.monotonic()
+    result = kedro(*RUN, f"--params={params}", cwd=project, timeout=120)
+    return result, time.monotonic() - started
+
+
 # The address in the shipped conf/remote/parameters.yml, replaced by a real one.
 REMOTE_PLACEHOLDER = "tcp://dask-scheduler:8786"
 
@@ -406,14 +416,9 @@ def test_a_tls_scheduler_refuses_a_run_without_the_security_settings(
     worker_pids = running.worker_pids()
     project = render(tmp_path)
 
-    started = time.monotonic()
-    result = kedro(
-        *RUN,
-        f"--params=dask_client.address={running.address},dask_client.timeout=5",
-        cwd=project,
-        timeout=120,
+    result, elapsed = timed_run(
+        project, f"dask_client.address={running.address},dask_client.timeout=5"
     )
-    elapsed = time.monotonic() - started
 
     assert result.returncode == 1, result.output
     message = error_paragraph(result.output)
@@ -490,14 +495,9 @@ def test_an_unreachable_address_fails_within_its_timeout(tmp_path: Path):
     project = render(tmp_path)
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
 
-    started = time.monotonic()
-    result = kedro(
-        *RUN,
-        f"--params=dask_client.address={address},dask_client.timeout=2",
-        cwd=project,
-        timeout=120,
+    result, elapsed = timed_run(
+        project, f"dask_client.address={address},dask_client.timeout=2"
     )
-    elapsed = time.monotonic() - started
 
     assert result.returncode == 1, result.output
     message = error_paragraph(result.output)
