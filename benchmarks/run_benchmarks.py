@@ -66,8 +66,8 @@ class BenchmarkError(RuntimeError):
 def _quiet_logging() -> None:
     """A-C measure the runners, not the console: everything logs at WARNING.
 
-    Set through Kedro's logging configuration, because DaskRunner re-applies the
-    levels of ``kedro.framework.project.LOGGING`` at the start of every run.
+    Set through Kedro's logging configuration, as a project's conf/logging.yml
+    would be; DaskRunner's workers take the driver's levels.
     """
     from kedro.framework.project import configure_logging
 

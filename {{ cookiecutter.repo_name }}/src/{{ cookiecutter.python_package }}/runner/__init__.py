@@ -1,6 +1,15 @@
 """Runners for this project: ``kedro run --runner={{ cookiecutter.python_package }}.runner.DaskRunner``."""
 
-from .client_config import DaskClientConfig, DaskSetupError
-from .dask_runner import DaskRunner
+import logging
+
+# Importing distributed sets its loggers to INFO: keep the level that Kedro's
+# logging configuration (conf/logging.yml) gave them before.
+_configured_level = logging.getLogger("distributed").level
+
+from .client_config import DaskClientConfig, DaskSetupError  # noqa: E402
+from .dask_runner import DaskRunner  # noqa: E402
+
+if _configured_level != logging.NOTSET:
+    logging.getLogger("distributed").setLevel(_configured_level)
 
 __all__ = ["DaskClientConfig", "DaskRunner", "DaskSetupError"]

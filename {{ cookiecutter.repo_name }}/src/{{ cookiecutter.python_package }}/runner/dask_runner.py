@@ -31,11 +31,7 @@ from pluggy import PluginManager
 
 from .client_config import DaskClientConfig, DaskSetupError
 from .cluster import dask_client
-from .log_forwarding import (
-    driver_logging_levels,
-    forward_node_logs,
-    restore_project_levels,
-)
+from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext, this_process
 from .task_graph import SubmittedGraph, TaskGraph
 
@@ -72,7 +68,6 @@ class DaskRunner(AbstractRunner):
     ) -> None:
         if not pipeline.nodes:
             return
-        restore_project_levels()
         run = RunContext(
             token=uuid.uuid4().hex[:12],
             run_id=run_id,

@@ -16,20 +16,11 @@ from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import distributed
-import kedro.framework.project as kedro_project
 
 TOPIC = "kedro-node-logs"
 _RUN_FIELD = "kedro_run"
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 _WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-
-
-def restore_project_levels() -> None:
-    """Importing ``distributed`` sets its loggers to INFO; ``conf/logging.yml``
-    (Kedro's logging configuration) decides instead."""
-    for name, options in kedro_project.LOGGING.data.get("loggers", {}).items():
-        if isinstance(options, dict) and "level" in options:
-            logging.getLogger(name).setLevel(options["level"])
 
 
 def driver_logging_levels() -> dict[str, int]:
