@@ -25,6 +25,7 @@ import distributed
 from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile
 
 from .client_config import DaskClientConfig, DaskSetupError
+from .log_forwarding import quiet_before_closing
 
 logger = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def _quiet_workers_before_closing(client: distributed.Client) -> None:
     Dask-internal warnings about the cancelled task; the run has already said
     what happened."""
     with contextlib.suppress(Exception):
-        client.run(logging.getLogger("distributed").setLevel, logging.ERROR)
+        client.run(quiet_before_closing, os.getpid())
 
 
 def _should_upload(config: DaskClientConfig, address: str | None) -> bool:

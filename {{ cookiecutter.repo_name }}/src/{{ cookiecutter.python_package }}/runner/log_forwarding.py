@@ -10,6 +10,7 @@ on a worker exactly what it would log in the driver.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -39,6 +40,8 @@ class _NodeLogForwarder(logging.Handler):
         super().__init__()
         self._runs: dict[int, str] = {}
         self.levels: dict[str, int] | None = None
+        #: Set when the runner is about to close this worker: levels stay quiet.
+        self.closing = False
 
     @contextmanager
     def forwarding(self, run_token: str) -> Iterator[None]:
@@ -72,9 +75,21 @@ def node_logs_to_driver(
 ) -> AbstractContextManager[None]:
     """On a worker: sends this thread's records to the driver of ``run_token``."""
     with _setup_lock:
-        if _forwarder.levels != levels:
+        if _forwarder.levels != levels and not _forwarder.closing:
             _take_levels(levels)
     return _forwarder.forwarding(run_token)
+
+
+def quiet_before_closing(driver_pid: int) -> None:
+    """On a worker the runner is about to close, after Ctrl-C or a failure:
+    Dask's own warnings about the node tasks it cancels add nothing to what the
+    run has reported. A node task still starting must not raise the level again.
+    Does nothing in the driver's process (a cluster of threads)."""
+    if os.getpid() == driver_pid:
+        return
+    with _setup_lock:
+        _forwarder.closing = True
+        logging.getLogger("distributed").setLevel(logging.ERROR)
 
 
 def _take_levels(levels: dict[str, int]) -> None:
