@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from .conftest import (
     DASK_RUNNER,
     ENV,
     PACKAGE,
+    CliCluster,
     cli_cluster,
     data_files,
     kedro,
@@ -363,9 +365,21 @@ def sequential(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
 # --- 1. A worker killed mid-run ---------------------------------------------
 
 
-def test_a_worker_killed_mid_run_does_not_fail_the_run(
-    tmp_path: Path, sequential: dict[str, bytes]
-):
+@dataclass
+class BusyRun:
+    """A `kedro run` of a fault pipeline on a CLI cluster of 2 workers whose
+    nodes stay busy for 3 s and leave markers naming their worker process."""
+
+    project: Path
+    markers: Path
+    log: Path
+    cluster: CliCluster
+    workers: set[int]
+    process: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def busy_run_on_cli_cluster(tmp_path: Path, pipeline: str) -> Iterator[BusyRun]:
     project = fault_project(tmp_path / "project")
     started = tmp_path / "markers"
     log = tmp_path / "run.log"
@@ -375,47 +389,54 @@ def test_a_worker_killed_mid_run_does_not_fail_the_run(
             project,
             "run",
             f"--runner={DASK_RUNNER}",
-            "--pipelines=faults_cpu",
+            f"--pipelines={pipeline}",
             params(address=cluster.address, busy_seconds=3, markers=started),
             log=log,
         ) as process:
-            # The second cpu_* node of a worker, killed while it is busy: the
-            # worker also holds results of its first one, which the run still needs.
-            def second_round() -> tuple[str, int] | None:
-                by_worker: dict[int, list[tuple[float, str]]] = {}
-                for marker in started.glob("cpu_*"):
-                    name, _, pid = marker.name.rpartition(".")
-                    with contextlib.suppress(ValueError):  # being written
-                        by_worker.setdefault(int(pid), []).append(
-                            (float(marker.read_text()), name)
-                        )
-                for pid, nodes in by_worker.items():
-                    if pid in workers and len(nodes) >= 2:
-                        return max(nodes)[1], pid
-                return None
+            yield BusyRun(project, started, log, cluster, workers, process)
 
-            victim_node, victim = wait_for(
-                second_round, 120, "a worker's second cpu node"
-            )
-            os.kill(victim, signal.SIGKILL)
-            killed_at = time.monotonic()
-            returncode = finish(process, 180, log)
-            print(
-                f"\n[worker kill] killed worker {victim} running {victim_node}; "
-                f"run ended {time.monotonic() - killed_at:.1f} s later"
-            )
-        output = log.read_text(errors="replace")
-        assert returncode == 0, tail(log)
+
+def test_a_worker_killed_mid_run_does_not_fail_the_run(
+    tmp_path: Path, sequential: dict[str, bytes]
+):
+    with busy_run_on_cli_cluster(tmp_path, "faults_cpu") as run:
+        # The second cpu_* node of a worker, killed while it is busy: the
+        # worker also holds results of its first one, which the run still needs.
+        def second_round() -> tuple[str, int] | None:
+            by_worker: dict[int, list[tuple[float, str]]] = {}
+            for marker in run.markers.glob("cpu_*"):
+                name, _, pid = marker.name.rpartition(".")
+                with contextlib.suppress(ValueError):  # being written
+                    by_worker.setdefault(int(pid), []).append(
+                        (float(marker.read_text()), name)
+                    )
+            for pid, nodes in by_worker.items():
+                if pid in run.workers and len(nodes) >= 2:
+                    return max(nodes)[1], pid
+            return None
+
+        victim_node, victim = wait_for(second_round, 120, "a worker's second cpu node")
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+        returncode = finish(run.process, 180, run.log)
+        print(
+            f"\n[worker kill] killed worker {victim} running {victim_node}; "
+            f"run ended {time.monotonic() - killed_at:.1f} s later"
+        )
+        output = run.log.read_text(errors="replace")
+        assert returncode == 0, tail(run.log)
 
         # The nanny replaced the worker; the node ran again elsewhere.
         def two_workers() -> dict[str, int] | None:
-            pids = cluster.worker_pids()
+            pids = run.cluster.worker_pids()
             return pids if len(pids) == 2 else None
 
         assert victim not in wait_for(two_workers, 60, "2 workers").values()
-    assert any(pid != victim for pid in markers(started)[victim_node]), markers(started)
+    assert any(pid != victim for pid in markers(run.markers)[victim_node]), markers(
+        run.markers
+    )
     assert "Completed 9 out of 9 nodes" in output
-    assert outputs(data_files(project), "09_faults/cpu") == outputs(
+    assert outputs(data_files(run.project), "09_faults/cpu") == outputs(
         sequential, "09_faults/cpu"
     )
 
@@ -425,28 +446,16 @@ def test_a_worker_killed_while_running_the_first_node_does_not_fail_the_run(
 ):
     """The worker running the only node that takes the parameters dies before
     any other worker needed them: the run must still have them."""
-    project = fault_project(tmp_path / "project")
-    started = tmp_path / "markers"
-    log = tmp_path / "run.log"
-    with cli_cluster(tmp_path / "cluster", n_workers=2) as cluster:
-        workers = set(cluster.worker_pids().values())
-        with started_kedro(
-            project,
-            "run",
-            f"--runner={DASK_RUNNER}",
-            "--pipelines=faults_chain",
-            params(address=cluster.address, busy_seconds=3, markers=started),
-            log=log,
-        ) as process:
-            (victim,) = wait_for(
-                lambda: markers(started).get("chain_0"), 120, "chain_0 to start"
-            )
-            assert victim in workers
-            os.kill(victim, signal.SIGKILL)
-            returncode = finish(process, 180, log)
-        assert returncode == 0, tail(log)
-    assert any(pid != victim for pid in markers(started)["chain_0"])
-    assert outputs(data_files(project), "09_faults/chain") == outputs(
+    with busy_run_on_cli_cluster(tmp_path, "faults_chain") as run:
+        (victim,) = wait_for(
+            lambda: markers(run.markers).get("chain_0"), 120, "chain_0 to start"
+        )
+        assert victim in run.workers
+        os.kill(victim, signal.SIGKILL)
+        returncode = finish(run.process, 180, run.log)
+        assert returncode == 0, tail(run.log)
+    assert any(pid != victim for pid in markers(run.markers)["chain_0"])
+    assert outputs(data_files(run.project), "09_faults/chain") == outputs(
         sequential, "09_faults/chain"
     )
 

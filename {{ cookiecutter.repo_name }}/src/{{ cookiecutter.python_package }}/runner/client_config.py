@@ -115,21 +115,13 @@ class DaskClientConfig:
         if unknown:
             raise DaskSetupError(_unknown_keys_message(unknown, own_keys))
 
+        for name, shorthand in (
+            ("cluster_kwargs", shorthand_cluster_kwargs),
+            ("client_kwargs", shorthand_client_kwargs),
+        ):
+            if shorthand:  # the explicit mapping wins over top-level keywords
+                settings[name] = {**shorthand, **_mapping(settings.get(name, {}), name)}
         config = cls(**settings)
-        if shorthand_cluster_kwargs or shorthand_client_kwargs:
-            config = cls(
-                **{
-                    **settings,
-                    "cluster_kwargs": {
-                        **shorthand_cluster_kwargs,
-                        **_mapping(config.cluster_kwargs, "cluster_kwargs"),
-                    },
-                    "client_kwargs": {
-                        **shorthand_client_kwargs,
-                        **_mapping(config.client_kwargs, "client_kwargs"),
-                    },
-                }
-            )
         config.validate()
         return config
 

@@ -25,7 +25,7 @@ import distributed
 from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile
 
 from .client_config import DaskClientConfig, DaskSetupError
-from .log_forwarding import quiet_before_closing
+from .log_forwarding import quiet_before_closing, this_process
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +40,12 @@ def dask_client(
     """Yields a client for the configured cluster and closes what it opened."""
     with ExitStack() as opened:
         address = _scheduler_address(config)
+        active = None if config.starts_cluster else _active_client()
         if address:
             logger.info("Connecting to the Dask scheduler at %s", address)
             client = opened.enter_context(_connect(address, config))
-        elif not config.starts_cluster and _active_client() is not None:
-            client = _active_client()
+        elif active is not None:
+            client = active
             logger.info("Using this process's Dask client %s", client)
         else:
             cluster = opened.enter_context(_start_cluster(config))
@@ -166,7 +167,7 @@ def _quiet_workers_before_closing(client: distributed.Client) -> None:
     Dask-internal warnings about the cancelled task; the run has already said
     what happened."""
     with contextlib.suppress(Exception):
-        client.run(quiet_before_closing, os.getpid())
+        client.run(quiet_before_closing, this_process())
 
 
 def _should_upload(config: DaskClientConfig, address: str | None) -> bool:

@@ -31,8 +31,8 @@ from pluggy import PluginManager
 
 from .client_config import DaskClientConfig, DaskSetupError
 from .cluster import dask_client
-from .log_forwarding import driver_logging_levels, forward_node_logs
-from .node_task import RunContext, this_process
+from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
+from .node_task import RunContext
 from .task_graph import SubmittedGraph, TaskGraph
 
 

@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import distributed
@@ -21,7 +22,13 @@ import distributed
 TOPIC = "kedro-node-logs"
 _RUN_FIELD = "kedro_run"
 _PLAIN_TYPES = (str, int, float, bool, type(None))
+_PROCESS_UUID = uuid.uuid4().hex
 _WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+
+
+def this_process() -> str:
+    """Identifies this process, also after a fork (which copies module state)."""
+    return f"{_PROCESS_UUID}:{os.getpid()}"
 
 
 def driver_logging_levels() -> dict[str, int]:
@@ -71,21 +78,24 @@ _setup_lock = threading.Lock()
 
 
 def node_logs_to_driver(
-    run_token: str, levels: dict[str, int]
+    run_token: str, levels: dict[str, int], driver_process: str
 ) -> AbstractContextManager[None]:
-    """On a worker: sends this thread's records to the driver of ``run_token``."""
+    """On a worker: sends this thread's records to the driver of ``run_token``;
+    in the driver's own process (a cluster of threads) they are printed as is."""
+    if driver_process == this_process():
+        return nullcontext()
     with _setup_lock:
         if _forwarder.levels != levels and not _forwarder.closing:
             _take_levels(levels)
     return _forwarder.forwarding(run_token)
 
 
-def quiet_before_closing(driver_pid: int) -> None:
+def quiet_before_closing(driver_process: str) -> None:
     """On a worker the runner is about to close, after Ctrl-C or a failure:
     Dask's own warnings about the node tasks it cancels add nothing to what the
     run has reported. A node task still starting must not raise the level again.
     Does nothing in the driver's process (a cluster of threads)."""
-    if os.getpid() == driver_pid:
+    if driver_process == this_process():
         return
     with _setup_lock:
         _forwarder.closing = True

@@ -10,10 +10,7 @@ returned to Dask.
 from __future__ import annotations
 
 import copy
-import os
 import threading
-import uuid
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,13 +28,6 @@ from kedro.runner import Task
 from pluggy import PluginManager
 
 from .log_forwarding import node_logs_to_driver
-
-_PROCESS_UUID = uuid.uuid4().hex
-
-
-def this_process() -> str:
-    """Identifies this process, also after a fork (which copies module state)."""
-    return f"{_PROCESS_UUID}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -95,7 +85,9 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     }
     outputs = {name: _empty_memory_dataset("assign") for name in task.memory_outputs}
     catalog = DataCatalog(datasets={**task.persisted, **inputs, **outputs})
-    with _logs_to_driver(task.run):
+    with node_logs_to_driver(
+        task.run.token, task.run.logging_levels, task.run.driver_process
+    ):
         Task(
             node=task.node,
             catalog=catalog,
@@ -173,10 +165,3 @@ def _hook_manager(run: RunContext) -> Any:
             )
             _hook_managers[run.package_name] = manager
         return _hook_managers[run.package_name]
-
-
-def _logs_to_driver(run: RunContext) -> AbstractContextManager[None]:
-    """Sends the node's log records to the driver, unless this is its process."""
-    if run.driver_process == this_process():
-        return nullcontext()
-    return node_logs_to_driver(run.token, run.logging_levels)
