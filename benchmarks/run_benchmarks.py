@@ -203,12 +203,12 @@ def _runs_of(
     elif runner == "thread":
         from kedro.runner import ThreadRunner
 
-        yield _kedro_runs(ThreadRunner(max_workers=2), graph, shared=False)
+        yield _kedro_runs(ThreadRunner(max_workers=report.WORKERS), graph, shared=False)
     elif runner == "parallel":
         from kedro.runner import ParallelRunner
 
         started = time.perf_counter()
-        parallel = ParallelRunner(max_workers=2)
+        parallel = ParallelRunner(max_workers=report.WORKERS)
         setup["start"] = time.perf_counter() - started
         try:
             yield _kedro_runs(parallel, graph, shared=True)
@@ -227,7 +227,10 @@ def _dask_runs(
 
     started = time.perf_counter()
     cluster = LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        n_workers=report.WORKERS,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=":0",
     )
     client = Client(cluster, set_as_default=False) if runner == "distributed" else None
     setup["start"] = time.perf_counter() - started
