@@ -547,7 +547,8 @@ Produced by {command} from the repository root.
 - D: `kedro run` and `kedro run --runner=iris_dask.runner.DaskRunner` in a
   rendered project (DaskRunner starts and closes its own LocalCluster, as a user
   gets it), wall time of the whole command; the outputs are deleted before every
-  run.
+  run. The two commands take turns, run after run, so that the machine's drift
+  during the measurement (seen up to 0.15 s) weighs on both alike.
 
 ## Results
 

@@ -260,8 +260,6 @@ def _graph(config: dict[str, Any]) -> pipelines.Graph:
 
 def measure(config: dict[str, Any]) -> dict[str, Any]:
     """Runs one configuration: warm-up runs, then timed runs."""
-    if config["pipeline"] == "D":
-        return _measure_kedro_run(config)
     _quiet_logging()
     graph = _graph(config)
     track_memory = config["pipeline"] == "C"
@@ -297,46 +295,64 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _measure_kedro_run(config: dict[str, Any]) -> dict[str, Any]:
-    """Times whole ``kedro run`` commands in a copy of the rendered project, with
-    the project's own logging; the outputs are deleted before every run."""
+def measure_kedro_runs(
+    runners: list[str], project: Path, warmup: int, repeat: int, env: dict[str, str]
+) -> list[dict[str, Any]]:
+    """D: times whole ``kedro run`` commands in a copy of the rendered project, with
+    the project's own logging, deleting the outputs before every run. The runners
+    take turns, run after run, so that a machine getting slower or faster during
+    the measurement shifts all of them alike."""
     kedro = Path(sys.executable).parent / "kedro"
-    command = [str(kedro), "run"]
-    if config["runner"] == "dask":
-        command.append(f"--runner={DASK_RUNNER}")
-    times = []
+    commands = {runner: [str(kedro), "run"] for runner in runners}
+    if "dask" in commands:
+        commands["dask"].append(f"--runner={DASK_RUNNER}")
+    times: dict[str, list[float]] = {runner: [] for runner in runners}
+    outputs = {}
     with tempfile.TemporaryDirectory(prefix="bench-d-") as folder:
-        project = Path(shutil.copytree(config["project"], Path(folder) / "project"))
-        for index in range(config["warmup"] + config["repeat"]):
-            for name in _OUTPUT_FOLDERS:
-                for path in (project / "data" / name).iterdir():
-                    if path.name != ".gitkeep":
-                        path.unlink()
-            (project / "info.log").unlink(missing_ok=True)
-            started = time.perf_counter()
-            finished = subprocess.run(
-                command, cwd=project, capture_output=True, text=True
-            )
-            elapsed = time.perf_counter() - started
-            if finished.returncode != 0:
-                raise BenchmarkError(
-                    f"{shlex.join(command)} failed:\n{finished.stdout[-3000:]}"
-                    f"{finished.stderr[-3000:]}"
-                )
-            if index >= config["warmup"]:
-                times.append(elapsed)
-        report_file = project / "data/08_reporting/model_comparison.csv"
-        outputs = report_file.read_text()
-    return {
-        **config,
-        "variant": "D",
-        "nodes": None,
-        "times": times,
-        "cpu": None,
-        "peak_added_mb": None,
-        "setup": {},
-        "outputs": outputs,
-    }
+        copy = Path(shutil.copytree(project, Path(folder) / "project"))
+        for index in range(warmup + repeat):
+            for runner, command in commands.items():
+                elapsed = _timed_kedro_run(command, copy, env)
+                if index >= warmup:
+                    times[runner].append(elapsed)
+                report_file = copy / "data/08_reporting/model_comparison.csv"
+                outputs[runner] = report_file.read_text()
+    return [
+        {
+            "runner": runner,
+            "pipeline": "D",
+            "size": None,
+            "repeat": repeat,
+            "warmup": warmup,
+            "variant": "D",
+            "nodes": None,
+            "times": times[runner],
+            "cpu": None,
+            "peak_added_mb": None,
+            "setup": {},
+            "outputs": outputs[runner],
+        }
+        for runner in runners
+    ]
+
+
+def _timed_kedro_run(command: list[str], project: Path, env: dict[str, str]) -> float:
+    for name in _OUTPUT_FOLDERS:
+        for path in (project / "data" / name).iterdir():
+            if path.name != ".gitkeep":
+                path.unlink()
+    (project / "info.log").unlink(missing_ok=True)
+    started = time.perf_counter()
+    finished = subprocess.run(
+        command, cwd=project, env=env, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - started
+    if finished.returncode != 0:
+        raise BenchmarkError(
+            f"{shlex.join(command)} failed:\n{finished.stdout[-3000:]}"
+            f"{finished.stderr[-3000:]}"
+        )
+    return elapsed
 
 
 # --- The suite, in the parent process ------------------------------------------------
@@ -355,25 +371,20 @@ def calibrate_burn(seconds: float) -> int:
         iterations *= 2
 
 
-def configurations(args: argparse.Namespace, project: Path) -> list[dict[str, Any]]:
-    """Every runner x pipeline (x size) the arguments ask for, in run order."""
+def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every runner x pipeline (x size) of A-C the arguments ask for, in run order."""
     common = {"repeat": args.repeat, "warmup": args.warmup}
     configs = []
-    for pipeline in args.pipelines:
-        runners = END_TO_END_RUNNERS if pipeline == "D" else RUNNERS
-        for runner in (r for r in runners if r in args.runners):
+    for pipeline in (p for p in args.pipelines if p != "D"):  # D: measure_kedro_runs
+        for runner in (r for r in RUNNERS if r in args.runners):
             if pipeline == "A":
                 sizes = args.parallel_a_nodes if runner == "parallel" else args.a_nodes
             elif pipeline == "B":
                 sizes = [args.b_iterations]
-            elif pipeline == "C":
-                sizes = args.c_megabytes
             else:
-                sizes = [None]
+                sizes = args.c_megabytes
             for size in sizes:
                 config = {"runner": runner, "pipeline": pipeline, "size": size}
-                if pipeline == "D":
-                    config["project"] = str(project)
                 configs.append({**config, **common})
     return configs
 
@@ -546,18 +557,28 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             "DASK_LOGGING__DISTRIBUTED": "warning",
             "PYTHONPATH": os.pathsep.join(filter(None, paths)),
         }
-        configs = configurations(args, project)
+        configs = configurations(args)
         results = []
         for number, config in enumerate(configs, 1):
             label = f"{config['runner']} x {config['pipeline']}"
             if config["size"] is not None:
                 label += f" ({config['size']})"
             print(f"[{number}/{len(configs)}] {label} ...", file=sys.stderr, flush=True)
-            env = user_env if config["pipeline"] == "D" else bench_env
-            result = run_configuration(config, env, logs, args.timeout)
-            result.pop("project", None)
+            result = run_configuration(config, bench_env, logs, args.timeout)
             results.append(result)
             print(f"    {report.summary_line(result)}", file=sys.stderr, flush=True)
+        d_runners = [r for r in END_TO_END_RUNNERS if r in args.runners]
+        if "D" in args.pipelines and d_runners:
+            print(f"[D] {' / '.join(d_runners)}, taking turns ...", file=sys.stderr)
+            for result in measure_kedro_runs(
+                d_runners, project, args.warmup, args.repeat, user_env
+            ):
+                results.append(result)
+                print(
+                    f"    {result['runner']}: {report.summary_line(result)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
     check_outputs(results)
     meta["load_after"] = _load_average()
     meta["other_load_cores"] = round(other_load.cores(), 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from pathlib import Path
 
@@ -120,6 +121,14 @@ class TestLifecycle:
             assert result["doubled"].load() == 2 * seed
         psutil.wait_procs(list(_worker_processes() - before), timeout=10)
         assert _worker_processes() <= before, "worker processes outlived the run"
+
+    def test_worker_threads_leave_this_process_garbage_collected(self):
+        # Worker processes skip Python's final collection when they close; workers
+        # that are threads of this process must not switch it off here.
+        frozen = gc.get_freeze_count()
+        runner = DaskRunner(n_workers=1, processes=False, dashboard_address=":0")
+        assert runner.run(_doubled(), _catalog(seed=5))["doubled"].load() == 10
+        assert gc.get_freeze_count() == frozen
 
     def test_uses_and_keeps_the_client_already_active_here(self, thread_cluster):
         with Client(thread_cluster) as client:  # becomes this process's default
