@@ -289,149 +289,135 @@ def _at_least(value: float, limit: float) -> tuple[str, bool]:
     return f"{(1 - value / limit) * 100:.0f}% short of the goal", False
 
 
+def _target(name: str, goal: str, outcome: tuple[str, bool] | None) -> Target:
+    """A target with its measured text and verdict; ``None``: not measured."""
+    if outcome is None:
+        return Target(name, goal, "–", None)
+    return Target(name, goal, *outcome)
+
+
 def targets(suite: dict[str, Any]) -> list[Target]:
     """The issue's targets for DaskRunner, each met, not met, or not measured."""
     results = _Results(suite)
-    found: list[Target] = []
-    a_sizes = sorted(
+    return [
+        _target("A", "per-node time ≤ 1.25× raw distributed", _a_ratio(results)),
+        _a_growth(results),
+        *(
+            _target(
+                "B",
+                f"≥ {goal:g}× faster than {RUNNER_LABELS[runner]}",
+                _b_speed_up(results, runner, goal),
+            )
+            for runner, goal in (("sequential", 1.8), ("parallel", 1.25))
+        ),
+        *_c_targets(results),
+        _target(
+            "D", "`kedro run` ≤ SequentialRunner's time + 1.5 s", _d_extra(results)
+        ),
+    ]
+
+
+def _a_ratio(results: _Results) -> tuple[str, bool] | None:
+    sizes = sorted(
         {r["size"] for r in results.of("A") if r["runner"] in ("dask", "distributed")}
     )
     ratios = []
-    for size in a_sizes:
-        dask, raw = results.median("dask", "A", size), results.median(
-            "distributed", "A", size
-        )
+    for size in sizes:
+        dask = results.median("dask", "A", size)
+        raw = results.median("distributed", "A", size)
         if dask is not None and raw is not None:
             ratios.append((size, dask / raw))
-    if ratios:
-        text = ", ".join(f"N={size}: {ratio:.2f}×" for size, ratio in ratios)
-        worst = max(ratio for _, ratio in ratios)
-        margin, met = _at_most(worst, 1.25)
-        why = "" if met else "; where the difference goes: Reading the numbers, A"
-        found.append(
-            Target(
-                "A",
-                "per-node time ≤ 1.25× raw distributed",
-                f"{text} ({margin}{why})",
-                met,
-            )
-        )
-    else:
-        found.append(Target("A", "per-node time ≤ 1.25× raw distributed", "–", None))
+    if not ratios:
+        return None
+    text = ", ".join(f"N={size}: {ratio:.2f}×" for size, ratio in ratios)
+    margin, met = _at_most(max(ratio for _, ratio in ratios), 1.25)
+    why = "" if met else "; where the difference goes: Reading the numbers, A"
+    return f"{text} ({margin}{why})", met
+
+
+def _a_growth(results: _Results) -> Target:
     dask_a = sorted(
         (r for r in results.of("A") if r["runner"] == "dask"), key=lambda r: r["size"]
     )
-    if len(dask_a) >= 2:
-        small, large = dask_a[0], dask_a[-1]
-        growth = (_median(large["times"]) / large["size"]) / (
-            _median(small["times"]) / small["size"]
-        )
-        margin, met = _at_most(growth, 1.15)
-        found.append(
-            Target(
-                "A",
-                f"flat in N: per node at N={large['size']} ≤ 1.15× N={small['size']}",
-                f"{growth:.2f}× ({margin})",
-                met,
-            )
-        )
-    else:
-        found.append(Target("A", "flat in N: per-node growth ≤ 1.15×", "–", None))
+    if len(dask_a) < 2:
+        return _target("A", "flat in N: per-node growth ≤ 1.15×", None)
+    small, large = dask_a[0], dask_a[-1]
+    growth = (_median(large["times"]) / large["size"]) / (
+        _median(small["times"]) / small["size"]
+    )
+    margin, met = _at_most(growth, 1.15)
+    return _target(
+        "A",
+        f"flat in N: per node at N={large['size']} ≤ 1.15× N={small['size']}",
+        (f"{growth:.2f}× ({margin})", met),
+    )
 
+
+def _b_speed_up(results: _Results, runner: str, goal: float) -> tuple[str, bool] | None:
     dask_b = results.median("dask", "B")
+    other = results.median(runner, "B")
+    if dask_b is None or other is None:
+        return None
+    margin, met = _at_least(other / dask_b, goal)
     raw_b = results.median("distributed", "B")
-    for runner, goal in (("sequential", 1.8), ("parallel", 1.25)):
-        other = results.median(runner, "B")
-        name = f"≥ {goal:g}× faster than {RUNNER_LABELS[runner]}"
-        if dask_b is None or other is None:
-            found.append(Target("B", name, "–", None))
-            continue
-        margin, met = _at_least(other / dask_b, goal)
-        floor = f"; raw distributed: {other / raw_b:.2f}×" if raw_b else ""
-        measured = f"{other / dask_b:.2f}× ({margin}{floor})"
-        sequential_b = results.median("sequential", "B")
-        if not met and sequential_b and other / goal < sequential_b / WORKERS:
-            measured += (
-                f". The goal needs a run ≤ {other / goal:.2f} s, less than any "
-                f"{WORKERS} workers can take: Sequential ÷ {WORKERS} = "
-                f"{sequential_b / WORKERS:.2f} s"
-            )
-        found.append(Target("B", name, measured, met))
+    floor = f"; raw distributed: {other / raw_b:.2f}×" if raw_b else ""
+    measured = f"{other / dask_b:.2f}× ({margin}{floor})"
+    sequential_b = results.median("sequential", "B")
+    if not met and sequential_b and other / goal < sequential_b / WORKERS:
+        measured += (
+            f". The goal needs a run ≤ {other / goal:.2f} s, less than any "
+            f"{WORKERS} workers can take: Sequential ÷ {WORKERS} = "
+            f"{sequential_b / WORKERS:.2f} s"
+        )
+    return measured, met
 
-    c_sizes = [r["size"] for r in results.of("C") if r["runner"] == "dask"]
-    size = max(c_sizes) if c_sizes else None
+
+def _c_targets(results: _Results) -> list[Target]:
+    sizes = [r["size"] for r in results.of("C") if r["runner"] == "dask"]
+    size = max(sizes) if sizes else None
+    label = f"{size} MiB" if size else "largest array"
     dask_c = results.median("dask", "C", size) if size else None
     sequential_c = results.median("sequential", "C", size) if size else None
     parallel_c = results.median("parallel", "C", size) if size else None
-    label = f"{size} MiB" if size else "largest array"
-    if dask_c is not None and sequential_c is not None:
-        margin, met = _at_most(dask_c / sequential_c, 1.0)
-        found.append(
-            Target(
-                "C",
-                f"{label}: no slower than SequentialRunner",
-                f"{dask_c:.3f} s vs {sequential_c:.3f} s ({margin})",
-                met,
-            )
-        )
-    else:
-        found.append(
-            Target("C", f"{label}: no slower than SequentialRunner", "–", None)
-        )
-    if dask_c is not None and parallel_c is not None:
-        margin, met = _at_least(parallel_c / dask_c, 15)
-        found.append(
-            Target(
-                "C",
-                f"{label}: ≥ 15× faster than ParallelRunner",
-                f"{parallel_c / dask_c:.1f}× ({margin})",
-                met,
-            )
-        )
-    else:
-        found.append(
-            Target("C", f"{label}: ≥ 15× faster than ParallelRunner", "–", None)
-        )
     dask_row = results.find("dask", "C", size) if size else None
     sequential_row = results.find("sequential", "C", size) if size else None
+
+    no_slower = None
+    if dask_c is not None and sequential_c is not None:
+        margin, met = _at_most(dask_c / sequential_c, 1.0)
+        no_slower = f"{dask_c:.3f} s vs {sequential_c:.3f} s ({margin})", met
+    faster = None
+    if dask_c is not None and parallel_c is not None:
+        margin, met = _at_least(parallel_c / dask_c, 15)
+        faster = f"{parallel_c / dask_c:.1f}× ({margin})", met
+    memory = None
     if dask_row and sequential_row:
         dask_peak = _median(dask_row["peak_added_mb"])
         sequential_peak = _median(sequential_row["peak_added_mb"])
-        met = dask_peak <= sequential_peak
-        difference = dask_peak - sequential_peak
-        found.append(
-            Target(
-                "C",
-                f"{label}: added peak memory ≤ SequentialRunner's",
-                f"{dask_peak:.0f} MiB vs {sequential_peak:.0f} MiB "
-                f"({difference:+.0f} MiB)",
-                met,
-            )
+        memory = (
+            f"{dask_peak:.0f} MiB vs {sequential_peak:.0f} MiB "
+            f"({dask_peak - sequential_peak:+.0f} MiB)",
+            dask_peak <= sequential_peak,
         )
-    else:
-        found.append(
-            Target("C", f"{label}: added peak memory ≤ SequentialRunner's", "–", None)
-        )
+    return [
+        _target("C", f"{label}: no slower than SequentialRunner", no_slower),
+        _target("C", f"{label}: ≥ 15× faster than ParallelRunner", faster),
+        _target("C", f"{label}: added peak memory ≤ SequentialRunner's", memory),
+    ]
 
-    dask_d, sequential_d = results.median("dask", "D"), results.median(
-        "sequential", "D"
+
+def _d_extra(results: _Results) -> tuple[str, bool] | None:
+    dask_d = results.median("dask", "D")
+    sequential_d = results.median("sequential", "D")
+    if dask_d is None or sequential_d is None:
+        return None
+    extra = dask_d - sequential_d
+    side = "under" if extra <= 1.5 else "over"
+    return (
+        f"{dask_d:.2f} s vs {sequential_d:.2f} s: {extra:+.2f} s "
+        f"({abs(extra - 1.5):.2f} s {side})",
+        extra <= 1.5,
     )
-    if dask_d is not None and sequential_d is not None:
-        extra = dask_d - sequential_d
-        found.append(
-            Target(
-                "D",
-                "`kedro run` ≤ SequentialRunner's time + 1.5 s",
-                f"{dask_d:.2f} s vs {sequential_d:.2f} s: {extra:+.2f} s "
-                f"({abs(extra - 1.5):.2f} s {'under' if extra <= 1.5 else 'over'})",
-                extra <= 1.5,
-            )
-        )
-    else:
-        found.append(
-            Target("D", "`kedro run` ≤ SequentialRunner's time + 1.5 s", "–", None)
-        )
-    return found
 
 
 def _table_targets(suite: dict[str, Any]) -> str:

@@ -32,13 +32,6 @@ from .conftest import (
 RUN = ("run", f"--runner={DASK_RUNNER}")
 
 
-def timed_run(project: Path, params: str) -> tuple[Finished, float]:
-    """`kedro run --params=...` and how long it took, in seconds."""
-    started = time.monotonic()
-    result = kedro(*RUN, f"--params={params}", cwd=project, timeout=120)
-    return result, time.monotonic() - started
-
-
 # The address in the shipped conf/remote/parameters.yml, replaced by a real one.
 REMOTE_PLACEHOLDER = "tcp://dask-scheduler:8786"
 
@@ -55,6 +48,27 @@ def error_paragraph(output: str) -> str:
     message = output[found.start() :].strip()
     assert "\n\n" not in message, message
     return " ".join(message.split())  # undo any line wrapping
+
+
+def refusal(result: Finished, starting_with: str) -> str:
+    """The error paragraph of a run that must have exited with 1, saying
+    ``starting_with`` first."""
+    assert result.returncode == 1, result.output
+    message = error_paragraph(result.output)
+    assert message.startswith(starting_with), message
+    return message
+
+
+def refused_promptly(project: Path, params: str, starting_with: str) -> str:
+    """Runs `kedro run --params=...`, which must be refused (see ``refusal``)
+    within 15 s, having written nothing; returns its error paragraph."""
+    started = time.monotonic()
+    result = kedro(*RUN, f"--params={params}", cwd=project, timeout=120)
+    elapsed = time.monotonic() - started
+    message = refusal(result, starting_with)
+    assert elapsed < 15, f"took {elapsed:.1f} s"
+    assert data_files(project) == {}
+    return message
 
 
 def executed_tasks(cluster: CliCluster) -> int:
@@ -416,18 +430,13 @@ def test_a_tls_scheduler_refuses_a_run_without_the_security_settings(
     worker_pids = running.worker_pids()
     project = render(tmp_path)
 
-    result, elapsed = timed_run(
-        project, f"dask_client.address={running.address},dask_client.timeout=5"
+    message = refused_promptly(
+        project,
+        f"dask_client.address={running.address},dask_client.timeout=5",
+        f"Error: Could not connect to the Dask scheduler at {running.address}",
     )
 
-    assert result.returncode == 1, result.output
-    message = error_paragraph(result.output)
-    assert message.startswith(
-        f"Error: Could not connect to the Dask scheduler at {running.address}"
-    ), message
     assert "dask_client.security" in message
-    assert elapsed < 15, f"took {elapsed:.1f} s"
-    assert data_files(project) == {}
     assert_cluster_intact_and_clean(running, worker_pids)
 
 
@@ -482,11 +491,7 @@ def test_a_misspelt_key_is_named_with_the_valid_keys(tmp_path: Path):
 
     result = kedro(*RUN, "--params=dask_client.n_wokers=2", cwd=project)
 
-    assert result.returncode == 1, result.output
-    message = error_paragraph(result.output)
-    assert message.startswith(
-        "Error: Unknown key(s) in dask_client: n_wokers."
-    ), message
+    message = refusal(result, "Error: Unknown key(s) in dask_client: n_wokers.")
     for valid in ("address", "cluster_class", "upload_project", "n_workers"):
         assert valid in message.split("n_wokers", 1)[1]
 
@@ -495,17 +500,11 @@ def test_an_unreachable_address_fails_within_its_timeout(tmp_path: Path):
     project = render(tmp_path)
     address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
 
-    result, elapsed = timed_run(
-        project, f"dask_client.address={address},dask_client.timeout=2"
+    refused_promptly(
+        project,
+        f"dask_client.address={address},dask_client.timeout=2",
+        f"Error: Could not connect to the Dask scheduler at {address} within 2 s",
     )
-
-    assert result.returncode == 1, result.output
-    message = error_paragraph(result.output)
-    assert message.startswith(
-        f"Error: Could not connect to the Dask scheduler at {address} within 2 s"
-    ), message
-    assert elapsed < 15, f"took {elapsed:.1f} s"
-    assert data_files(project) == {}
 
 
 def test_an_unimportable_cluster_class_says_what_to_install(tmp_path: Path):
@@ -519,12 +518,11 @@ def test_an_unimportable_cluster_class_says_what_to_install(tmp_path: Path):
         cwd=project,
     )
 
-    assert result.returncode == 1, result.output
-    message = error_paragraph(result.output)
-    assert message.startswith(
+    message = refusal(
+        result,
         "Error: dask_client.cluster_class 'dask_jobqueue.SLURMCluster' cannot be "
-        "imported"
-    ), message
+        "imported",
+    )
     assert "`pip install dask-jobqueue`" in message
 
 
