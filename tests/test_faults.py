@@ -1,5 +1,5 @@
 """Faults and load, with real processes on 127.0.0.1: a worker killed mid-run,
-Ctrl-C, a failing node among 200, two runs sharing one scheduler, and 20 runs in
+a failing node among 200, two runs sharing one scheduler, and 20 runs in
 a row against one long-lived scheduler. Every test bounds its waits and stops
 what it starts."""
 
@@ -13,338 +13,40 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
 
 from .conftest import (
-    BIN,
     DASK_RUNNER,
-    ENV,
     PACKAGE,
     CliCluster,
     cli_cluster,
     data_files,
     kedro,
-    render,
     run_command,
 )
-
-T = TypeVar("T")
-
-# The fault pipelines, added to a rendered project as the module
-# <package>/fault_nodes.py and one pipeline package per pipeline.
-FAULT_NODES = '''\
-"""Pipelines of the template's fault tests (written by tests/test_faults.py)."""
-
-from __future__ import annotations
-
-import os
-import time
-from functools import partial, update_wrapper
-from pathlib import Path
-
-from kedro.pipeline import Pipeline, node
-
-WIDTH, DEPTH = {width}, {depth}
-CPU_NODES = 4
-SLOW_NODES = 4
-
-
-def _mark(options: dict, name: str) -> None:
-    """Leaves <markers>/<node>.<pid> holding the time the node started."""
-    if options["markers"]:
-        folder = Path(options["markers"])
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{{name}}.{{os.getpid()}}").write_text(repr(time.time()))
-
-
-def busy(options: dict, *, name: str, seed: int) -> dict:
-    _mark(options, name)
-    deadline = time.monotonic() + options["busy_seconds"]
-    spin = 0
-    while time.monotonic() < deadline:  # pure Python, holding the GIL
-        spin = (spin * 31 + 7) % 1_000_003
-    return {{"node": name, "value": sum(i * i for i in range(seed * 10_000))}}
-
-
-def summarise(part: dict) -> dict:
-    return {{"summary_of": part["node"], "value": part["value"] % 1_000_003}}
-
-
-def total(*summaries: dict) -> dict:
-    return {{"total": sum(s["value"] for s in summaries), "parts": len(summaries)}}
-
-
-def slow(options: dict, *, name: str) -> dict:
-    _mark(options, name)
-    deadline = time.monotonic() + options["sleep_seconds"]
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-    return {{"node": name, "value": 1}}
-
-
-def wide(options: dict, *upstream: int, name: str, layer: int, index: int) -> int:
-    _mark(options, name)
-    if options["wide_sleep"]:
-        time.sleep(options["wide_sleep"])
-    if name == options["fail_node"]:
-        Path(options["fail_time_file"]).write_text(repr(time.time()))
-        raise ValueError(f"Planned failure in {{name}}")
-    return (sum(upstream) * 31 + layer * 17 + index) % 1_000_003
-
-
-def _named(function, **keywords):
-    """``partial(function, **keywords)`` that Kedro can name and inspect."""
-    return update_wrapper(partial(function, **keywords), function)
-
-
-def cpu_pipeline() -> Pipeline:
-    """CPU-bound nodes, each followed by a node that persists its summary."""
-    nodes = []
-    for i in range(CPU_NODES):
-        nodes.append(
-            node(
-                _named(busy, name=f"cpu_{{i}}", seed=i + 1),
-                "params:faults",
-                f"faults_cpu_part_{{i}}",
-                name=f"cpu_{{i}}",
-            )
-        )
-        nodes.append(
-            node(
-                summarise,
-                f"faults_cpu_part_{{i}}",
-                f"faults_cpu_summary_{{i}}",
-                name=f"summarise_{{i}}",
-            )
-        )
-    summaries = [f"faults_cpu_summary_{{i}}" for i in range(CPU_NODES)]
-    nodes.append(node(total, summaries, "faults_cpu_total", name="cpu_total"))
-    return Pipeline(nodes)
-
-
-def chain_pipeline() -> Pipeline:
-    """One CPU-bound node takes the parameters; the nodes after it don't."""
-    return Pipeline(
-        [
-            node(
-                _named(busy, name="chain_0", seed=5),
-                "params:faults",
-                "faults_chain_part",
-                name="chain_0",
-            ),
-            node(summarise, "faults_chain_part", "faults_chain_mid", name="chain_1"),
-            node(total, "faults_chain_mid", "faults_chain_summary", name="chain_2"),
-        ]
-    )
-
-
-def slow_pipeline() -> Pipeline:
-    """Nodes that sleep for params faults.sleep_seconds."""
-    nodes = [
-        node(
-            _named(slow, name=f"slow_{{i}}"),
-            "params:faults",
-            f"faults_slow_{{i}}",
-            name=f"slow_{{i}}",
-        )
-        for i in range(SLOW_NODES)
-    ]
-    parts = [f"faults_slow_{{i}}" for i in range(SLOW_NODES)]
-    nodes.append(node(total, parts, "faults_slow_total", name="slow_total"))
-    return Pipeline(nodes)
-
-
-def wide_pipeline() -> Pipeline:
-    """DEPTH layers of WIDTH cheap nodes; node (k, i) takes the in-memory outputs
-    of nodes (k-1, i) and (k-1, i+1); the last layer's outputs are persisted."""
-    nodes = []
-    for layer in range(DEPTH):
-        for index in range(WIDTH):
-            name = f"wide_{{layer}}_{{index}}"
-            inputs = ["params:faults"]
-            if layer:
-                inputs += [
-                    f"wide_data_{{layer - 1}}_{{index}}",
-                    f"wide_data_{{layer - 1}}_{{(index + 1) % WIDTH}}",
-                ]
-            last = layer == DEPTH - 1
-            output = f"faults_wide_out_{{index}}" if last else f"wide_data_{{layer}}_{{index}}"
-            nodes.append(
-                node(
-                    _named(wide, name=name, layer=layer, index=index),
-                    inputs,
-                    output,
-                    name=name,
-                )
-            )
-    return Pipeline(nodes)
-'''
-
-WIDTH, DEPTH = 20, 10  # the wide pipeline: 200 nodes
-
-PARAMETERS = """\
-faults:
-  markers: ""          # folder for the nodes' start markers; "" for none
-  busy_seconds: 0      # CPU time of each cpu_* node
-  sleep_seconds: 0     # sleep of each slow_* node
-  wide_sleep: 0        # sleep of each wide_* node
-  fail_node: ""        # the wide_* node that raises
-  fail_time_file: ""   # where it writes the time it raises
-"""
-
-CATALOG = """\
-"faults_cpu_summary_{{i}}":
-  type: json.JSONDataset
-  filepath: data/{folder}/cpu/summary_{{i}}.json
-
-faults_cpu_total:
-  type: json.JSONDataset
-  filepath: data/{folder}/cpu/total.json
-
-faults_chain_summary:
-  type: json.JSONDataset
-  filepath: data/{folder}/chain/summary.json
-
-"faults_wide_out_{{i}}":
-  type: json.JSONDataset
-  filepath: data/{folder}/wide/out_{{i}}.json
-"""
-
-# `--env faults_b` writes the same datasets to another folder.
-OTHER_ENV, OTHER_FOLDER = "faults_b", "10_faults_b"
-
-
-def fault_project(output_dir: Path) -> Path:
-    """A rendered project with the fault pipelines faults_cpu, faults_slow and
-    faults_wide, their parameters, and an environment writing elsewhere."""
-    project = render(output_dir)
-    package = project / "src" / PACKAGE
-    (package / "fault_nodes.py").write_text(
-        FAULT_NODES.format(width=WIDTH, depth=DEPTH)
-    )
-    for name in ("cpu", "chain", "slow", "wide"):
-        folder = package / "pipelines" / f"faults_{name}"
-        folder.mkdir()
-        (folder / "__init__.py").write_text(
-            f"from {PACKAGE}.fault_nodes import {name}_pipeline as create_pipeline\n\n"
-            f'__all__ = ["create_pipeline"]\n'
-        )
-    (project / "conf/base/parameters_faults.yml").write_text(PARAMETERS)
-    (project / "conf/base/catalog_faults.yml").write_text(
-        CATALOG.format(folder="09_faults")
-    )
-    (project / "conf" / OTHER_ENV).mkdir()
-    (project / "conf" / OTHER_ENV / "catalog_faults.yml").write_text(
-        CATALOG.format(folder=OTHER_FOLDER)
-    )
-    return project
-
-
-DASK_CLIENT_KEYS = {"address", "dashboard_address"}
-
-
-def params(**values: Any) -> str:
-    """`--params` for the faults block and some dask_client keys."""
-    items = []
-    for key, value in values.items():
-        block = "dask_client" if key in DASK_CLIENT_KEYS else "faults"
-        items.append(f"{block}.{key}={value}")
-    return "--params=" + ",".join(items)
-
-
-# A LocalCluster's dashboard on a free port: on a taken 8787 (another test's
-# cluster) Dask warns, naming its own files.
-ANY_DASHBOARD_PORT = "127.0.0.1:0"
-
-
-def outputs(files: dict[str, bytes], folder: str) -> dict[str, bytes]:
-    """The files under ``folder``, keyed by their path inside it."""
-    prefix = folder.rstrip("/") + "/"
-    return {
-        name[len(prefix) :]: content
-        for name, content in files.items()
-        if name.startswith(prefix)
-    }
-
-
-def wait_for(
-    probe: Callable[[], T], timeout: float, what: str, interval: float = 0.05
-) -> T:
-    """Polls ``probe`` until it returns something truthy; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"Timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
-@contextlib.contextmanager
-def started_kedro(
-    project: Path, *args: str, log: Path
-) -> Iterator[subprocess.Popen[bytes]]:
-    """`kedro <args>` in its own process group, printing into ``log``; the group
-    is killed on the way out if it is still running."""
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(BIN / "kedro"), *args],
-            cwd=project,
-            env=ENV,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def finish(process: subprocess.Popen[bytes], timeout: float, log: Path) -> int:
-    """Waits for ``process``, failing (the caller kills its group) after ``timeout``."""
-    try:
-        return process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"kedro run did not finish in {timeout} s:\n{tail(log)}")
-
-
-def tail(log: Path, size: int = 6000) -> str:
-    return log.read_text(errors="replace")[-size:]
-
-
-def markers(folder: Path) -> dict[str, list[int]]:
-    """The nodes that started, each with the process ids it started in."""
-    started: dict[str, list[int]] = {}
-    if folder.is_dir():
-        for marker in folder.iterdir():
-            name, _, pid = marker.name.rpartition(".")
-            started.setdefault(name, []).append(int(pid))
-    return started
-
-
-def start_times(folder: Path) -> list[float]:
-    return [float(marker.read_text()) for marker in folder.iterdir()]
-
-
-def downstream_of(layer: int, index: int) -> set[str]:
-    """The wide pipeline's nodes that need node (layer, index), directly or not."""
-    reached, frontier = set(), {index}
-    for below in range(layer + 1, DEPTH):
-        # (k, i) takes (k-1, i) and (k-1, i+1): (k-1, j) feeds (k, j) and (k, j-1).
-        frontier = {j for i in frontier for j in (i, (i - 1) % WIDTH)}
-        reached |= {f"wide_{below}_{j}" for j in frontier}
-    return reached
+from .faults import (
+    ANY_DASHBOARD_PORT,
+    DEPTH,
+    OTHER_ENV,
+    OTHER_FOLDER,
+    WIDTH,
+    downstream_of,
+    fault_project,
+    finish,
+    markers,
+    outputs,
+    params,
+    start_times,
+    started_kedro,
+    tail,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -458,72 +160,6 @@ def test_a_worker_killed_while_running_the_first_node_does_not_fail_the_run(
     assert outputs(data_files(run.project), "09_faults/chain") == outputs(
         sequential, "09_faults/chain"
     )
-
-
-# --- 2. Ctrl-C ----------------------------------------------------------------
-
-
-def _is_worker(process: psutil.Process) -> bool:
-    with contextlib.suppress(psutil.Error):
-        return "spawn_main" in " ".join(process.cmdline())
-    return False
-
-
-def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-    return alive
-
-
-@pytest.mark.parametrize("target", ["process group", "kedro process"])
-def test_ctrl_c_stops_the_run_and_its_local_cluster_quietly(
-    tmp_path: Path, target: str
-):
-    project = fault_project(tmp_path / "project")
-    started = tmp_path / "markers"
-    log = tmp_path / "run.log"
-    with started_kedro(
-        project,
-        "run",
-        f"--runner={DASK_RUNNER}",
-        "--pipelines=faults_slow",
-        params(
-            markers=started,
-            sleep_seconds=120,
-            dashboard_address=ANY_DASHBOARD_PORT,
-        ),
-        log=log,
-    ) as process:
-        wait_for(lambda: markers(started), 120, "a slow node to start")
-        descendants = psutil.Process(process.pid).children(recursive=True)
-        workers = [child for child in descendants if _is_worker(child)]
-        assert workers, [child.cmdline() for child in descendants]
-        sent = time.monotonic()
-        if target == "process group":
-            os.killpg(process.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
-        else:
-            os.kill(process.pid, signal.SIGINT)
-        returncode = finish(process, 60, log)
-        elapsed = time.monotonic() - sent
-        # Workers and nannies are gone when kedro exits; multiprocessing's
-        # resource tracker follows once it reads EOF from its closed pipe.
-        workers_left = _alive(workers)
-        _, others_left = psutil.wait_procs(_alive(descendants), timeout=3)
-        print(
-            f"\n[Ctrl-C to the {target}] exit {returncode} after {elapsed:.2f} s; "
-            f"{len(workers)} worker processes, {len(workers_left)} alive at exit; "
-            f"{len(others_left)} of {len(descendants)} child processes alive 3 s later"
-        )
-    output = log.read_text(errors="replace")
-    assert returncode != 0, output
-    assert elapsed < 10, output
-    for left in (workers_left, others_left):
-        assert not left, [(child.pid, child.cmdline()) for child in left]
-    for noise in ("Traceback", "distributed/", "CommClosedError"):
-        assert noise not in output, output
 
 
 # --- 3. A failing node under load ---------------------------------------------

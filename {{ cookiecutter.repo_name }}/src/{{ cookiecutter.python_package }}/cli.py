@@ -25,6 +25,14 @@ from .runner import DaskRunner, DaskSetupError
 
 logger = logging.getLogger(__name__)
 
+# Kedro 1.7 calls omegaconf's deprecated register_new_resolver() each time it
+# builds a config loader: four warnings per run about Kedro's code, not yours.
+warnings.filterwarnings(
+    "ignore",
+    message=r"register_new_resolver\(\) is deprecated",
+    module=r"kedro\.config\.",
+)
+
 
 @click.group(name="kedro")
 def cli() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from pathlib import Path
 
@@ -65,7 +66,8 @@ class TestSettings:
         with pytest.raises(DaskSetupError, match="both `address` and"):
             DaskRunner(**options)
 
-    def test_unimportable_cluster_class_names_the_package(self):
+    def test_unimportable_cluster_class_names_the_package(self, monkeypatch):
+        monkeypatch.setitem(sys.modules, "dask_jobqueue", None)  # not installed
         with pytest.raises(DaskSetupError, match="pip install dask-jobqueue"):
             DaskRunner(cluster_class="dask_jobqueue.SLURMCluster")
 

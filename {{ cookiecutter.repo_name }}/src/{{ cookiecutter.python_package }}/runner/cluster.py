@@ -6,15 +6,14 @@ connected, never a scheduler that was already running or a client it was handed.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hashlib
 import importlib
 import logging
 import os
-import signal
 import tempfile
-import threading
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -23,10 +22,12 @@ from typing import Any
 
 import dask.config
 import distributed
+import psutil
 from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile, WorkerPlugin
 
 from .client_config import DaskClientConfig, DaskSetupError
-from .log_forwarding import quiet_before_closing, this_process
+from .interrupts import CtrlCHeldBack
+from .log_forwarding import WORKER_FORMAT, quiet_before_closing, this_process
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +39,14 @@ _DASK_LOG_LEVEL = "DASK_LOGGING__DISTRIBUTED"
 def dask_client(
     config: DaskClientConfig, package_name: str | None
 ) -> Iterator[distributed.Client]:
-    """Yields a client for the configured cluster and closes what it opened."""
+    """Yields a client for the configured cluster and closes what it opened.
+
+    Ctrl-C is held back while a cluster starts and while everything closes, so
+    that neither stops half-way (see ``interrupts``).
+    """
+    held = CtrlCHeldBack()
     with ExitStack() as opened:
+        opened.push(held.__exit__)  # the last step out: a held press is raised
         address = _scheduler_address(config)
         active = None if config.starts_cluster else _active_client()
         if address:
@@ -49,9 +56,12 @@ def dask_client(
             client = active
             logger.info("Using this process's Dask client %s", client)
         else:
-            cluster = opened.enter_context(_start_cluster(config))
-            client = opened.enter_context(_connect(cluster, config))
-            opened.push(_quiet_workers_if_the_run_failed(client))
+            with held:
+                cluster = opened.enter_context(_start_cluster(config))
+                client = opened.enter_context(_connect(cluster, config))
+            opened.push(_stop_workers_at_once_if_the_run_failed(cluster, client))
+        _log_dashboard(client, started=not address and active is None, config=config)
+        opened.callback(held.__enter__)  # the first step out
         if _should_upload(config, address) and package_name:
             _upload_package(client, package_name)
         yield client
@@ -79,9 +89,10 @@ def _start_cluster(config: DaskClientConfig) -> Any:
         # The driver's logging (conf/logging.yml) decides what Dask itself prints.
         kwargs.setdefault("silence_logs", False)
         kwargs["plugins"] = {*kwargs.get("plugins", ()), _ExitWithoutFinalCollection()}
+        kwargs.update(_dashboard_on_loopback(kwargs))
     logger.info("Starting a Dask cluster: %s(%s)", name, _kwargs_text(config))
     try:
-        with _local_worker_processes_defer_to_driver():
+        with _worker_processes_environment():
             cluster = factory(**kwargs)
     except Exception as exc:
         raise DaskSetupError(
@@ -101,28 +112,124 @@ def _start_cluster(config: DaskClientConfig) -> Any:
     return cluster
 
 
-@contextmanager
-def _local_worker_processes_defer_to_driver() -> Iterator[None]:
-    """Worker processes started meanwhile ignore Ctrl-C, which a terminal sends
-    to every process: the runner alone stops the run, then closes the cluster in
-    order. They also log Dask's own messages at the driver's level for them, so
-    their start-up banners don't drown the run's log."""
-    level = logging.getLevelName(logging.getLogger("distributed").getEffectiveLevel())
-    saved_level = os.environ.get(_DASK_LOG_LEVEL)
-    os.environ[_DASK_LOG_LEVEL] = level.lower()
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    saved_handler = (
-        signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main_thread else None
+#: Where a LocalCluster's dashboard listens unless ``dashboard_address`` says
+#: otherwise. Dask's own default, ":8787", is every network interface: anyone who
+#: reaches the machine could read task names, logs, call stacks and profiles.
+LOCAL_DASHBOARD = "127.0.0.1:8787"
+
+
+def _dashboard_on_loopback(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The LocalCluster keywords that keep its HTTP server on 127.0.0.1."""
+    if "dashboard_address" not in kwargs:
+        return {"dashboard_address": LOCAL_DASHBOARD}
+    if kwargs["dashboard_address"] is None:
+        # No dashboard, but Dask still serves /health and /metrics, by default
+        # on every interface.
+        scheduler_kwargs = {"dashboard_address": "127.0.0.1:0"}
+        return {
+            "scheduler_kwargs": {
+                **scheduler_kwargs,
+                **kwargs.get("scheduler_kwargs", {}),
+            }
+        }
+    return {}
+
+
+def _log_dashboard(
+    client: distributed.Client, started: bool, config: DaskClientConfig
+) -> None:
+    """Logs the dashboard's link; for a cluster whose scheduler runs in this
+    process, with the address it really listens on."""
+    scheduler = getattr(client.cluster, "scheduler", None)
+    if not started or not isinstance(scheduler, distributed.Scheduler):
+        logger.info("Dask dashboard: %s", client.dashboard_link or "none")
+        return
+    if config.cluster_kwargs.get("dashboard_address", "") is None:
+        logger.info("Dask dashboard: none (dask_client.dashboard_address is null)")
+        return
+    port = client.scheduler_info(n_workers=0)["services"]["dashboard"]
+    listening = _listening_hosts(port)
+    exposed = set(listening) - _LOOPBACK
+    host = sorted(exposed)[0] if exposed else "127.0.0.1"
+    logger.info("Dask dashboard: http://%s:%s/status", host, port)
+    if exposed:
+        logger.warning(
+            "The Dask dashboard listens on %s, so anyone who can reach this machine "
+            "can see the run's tasks, logs and call stacks. Set "
+            "dask_client.dashboard_address to %s to keep it on this machine.",
+            ", ".join(sorted(exposed)),
+            LOCAL_DASHBOARD,
+        )
+
+
+_LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def _listening_hosts(port: int) -> list[str]:
+    """The addresses this process listens on at ``port``."""
+    return sorted(
+        {
+            connection.laddr.ip
+            for connection in psutil.Process().net_connections(kind="inet")
+            if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+        }
     )
+
+
+# How a worker process of a LocalCluster logs until its first node gives it the
+# driver's levels. Kedro's project module, which the process imports as it
+# starts, would otherwise read conf/logging.yml: announce that on the run's
+# console once per worker, and have every worker write the driver's info.log.
+_WORKER_START_LOGGING = f"""\
+version: 1
+disable_existing_loggers: false
+formatters:
+  plain:
+    format: "{WORKER_FORMAT}"
+handlers:
+  console:
+    class: logging.StreamHandler
+    formatter: plain
+    stream: ext://sys.stderr
+loggers:
+  kedro.framework.project:
+    level: WARNING
+root:
+  handlers: [console]
+  level: INFO
+"""
+
+
+@contextmanager
+def _worker_processes_environment() -> Iterator[None]:
+    """Environment variables for the worker processes started meanwhile: Dask's
+    own messages at the driver's level for them (so their start-up banners
+    don't drown the run's log), and Kedro's logging as above."""
+    level = logging.getLevelName(logging.getLogger("distributed").getEffectiveLevel())
+    with tempfile.TemporaryDirectory() as folder:
+        logging_config = Path(folder) / "worker-logging.yml"
+        logging_config.write_text(_WORKER_START_LOGGING)
+        with _environment(
+            {
+                _DASK_LOG_LEVEL: level.lower(),
+                "KEDRO_LOGGING_CONFIG": str(logging_config),
+            }
+        ):
+            yield
+
+
+@contextmanager
+def _environment(variables: dict[str, str]) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
     try:
         yield
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGINT, saved_handler)
-        if saved_level is None:
-            os.environ.pop(_DASK_LOG_LEVEL, None)
-        else:
-            os.environ[_DASK_LOG_LEVEL] = saved_level
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _kwargs_text(config: DaskClientConfig) -> str:
@@ -138,7 +245,7 @@ class _Client(distributed.Client):
     def start(self, **kwargs: Any) -> None:
         try:
             super().start(**kwargs)
-        except Exception:
+        except BaseException:  # KeyboardInterrupt too
             with contextlib.suppress(Exception):
                 self.close()
             raise
@@ -164,19 +271,43 @@ def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
         ) from exc
 
 
-def _quiet_workers_if_the_run_failed(
-    client: distributed.Client,
+#: Seconds a worker process of a failed run gets to exit before it is killed.
+_FAILED_RUN_GRACE = 0.5
+
+
+def _stop_workers_at_once_if_the_run_failed(
+    cluster: Any, client: distributed.Client
 ) -> Callable[..., None]:
-    """Workers closed while a node still runs (after Ctrl-C or a failure) log
-    Dask-internal warnings about the cancelled task; the run has already said
-    what happened. After a successful run no task is left to cancel."""
+    """After Ctrl-C or a failure, nodes may still run, and nothing they would
+    still do is wanted: worker processes get half a second to exit, instead of
+    Dask's 4 s wait for their running tasks, and stay quiet meanwhile (Dask's
+    warnings about cancelled tasks and killed workers add nothing to what the run
+    has reported). After a successful run no node is left running."""
 
     def on_exit(exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is not None:
+        if exc_type is None:
+            return
+        with contextlib.suppress(Exception):
+            client.run(quiet_before_closing, this_process())
+        nannies = [
+            worker
+            for worker in getattr(cluster, "workers", {}).values()
+            if isinstance(worker, distributed.Nanny)
+        ]
+        nanny_logger = logging.getLogger("distributed.nanny")
+        level = nanny_logger.level
+        nanny_logger.setLevel(logging.ERROR)
+        try:
             with contextlib.suppress(Exception):
-                client.run(quiet_before_closing, this_process())
+                cluster.sync(_close_nannies, nannies, _FAILED_RUN_GRACE)
+        finally:
+            nanny_logger.setLevel(level)
 
     return on_exit
+
+
+async def _close_nannies(nannies: list[distributed.Nanny], timeout: float) -> None:
+    await asyncio.gather(*(nanny.close(timeout=timeout) for nanny in nannies))
 
 
 class _ExitWithoutFinalCollection(WorkerPlugin):

@@ -82,7 +82,6 @@ class DaskRunner(AbstractRunner):
             forward_node_logs(client, run.token),
             self._performance_report(client),
         ):
-            self._logger.info("Dask dashboard: %s", client.dashboard_link)
             resources = graph.resources(self._config.tag_resources)
             self._check_resources(client, resources)
             submitted = graph.submit(client, self._config.retries, resources)

@@ -23,7 +23,7 @@ TOPIC = "kedro-node-logs"
 _RUN_FIELD = "kedro_run"
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 _PROCESS_UUID = uuid.uuid4().hex
-_WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 
 
 def this_process() -> str:
@@ -91,15 +91,16 @@ def node_logs_to_driver(
 
 
 def quiet_before_closing(driver_process: str) -> None:
-    """On a worker the runner is about to close, after Ctrl-C or a failure:
-    Dask's own warnings about the node tasks it cancels add nothing to what the
-    run has reported. A node task still starting must not raise the level again.
+    """On a worker the runner is about to stop at once, after Ctrl-C or a
+    failure: Dask's own warnings and errors about the node tasks it cancels and
+    the connections it drops while stopping add nothing to what the run has
+    reported. A node task still starting must not lower the level again.
     Does nothing in the driver's process (a cluster of threads)."""
     if driver_process == this_process():
         return
     with _setup_lock:
         _forwarder.closing = True
-        logging.getLogger("distributed").setLevel(logging.ERROR)
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 def _take_levels(levels: dict[str, int]) -> None:
@@ -113,7 +114,7 @@ def _take_levels(levels: dict[str, int]) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     local = logging.StreamHandler()
-    local.setFormatter(logging.Formatter(_WORKER_FORMAT))
+    local.setFormatter(logging.Formatter(WORKER_FORMAT))
     local.addFilter(lambda record: not _forwarder.forwards(record))
     root.addHandler(local)
     root.addHandler(_forwarder)

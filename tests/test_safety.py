@@ -1,0 +1,63 @@
+"""Safe by default: what a `kedro run` on the runner's LocalCluster exposes to the
+network, and what it prints."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import psutil
+import pytest
+
+from .conftest import DASK_RUNNER
+from .faults import fault_project, markers, params, started_kedro, tail, wait_for
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return fault_project(tmp_path_factory.mktemp("safety"))
+
+
+def listening_sockets(pid: int) -> dict[str, list[str]]:
+    """``ip:port`` of every listening TCP socket of ``pid`` and its descendants,
+    by process command line."""
+    found: dict[str, list[str]] = {}
+    root = psutil.Process(pid)
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            connections = process.net_connections(kind="inet")
+            name = " ".join(process.cmdline())[:80]
+        except psutil.Error:
+            continue
+        for connection in connections:
+            if connection.status == psutil.CONN_LISTEN:
+                address = f"{connection.laddr.ip}:{connection.laddr.port}"
+                found.setdefault(name, []).append(address)
+    return found
+
+
+def test_a_default_run_listens_on_loopback_only(project: Path, tmp_path: Path):
+    """No dashboard_address in conf: Dask's own default would serve the dashboard
+    on every interface."""
+    started = tmp_path / "markers"
+    log = tmp_path / "run.log"
+    with started_kedro(
+        project,
+        "run",
+        f"--runner={DASK_RUNNER}",
+        "--pipelines=faults_slow",
+        params(markers=started, sleep_seconds=60),
+        log=log,
+    ) as process:
+        wait_for(lambda: markers(started), 120, "a node to start")
+        sockets = listening_sockets(process.pid)
+    print(f"\n[listening] {sockets}")
+    addresses = [address for found in sockets.values() for address in found]
+    assert len(addresses) >= 4, sockets  # scheduler, dashboard, two workers
+    exposed = [
+        address
+        for address in addresses
+        if not ipaddress.ip_address(address.rpartition(":")[0]).is_loopback
+    ]
+    assert not exposed, sockets
+    assert "Dask dashboard: http://127.0.0.1:" in tail(log), tail(log)
