@@ -73,6 +73,16 @@ def slow(options: dict, *, name: str) -> dict:
     return {{"node": name, "value": 1}}
 
 
+def hog(options: dict) -> int:
+    """Takes memory 20 MB at a time until it holds faults.hog_mb MB."""
+    _mark(options, "hog")
+    held = []
+    while len(held) * 20 < options["hog_mb"]:
+        held.append(bytearray(20 * 2**20))  # zero-filled: really resident
+        time.sleep(0.01)
+    return len(held)
+
+
 def wide(options: dict, *upstream: int, name: str, layer: int, index: int) -> int:
     _mark(options, name)
     if options["wide_sleep"]:
@@ -137,12 +147,18 @@ def slow_pipeline() -> Pipeline:
             "params:faults",
             f"faults_slow_{{i}}",
             name=f"slow_{{i}}",
+            tags=["slow"],
         )
         for i in range(SLOW_NODES)
     ]
     parts = [f"faults_slow_{{i}}" for i in range(SLOW_NODES)]
     nodes.append(node(total, parts, "faults_slow_total", name="slow_total"))
     return Pipeline(nodes)
+
+
+def hog_pipeline() -> Pipeline:
+    """One node that takes params faults.hog_mb MB of memory."""
+    return Pipeline([node(hog, "params:faults", "faults_hog_chunks", name="hog")])
 
 
 def wide_pipeline() -> Pipeline:
@@ -182,6 +198,7 @@ faults:
   wide_sleep: 0        # sleep of each wide_* node
   fail_node: ""        # the wide_* node that raises
   fail_time_file: ""   # where it writes the time it raises
+  hog_mb: 0            # memory the hog node takes
 """
 
 CATALOG = """\
@@ -214,7 +231,7 @@ def fault_project(output_dir: Path) -> Path:
     (package / "fault_nodes.py").write_text(
         FAULT_NODES.format(width=WIDTH, depth=DEPTH, slow_nodes=SLOW_NODES)
     )
-    for name in ("cpu", "chain", "slow", "wide"):
+    for name in ("cpu", "chain", "slow", "hog", "wide"):
         folder = package / "pipelines" / f"faults_{name}"
         folder.mkdir()
         (folder / "__init__.py").write_text(
@@ -232,14 +249,14 @@ def fault_project(output_dir: Path) -> Path:
     return project
 
 
-DASK_CLIENT_KEYS = {"address", "dashboard_address"}
+DASK_CLIENT_KEYS = {"address", "dashboard_address", "memory_limit", "tag_timeouts"}
 
 
 def params(**values: Any) -> str:
     """`--params` for the faults block and some dask_client keys."""
     items = []
     for key, value in values.items():
-        block = "dask_client" if key in DASK_CLIENT_KEYS else "faults"
+        block = "dask_client" if key.split(".")[0] in DASK_CLIENT_KEYS else "faults"
         items.append(f"{block}.{key}={value}")
     return "--params=" + ",".join(items)
 

@@ -36,6 +36,7 @@ from .faults import (
     OTHER_ENV,
     OTHER_FOLDER,
     WIDTH,
+    alive,
     downstream_of,
     fault_project,
     finish,
@@ -394,3 +395,119 @@ def test_20_runs_in_a_row_leave_the_scheduler_as_they_found_it(
         before,
         after,
     )
+
+
+# --- 6. The scheduler dies mid-run ----------------------------------------------
+
+
+def test_losing_the_scheduler_mid_run_fails_fast_and_a_rerun_resumes(
+    tmp_path: Path, sequential: dict[str, bytes]
+):
+    with busy_run_on_cli_cluster(tmp_path, "faults_cpu") as run:
+        wait_for(
+            lambda: list((run.project / "data/09_faults/cpu").glob("summary_*")),
+            120,
+            "a persisted summary",
+        )
+        scheduler = run.cluster.processes[0]
+        os.killpg(scheduler.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        returncode = finish(run.process, 60, run.log)
+        took = time.monotonic() - killed_at
+    output = run.log.read_text(errors="replace")
+    saved = outputs(data_files(run.project), "09_faults/cpu")
+    print(
+        f"\n[scheduler killed] exit {returncode} {took:.1f} s later; "
+        f"{len(saved)} of 5 outputs saved"
+    )
+    assert returncode == 1, output
+    assert took < 30, output
+    assert "lost its connection to the Dask scheduler" in output, output
+    assert "--only-missing-outputs" in output, output
+    assert "Traceback" not in output, output
+    assert saved and saved.items() <= outputs(sequential, "09_faults/cpu").items()
+
+    with cli_cluster(tmp_path / "cluster-again", n_workers=2) as cluster:
+        rerun = kedro(
+            "run",
+            f"--runner={DASK_RUNNER}",
+            "--pipelines=faults_cpu",
+            "--only-missing-outputs",
+            params(address=cluster.address),
+            cwd=run.project,
+        )
+    assert rerun.returncode == 0, rerun.output[-5000:]
+    assert outputs(data_files(run.project), "09_faults/cpu") == outputs(
+        sequential, "09_faults/cpu"
+    )
+
+
+# --- 7. A node that needs more memory than a worker may use -----------------------
+
+
+def test_a_node_past_the_memory_limit_fails_the_run_with_what_to_change(
+    tmp_path: Path,
+):
+    project = fault_project(tmp_path / "project")
+    started = tmp_path / "markers"
+    log = tmp_path / "run.log"
+    with started_kedro(
+        project,
+        "run",
+        f"--runner={DASK_RUNNER}",
+        "--pipelines=faults_hog",
+        params(
+            markers=started,
+            hog_mb=2000,
+            memory_limit="400MiB",
+            dashboard_address=ANY_DASHBOARD_PORT,
+        ),
+        log=log,
+    ) as process:
+        wait_for(lambda: markers(started), 120, "the hog node to start")
+        began = time.monotonic()
+        descendants = psutil.Process(process.pid).children(recursive=True)
+        returncode = finish(process, 120, log)
+        took = time.monotonic() - began
+        _, left = psutil.wait_procs(alive(descendants), timeout=3)
+    output = log.read_text(errors="replace")
+    message = " ".join(output[output.index("Error: ") :].split())
+    print(
+        f"\n[out of memory] exit {returncode} {took:.1f} s after the node started, "
+        f"which ran {sum(map(len, markers(started).values()))} times"
+    )
+    assert returncode == 1, output
+    assert "Kedro node 'hog' was running each time its Dask workers died" in message
+    assert "memory_limit 400.00 MiB per worker" in message, message
+    assert "threads_per_worker" in message
+    assert "Traceback" not in output, output
+    assert not left, [(child.pid, child.cmdline()) for child in left]
+
+
+# --- 8. A node that outruns its time limit ---------------------------------------
+
+
+def test_a_node_past_its_tag_timeout_is_cancelled_and_named(tmp_path: Path):
+    project = fault_project(tmp_path / "project")
+    started = tmp_path / "markers"
+    result = kedro(
+        "run",
+        f"--runner={DASK_RUNNER}",
+        "--pipelines=faults_slow",
+        params(
+            markers=started,
+            sleep_seconds=60,
+            **{"tag_timeouts.slow": 1.5},
+            dashboard_address=ANY_DASHBOARD_PORT,
+        ),
+        cwd=project,
+        timeout=60,
+    )
+    first_start = min(float(m.read_text()) for m in started.iterdir())
+    message = " ".join(result.output[result.output.index("Error: ") :].split())
+    print(f"\n[time limit] {message[:120]}")
+    assert result.returncode == 1, result.output
+    assert "ran longer than 1.5 s, the limit dask_client.tag_timeouts" in message
+    assert "its tag 'slow'" in message
+    assert "Traceback" not in result.output, result.output
+    assert time.time() - first_start < 20

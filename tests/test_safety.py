@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import DASK_RUNNER
+from .conftest import DASK_RUNNER, kedro, render
 from .faults import fault_project, markers, params, started_kedro, tail, wait_for
 
 
@@ -61,3 +61,40 @@ def test_a_default_run_listens_on_loopback_only(project: Path, tmp_path: Path):
     ]
     assert not exposed, sockets
     assert "Dask dashboard: http://127.0.0.1:" in tail(log), tail(log)
+
+
+SECRET = "s3cr3t-token-4f9a1c"
+
+
+def test_credentials_never_reach_the_console_the_report_or_the_log(tmp_path: Path):
+    """The example's models saved through a dataset with credentials; the run
+    prints node logs forwarded from the workers and writes a performance report."""
+    project = render(tmp_path)
+    (project / "conf/local/credentials.yml").write_text(
+        f"model_store:\n  secret_token: {SECRET}\n"
+    )
+    catalog = project / "conf/base/catalog.yml"
+    catalog.write_text(
+        catalog.read_text().replace(
+            "  filepath: data/06_models/{namespace}.pickle\n",
+            "  filepath: data/06_models/{namespace}.pickle\n"
+            "  credentials: model_store\n",
+        )
+    )
+    report = project / "data/08_reporting/dask-report.html"
+    result = kedro(
+        "run",
+        f"--runner={DASK_RUNNER}",
+        f"--params=dask_client.performance_report={report}",
+        cwd=project,
+    )
+    assert result.returncode == 0, result.output
+    assert "accuracy" in result.output  # a node's log, forwarded from a worker
+    assert "hold credentials" not in result.output  # all on 127.0.0.1
+    assert report.exists()
+    for name, text in (
+        ("console", result.output),
+        ("report", report.read_text(errors="replace")),
+        ("info.log", (project / "info.log").read_text(errors="replace")),
+    ):
+        assert SECRET not in text, name

@@ -21,7 +21,7 @@ from kedro.framework.session import KedroSession
 from kedro.runner import AbstractRunner
 from kedro.utils import load_obj
 
-from .runner import DaskRunner, DaskSetupError
+from .runner import DaskRunError, DaskRunner, DaskSetupError
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +89,11 @@ def run(  # noqa: PLR0913, PLR0917 (one parameter per Kedro option)
                 namespaces=namespaces,
                 only_missing_outputs=only_missing_outputs,
             )
-    except DaskSetupError as exc:
-        # A settings or connection problem: one paragraph, not a Dask traceback.
+    except (DaskSetupError, DaskRunError) as exc:
+        # A settings or cluster problem: one paragraph, not a Dask traceback.
         # The traceback is logged at DEBUG (set this package's level in
         # conf/logging.yml to see it).
-        logger.debug("The run could not start", exc_info=exc)
+        logger.debug("The run could not start or finish", exc_info=exc)
         raise click.ClickException(str(exc)) from exc
 
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import gc
+import os
+import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -14,6 +17,8 @@ from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
 from {{ cookiecutter.python_package }}.runner import DaskClientConfig, DaskRunner, DaskSetupError
+from {{ cookiecutter.python_package }}.runner.cluster import in_the_clear
+from {{ cookiecutter.python_package }}.runner.interrupts import CtrlCHeldBack
 
 from . import parity_pipelines as cases
 
@@ -188,3 +193,51 @@ class TestRunOptions:
         runner.run(_doubled(), _catalog(seed=1))
         assert report.stat().st_size > 0
         assert "<html" in report.read_text(encoding="utf-8").lower()
+
+
+class TestSafety:
+    @pytest.mark.parametrize(
+        "address, exposed",
+        [
+            ("tcp://127.0.0.1:8786", False),
+            ("tcp://localhost:8786", False),
+            ("tcp://[::1]:8786", False),
+            ("tls://10.0.0.5:8786", False),
+            ("inproc://10.0.0.5/1/2", False),
+            ("tcp://10.0.0.5:8786", True),
+            ("tcp://scheduler.example.com:8786", True),
+            ("ws://10.0.0.5:8786", True),
+        ],
+    )
+    def test_what_travels_in_the_clear(self, address, exposed):
+        assert in_the_clear(address) is exposed
+
+    def test_ctrl_c_inside_is_raised_on_the_way_out(self):
+        reached_the_end = False
+        with pytest.raises(KeyboardInterrupt), CtrlCHeldBack():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)  # a press here must not interrupt
+            reached_the_end = True
+        assert reached_the_end
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def test_a_second_ctrl_c_is_raised_at_once(self):
+        with pytest.raises(KeyboardInterrupt), CtrlCHeldBack():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            pytest.fail("the second press did not interrupt")
+
+    def test_threads_started_inside_block_ctrl_c(self):
+        masks = []
+        with CtrlCHeldBack():
+            thread = threading.Thread(
+                target=lambda: masks.append(
+                    signal.pthread_sigmask(signal.SIG_BLOCK, [])
+                )
+            )
+            thread.start()
+            thread.join()
+        assert signal.SIGINT in masks[0]
+        assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])

@@ -6,10 +6,10 @@ import logging
 # logging configuration (conf/logging.yml) gave them before.
 _configured_level = logging.getLogger("distributed").level
 
-from .client_config import DaskClientConfig, DaskSetupError  # noqa: E402
+from .client_config import DaskClientConfig, DaskRunError, DaskSetupError  # noqa: E402
 from .dask_runner import DaskRunner  # noqa: E402
 
 if _configured_level != logging.NOTSET:
     logging.getLogger("distributed").setLevel(_configured_level)
 
-__all__ = ["DaskClientConfig", "DaskRunner", "DaskSetupError"]
+__all__ = ["DaskClientConfig", "DaskRunError", "DaskRunner", "DaskSetupError"]

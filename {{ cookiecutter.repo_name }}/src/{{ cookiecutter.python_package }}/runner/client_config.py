@@ -23,6 +23,12 @@ class DaskSetupError(RuntimeError):
     """
 
 
+class DaskRunError(RuntimeError):
+    """The cluster failed the run under way: the scheduler went away, a node's
+    workers kept dying, or a node outran its time limit. Persisted outputs of the
+    nodes that finished are kept, so the run can resume."""
+
+
 # The runner sets these itself; taking them from conf would break the run.
 _MANAGED_KEYWORDS = frozenset(
     {"self", "asynchronous", "loop", "set_as_default", "start"}
@@ -91,6 +97,9 @@ class DaskClientConfig:
     retries: int = 0
     #: Dask worker resources a node asks for by tag, e.g. ``{gpu: {GPU: 1}}``.
     tag_resources: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: Seconds a node may run, by tag, e.g. ``{slow: 600}``; the run fails naming
+    #: a node that takes longer (the smallest limit of its tags applies).
+    tag_timeouts: dict[str, float] = field(default_factory=dict)
     #: Send the project's package to the workers. ``None`` means: yes, unless the
     #: runner starts a LocalCluster on this machine.
     upload_project: bool | None = None
@@ -158,6 +167,12 @@ class DaskClientConfig:
                 raise DaskSetupError(
                     f"dask_client.tag_resources.{tag} must map resource names to "
                     f"amounts, e.g. `gpu: {_GPU_EXAMPLE}`; got {resources!r}."
+                )
+        for tag, seconds in _mapping(self.tag_timeouts, "tag_timeouts").items():
+            if not isinstance(seconds, Real) or seconds <= 0:
+                raise DaskSetupError(
+                    f"dask_client.tag_timeouts.{tag} must be a positive number of "
+                    f"seconds, e.g. `slow: 600`; got {seconds!r}."
                 )
         for keyword in _MANAGED_KEYWORDS & (
             set(self.cluster_kwargs) | set(self.client_kwargs)

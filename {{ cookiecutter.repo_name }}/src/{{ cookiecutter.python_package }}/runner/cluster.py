@@ -11,6 +11,7 @@ import contextlib
 import gc
 import hashlib
 import importlib
+import ipaddress
 import logging
 import os
 import tempfile
@@ -57,6 +58,8 @@ def dask_client(
             logger.info("Using this process's Dask client %s", client)
         else:
             with held:
+                if config.cluster_factory() is distributed.LocalCluster:
+                    opened.enter_context(_worker_processes_environment())
                 cluster = opened.enter_context(_start_cluster(config))
                 client = opened.enter_context(_connect(cluster, config))
             opened.push(_stop_workers_at_once_if_the_run_failed(cluster, client))
@@ -65,6 +68,41 @@ def dask_client(
         if _should_upload(config, address) and package_name:
             _upload_package(client, package_name)
         yield client
+
+
+def credentials_in_the_clear(
+    datasets: list[str], client: distributed.Client
+) -> str | None:
+    """A warning for a run that would send datasets' credentials over the network
+    without TLS: node tasks carry their datasets, credentials included."""
+    if not datasets:
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    exposed = [a for a in [client.scheduler.address, *workers] if in_the_clear(a)]
+    if not exposed:
+        return None
+    return (
+        f"The datasets {', '.join(datasets)} hold credentials, which travel to the "
+        f"Dask workers inside their nodes' tasks, and this run reaches "
+        f"{exposed[0]}{' and more' if exposed[1:] else ''} over plain "
+        f"tcp://: anyone on that network can read them. Use a TLS scheduler "
+        f"(tls://) with dask_client.security (tls_ca_file, tls_client_cert, "
+        f"tls_client_key), or keep scheduler and workers on this machine."
+    )
+
+
+def in_the_clear(address: str) -> bool:
+    """Whether Dask traffic to ``address`` leaves this machine unencrypted."""
+    protocol, _, location = address.partition("://")
+    if protocol not in ("tcp", "ws"):  # tls://, wss://, inproc://, ucx://
+        return False
+    host = distributed.comm.get_address_host(address)
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may be anywhere
+        return True
 
 
 def _scheduler_address(config: DaskClientConfig) -> str | None:
@@ -92,8 +130,7 @@ def _start_cluster(config: DaskClientConfig) -> Any:
         kwargs.update(_dashboard_on_loopback(kwargs))
     logger.info("Starting a Dask cluster: %s(%s)", name, _kwargs_text(config))
     try:
-        with _worker_processes_environment():
-            cluster = factory(**kwargs)
+        cluster = factory(**kwargs)
     except Exception as exc:
         raise DaskSetupError(
             f"Could not start {name} with {_kwargs_text(config) or 'no arguments'}: "
@@ -202,9 +239,11 @@ root:
 
 @contextmanager
 def _worker_processes_environment() -> Iterator[None]:
-    """Environment variables for the worker processes started meanwhile: Dask's
-    own messages at the driver's level for them (so their start-up banners
-    don't drown the run's log), and Kedro's logging as above."""
+    """Environment variables for the worker processes of a LocalCluster, set for
+    its whole life (a worker that dies is started again): Dask's own messages at
+    the driver's level for them (so their start-up banners don't drown the run's
+    log), and Kedro's logging as above. Not for other cluster classes, whose
+    workers may be on machines without this file."""
     level = logging.getLevelName(logging.getLogger("distributed").getEffectiveLevel())
     with tempfile.TemporaryDirectory() as folder:
         logging_config = Path(folder) / "worker-logging.yml"
@@ -250,6 +289,14 @@ class _Client(distributed.Client):
                 self.close()
             raise
 
+    def close(self, *args: Any, **kwargs: Any) -> Any:
+        if self.status != "connecting":
+            return super().close(*args, **kwargs)
+        # The scheduler went away and the run has said so: Dask would add that
+        # it gave up reconnecting.
+        with _quiet("distributed.client"):
+            return super().close(*args, **kwargs)
+
 
 def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
     try:
@@ -294,16 +341,22 @@ def _stop_workers_at_once_if_the_run_failed(
             for worker in getattr(cluster, "workers", {}).values()
             if isinstance(worker, distributed.Nanny)
         ]
-        nanny_logger = logging.getLogger("distributed.nanny")
-        level = nanny_logger.level
-        nanny_logger.setLevel(logging.ERROR)
-        try:
-            with contextlib.suppress(Exception):
-                cluster.sync(_close_nannies, nannies, _FAILED_RUN_GRACE)
-        finally:
-            nanny_logger.setLevel(level)
+        with _quiet("distributed.nanny"), contextlib.suppress(Exception):
+            cluster.sync(_close_nannies, nannies, _FAILED_RUN_GRACE)
 
     return on_exit
+
+
+@contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Only critical records of this logger, meanwhile."""
+    logger = logging.getLogger(logger_name)
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 async def _close_nannies(nannies: list[distributed.Nanny], timeout: float) -> None:

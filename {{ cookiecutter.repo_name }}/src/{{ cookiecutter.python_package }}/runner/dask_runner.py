@@ -21,19 +21,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import dask.utils
 import distributed
 import kedro.framework.project as kedro_project
 from kedro.framework.hooks.manager import _NullPluginManager
 from kedro.io import CatalogProtocol
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
 from pluggy import PluginManager
 
-from .client_config import DaskClientConfig, DaskSetupError
-from .cluster import dask_client
+from .client_config import DaskClientConfig, DaskRunError, DaskSetupError
+from .cluster import credentials_in_the_clear, dask_client
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
 from .task_graph import SubmittedGraph, TaskGraph
+from .time_limits import NodeClock, time_limits
 
 
 class DaskRunner(AbstractRunner):
@@ -76,17 +78,23 @@ class DaskRunner(AbstractRunner):
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
         )
-        graph = TaskGraph(pipeline, catalog, run, self._is_async)
+        clock = NodeClock(time_limits(pipeline.nodes, self._config.tag_timeouts))
+        graph = TaskGraph(
+            pipeline, catalog, run, self._is_async, frozenset(clock.limits)
+        )
         with (
             dask_client(self._config, run.package_name) as client,
             forward_node_logs(client, run.token),
+            clock.running(client, run.token),
             self._performance_report(client),
         ):
+            if warning := credentials_in_the_clear(graph.with_credentials, client):
+                self._logger.warning(warning)
             resources = graph.resources(self._config.tag_resources)
             self._check_resources(client, resources)
             submitted = graph.submit(client, self._config.retries, resources)
             try:
-                self._wait_for_nodes(submitted, pipeline, catalog, run)
+                self._wait_for_nodes(submitted, pipeline, catalog, run, clock)
                 self._keep_free_outputs(submitted, catalog)
             finally:
                 submitted.cancel()
@@ -97,39 +105,89 @@ class DaskRunner(AbstractRunner):
         pipeline: Pipeline,
         catalog: CatalogProtocol,
         run: RunContext,
+        clock: NodeClock,
     ) -> None:
-        """Logs each finished node; on the first failure, stops the run and raises."""
-        done_nodes = []
+        """Logs each finished node; on the first failure, stops the run and raises.
+
+        Between completions it checks, every ``_POLL_SECONDS``, that the
+        scheduler is still there and that no node outran its time limit.
+        """
+        done_nodes: list[Node] = []
         total = len(submitted.node_futures)
         # No other reference to the futures: a finished node's in-memory outputs
         # are freed as soon as its consumers are done with them.
         completions = distributed.as_completed(
             list(submitted.node_futures), loop=submitted.client.loop
         )
-        for future in completions:
-            if future.status in ("lost", "pending"):
-                # Its worker died after it finished: Dask computes it again.
-                completions.add(future)
-                continue
-            if future.status != "finished":
-                self._fail(submitted, pipeline, catalog, done_nodes, run)
-            node = submitted.node_futures.pop(future)
-            done_nodes.append(node)
-            self._logger.info(
-                "Completed %d out of %d nodes: %s", len(done_nodes), total, node.name
+        while not completions.is_empty():
+            finished = completions.next_batch(block=False)
+            if not finished:
+                self._check_progress(submitted, pipeline, catalog, done_nodes, clock)
+                _wait_for_a_completion(completions)
+            for future in finished:
+                if future.status in ("lost", "pending"):
+                    # Its worker died after it finished: Dask computes it again.
+                    completions.add(future)
+                    continue
+                if future.status != "finished":
+                    self._fail(submitted, pipeline, catalog, done_nodes, run)
+                node = submitted.node_futures.pop(future)
+                done_nodes.append(node)
+                self._logger.info(
+                    "Completed %d out of %d nodes: %s",
+                    len(done_nodes),
+                    total,
+                    node.name,
+                )
+
+    def _check_progress(
+        self,
+        submitted: SubmittedGraph,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        done_nodes: list[Node],
+        clock: NodeClock,
+    ) -> None:
+        """Fails the run if the scheduler went away or a node outran its limit."""
+        client = submitted.client
+        if client.status != "running":
+            self._stop(submitted, pipeline, catalog, done_nodes)
+            raise DaskRunError(
+                _scheduler_lost(submitted, len(done_nodes), len(pipeline.nodes))
             )
+        overdue = clock.overdue({node.name for node in submitted.node_futures.values()})
+        if overdue:
+            name, seconds, tag = overdue
+            self._stop(submitted, pipeline, catalog, done_nodes)
+            raise DaskRunError(
+                f"Kedro node '{name}' ran longer than {seconds:g} s, the limit "
+                f"dask_client.tag_timeouts gives its tag '{tag}', so the run was "
+                f"stopped. Raise the limit if the node needs longer. A Dask worker "
+                f"cannot interrupt a running node: on a cluster that was already "
+                f"running, restart the worker if the node never returns."
+            )
+
+    def _stop(
+        self,
+        submitted: SubmittedGraph,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        done_nodes: list[Node],
+    ) -> None:
+        """Cancels what has not finished and says how to resume."""
+        submitted.cancel()
+        self._suggest_resume_scenario(pipeline, done_nodes, catalog)
 
     def _fail(
         self,
         submitted: SubmittedGraph,
         pipeline: Pipeline,
         catalog: CatalogProtocol,
-        done_nodes: list,
+        done_nodes: list[Node],
         run: RunContext,
     ) -> None:
-        """Cancels what has not run, suggests how to resume, and raises the error
-        of the failed node (the first in run order: later ones may only have
-        inherited its error)."""
+        """Stops the run and raises the error of the failed node (the first in
+        run order: later ones may only have inherited its error)."""
         failed = {
             node: future
             for future, node in submitted.node_futures.items()
@@ -139,13 +197,10 @@ class DaskRunner(AbstractRunner):
         if node is not None:  # read before cancelling, which forgets them
             error = failed[node].exception()
             traceback = failed[node].traceback()
-        submitted.cancel()
-        self._suggest_resume_scenario(pipeline, done_nodes, catalog)
+        self._stop(submitted, pipeline, catalog, done_nodes)
         if node is None:
-            raise RuntimeError(
-                "Dask dropped nodes of this run before they finished (the scheduler "
-                "restarted, or this client lost its connection to it). Nothing that "
-                "did not finish was reported as done; run again to resume."
+            raise DaskRunError(
+                _scheduler_lost(submitted, len(done_nodes), len(pipeline.nodes))
             )
         if missing := _missing_project(error, run.package_name):
             raise DaskSetupError(
@@ -154,6 +209,8 @@ class DaskRunner(AbstractRunner):
                 f"dask_client to send it with the run, or install the project "
                 f"on the workers."
             ) from error
+        if isinstance(error, distributed.scheduler.KilledWorker):
+            raise DaskRunError(_workers_died(node, error)) from error
         if sys.version_info >= (3, 11):
             error.add_note(f"Raised by Kedro node '{node.name}' on a Dask worker.")
         raise error.with_traceback(traceback)
@@ -188,15 +245,67 @@ class DaskRunner(AbstractRunner):
 
     @contextmanager
     def _performance_report(self, client: distributed.Client) -> Iterator[None]:
-        """Writes Dask's HTML performance report of the run, when asked to."""
+        """Writes Dask's HTML performance report of the run, when asked to (the
+        scheduler holds what goes in it: none if the scheduler went away)."""
         path = self._config.performance_report
         if not path:
             yield
             return
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        with client.as_current(), distributed.performance_report(filename=path):
+        report = distributed.performance_report(filename=path)
+        with client.as_current():
+            report.__enter__()
+        try:
             yield
-        self._logger.info("Wrote the Dask performance report to %s", path)
+        finally:
+            if client.status == "running":
+                with client.as_current():
+                    report.__exit__(None, None, None)
+                self._logger.info("Wrote the Dask performance report to %s", path)
+
+
+#: How often the driver checks the scheduler and the time limits while no node
+#: finishes; a completion wakes it at once.
+_POLL_SECONDS = 0.1
+
+
+def _wait_for_a_completion(completions: distributed.as_completed) -> None:
+    # as_completed queues a finished future, then notifies under this condition:
+    # checking the queue under it cannot miss a completion.
+    with completions.thread_condition:
+        if not completions.has_ready():
+            completions.thread_condition.wait(timeout=_POLL_SECONDS)
+
+
+def _scheduler_lost(submitted: SubmittedGraph, done: int, total: int) -> str:
+    return (
+        f"This run lost its connection to the Dask scheduler at "
+        f"{submitted.scheduler_address} after {done} of {total} nodes had "
+        f"finished (the scheduler stopped or restarted, or the network failed), "
+        f"and Dask forgets a run's tasks with its scheduler. The finished nodes' "
+        f"persisted outputs are saved: once the scheduler is back, run the same "
+        f"command again with --only-missing-outputs, or with the --from-nodes "
+        f"logged above."
+    )
+
+
+def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:
+    # The limit of the last worker that died: by now its replacement may not
+    # have joined the scheduler.
+    memory_limit = getattr(error.last_worker, "memory_limit", None)
+    limit = (
+        f"memory_limit {dask.utils.format_bytes(memory_limit)} per worker"
+        if memory_limit
+        else "no memory_limit"
+    )
+    return (
+        f"Kedro node '{node.name}' was running each time its Dask workers died, so "
+        f"Dask gave up on it ({error}). A worker dies like that when it uses more "
+        f"memory than it may ({limit} here): give each worker more, with "
+        f"dask_client.memory_limit (or cluster_kwargs.memory_limit), fewer "
+        f"threads_per_worker so that fewer nodes share it, or make the node use "
+        f"less memory. The workers' own logs say why each one stopped."
+    )
 
 
 def _missing_project(

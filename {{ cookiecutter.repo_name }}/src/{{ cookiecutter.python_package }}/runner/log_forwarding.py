@@ -152,4 +152,5 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
     try:
         yield
     finally:
-        client.unsubscribe_topic(TOPIC)
+        if client.status == "running":  # else the scheduler went, and this with it
+            client.unsubscribe_topic(TOPIC)

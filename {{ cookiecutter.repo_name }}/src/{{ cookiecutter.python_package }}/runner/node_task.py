@@ -28,6 +28,7 @@ from kedro.runner import Task
 from pluggy import PluginManager
 
 from .log_forwarding import node_logs_to_driver
+from .time_limits import announce_start
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class NodeTask:
     memory_inputs: tuple[tuple[str, str | None], ...]
     #: The outputs the task returns to Dask, in this order.
     memory_outputs: tuple[str, ...]
+    #: Whether the driver times the node (it has a limit in ``tag_timeouts``).
+    announces_start: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     whose outputs are persisted.
     Returns ``None``, the single in-memory output, or a tuple of them.
     """
+    if task.announces_start:
+        announce_start(task.run.token, task.node.name)
     hook_manager = _hook_manager(task.run)
     inputs = {
         name: _memory_dataset_holding(value, copy_mode)

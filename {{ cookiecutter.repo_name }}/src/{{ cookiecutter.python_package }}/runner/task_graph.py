@@ -37,6 +37,8 @@ class SubmittedGraph:
     """
 
     client: distributed.Client
+    #: Where the scheduler was when the run was submitted.
+    scheduler_address: str
     #: Futures of the nodes that have not finished yet.
     node_futures: dict[distributed.Future, Node]
     #: Pipeline outputs without a persisting catalog entry, returned to the caller.
@@ -47,10 +49,17 @@ class SubmittedGraph:
 
     def cancel(self) -> None:
         """Stops every node that has not finished and forgets all futures."""
+        if self.client.status != "running":
+            self.forget()  # the scheduler is gone, and the futures with it
+            return
         if self.node_futures:
             self.client.cancel(list(self.node_futures))
         for future in [*self.free_outputs.values(), *self.inputs]:
             future.release()
+        self.forget()
+
+    def forget(self) -> None:
+        """Drops the futures without a word to the scheduler."""
         self.node_futures.clear()
         self.free_outputs.clear()
         self.inputs.clear()
@@ -65,6 +74,7 @@ class TaskGraph:
         catalog: CatalogProtocol,
         run: RunContext,
         is_async: bool,
+        timed_nodes: frozenset[str] = frozenset(),
     ) -> None:
         self._pipeline = pipeline
         self._run = run
@@ -76,17 +86,30 @@ class TaskGraph:
         }
         self._catalog = catalog
         self._tasks = {
-            node: self._node_task(node, datasets, is_async) for node in pipeline.nodes
+            node: self._node_task(node, datasets, is_async, node.name in timed_nodes)
+            for node in pipeline.nodes
         }
         self._waits_for = self._order_only_parents()
         self._check_serialisable(datasets)
+        #: Persisted datasets built with ``credentials``, which their nodes'
+        #: tasks carry to the workers.
+        self.with_credentials = sorted(
+            name
+            for name, dataset in datasets.items()
+            if name not in self._memory
+            and (getattr(dataset, "_init_args", None) or {}).get("credentials")
+        )
 
     @property
     def nodes(self) -> list[Node]:
         return self._pipeline.nodes
 
     def _node_task(
-        self, node: Node, datasets: dict[str, AbstractDataset], is_async: bool
+        self,
+        node: Node,
+        datasets: dict[str, AbstractDataset],
+        is_async: bool,
+        timed: bool,
     ) -> NodeTask:
         own = {*node.inputs, *node.outputs, *node.confirms}
         return NodeTask(
@@ -102,6 +125,7 @@ class TaskGraph:
                 if name in self._memory
             ),
             memory_outputs=tuple(name for name in node.outputs if name in self._memory),
+            announces_start=timed,
         )
 
     def _order_only_parents(self) -> dict[Node, list[Node]]:
@@ -167,6 +191,7 @@ class TaskGraph:
         providers = self._pipeline_inputs(client)
         graph = SubmittedGraph(
             client,
+            client.scheduler.address,
             {},
             {},
             inputs=[p for p in providers.values() if isinstance(p, distributed.Future)],
