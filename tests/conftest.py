@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import shutil
 import signal
 import socket
@@ -14,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import joblib
 import pytest
+import yaml
 from cookiecutter.main import cookiecutter
 from distributed import Client
 from distributed.security import Security
@@ -66,10 +69,18 @@ def kedro(
     return run_command([str(BIN / "kedro"), *args], cwd, timeout, env)
 
 
+#: The files a run of the example writes, with the settings of ``conf/test``.
+EXAMPLE_OUTPUTS = 15
+
+
 def render(output_dir: Path, **extra_context: str) -> Path:
-    """Renders the template with plain cookiecutter, as `--no-input` does."""
+    """Renders the template with plain cookiecutter, as `--no-input` does, and
+    gives its example the small settings of the project's ``conf/test`` in
+    ``conf/base`` (Kedro replaces a whole parameter block given in another
+    environment, or in part with ``--params``, so they go where the tests'
+    ``--params`` and ``--env`` leave them alone)."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    return Path(
+    project = Path(
         cookiecutter(
             str(ROOT),
             no_input=True,
@@ -77,22 +88,43 @@ def render(output_dir: Path, **extra_context: str) -> Path:
             extra_context=extra_context,
         )
     )
+    base = project / "conf/base/parameters.yml"
+    small = yaml.safe_load((project / "conf/test/parameters.yml").read_text())
+    base.write_text(yaml.safe_dump({**yaml.safe_load(base.read_text()), **small}))
+    return project
+
+
+def render_as_is(output_dir: Path) -> Path:
+    """Renders the template exactly as a user gets it."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(output_dir)))
 
 
 def data_files(project: Path) -> dict[str, bytes]:
-    """Every file under the project's data folder but the shipped raw data."""
+    """Every file under the project's data folder but the shipped raw data; a
+    pickle by the value it holds (see ``by_value``)."""
     data = project / "data"
     return {
-        path.relative_to(data).as_posix(): path.read_bytes()
+        path.relative_to(data).as_posix(): by_value(path)
         for path in sorted(data.rglob("*"))
         if path.is_file() and path.name != ".gitkeep" and "01_raw" not in path.parts
     }
 
 
+def by_value(path: Path) -> bytes:
+    """The file's bytes; for a pickle, a hash of the value it holds. A pickle's
+    bytes also record which equal strings were one object in the process that
+    wrote it (e.g. a scikit-learn model's parameter names), which differs from
+    process to process; joblib's hash sees values only."""
+    if path.suffix != ".pickle":
+        return path.read_bytes()
+    return ("value " + joblib.hash(pickle.loads(path.read_bytes()))).encode()
+
+
 @pytest.fixture(scope="session")
 def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One project rendered with the defaults, for tests that only read it."""
-    return render(tmp_path_factory.mktemp("rendered"))
+    return render_as_is(tmp_path_factory.mktemp("rendered"))
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ TINY = [
     "--parallel-a-nodes=20",
     "--b-iterations=1000",
     "--c-megabytes=1",
+    "--d-env=test",
 ]
 
 

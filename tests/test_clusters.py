@@ -19,6 +19,7 @@ import pytest
 from .conftest import (
     DASK_RUNNER,
     ENV,
+    EXAMPLE_OUTPUTS,
     PACKAGE,
     CliCluster,
     Finished,
@@ -235,7 +236,7 @@ def sequential_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, by
     result = kedro("run", cwd=project)
     assert result.returncode == 0, result.output
     outputs = data_files(project)
-    assert len(outputs) == 8
+    assert len(outputs) == EXAMPLE_OUTPUTS
     return outputs
 
 
@@ -324,9 +325,9 @@ def test_a_running_scheduler_runs_the_pipeline_and_stays_clean(
     assert result.returncode == 0, result.output
     assert f"Connecting to the Dask scheduler at {running.address}" in result.output
     assert "Starting a Dask cluster" not in result.output
-    assert "Completed 12 out of 12 nodes" in result.output
+    assert "Completed 13 out of 13 nodes" in result.output
     assert "Traceback" not in result.output
-    assert executed_tasks(running) - executed_before >= 12  # ran on these workers
+    assert executed_tasks(running) - executed_before >= 13  # ran on these workers
     assert data_files(project) == sequential_outputs
     assert_cluster_intact_and_clean(running, worker_pids)
 
@@ -418,7 +419,7 @@ dask_client:
     assert f"Connecting to the Dask scheduler at {running.address}" in result.output
     assert "Dask dashboard: http" in result.output
     assert "Traceback" not in result.output
-    assert executed_tasks(running) - executed_before >= 12
+    assert executed_tasks(running) - executed_before >= 13
     assert data_files(project) == sequential_outputs
     assert_cluster_intact_and_clean(running, worker_pids)
 
@@ -471,7 +472,7 @@ dask_client:
         "Starting a Dask cluster: distributed.deploy.local.LocalCluster(n_workers=1, "
         "processes=True, threads_per_worker=2, dashboard_address='127.0.0.1:0')"
     ) in result.output
-    assert "Completed 12 out of 12 nodes" in result.output
+    assert "Completed 13 out of 13 nodes" in result.output
     assert "Traceback" not in result.output
     assert data_files(project) == sequential_outputs
     if Path("/proc/self/cwd").exists():  # the runner closed the cluster it started

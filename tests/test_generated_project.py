@@ -8,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DASK_RUNNER, ENV, data_files, kedro, render, run_command
+from .conftest import (
+    DASK_RUNNER,
+    ENV,
+    EXAMPLE_OUTPUTS,
+    data_files,
+    kedro,
+    render,
+    render_as_is,
+    run_command,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,16 +37,16 @@ def test_both_runs_succeed(runs):
 
 def test_dask_outputs_equal_sequential_outputs_byte_for_byte(runs):
     sequential = data_files(runs["sequential"][0])
-    assert len(sequential) == 8
+    assert len(sequential) == EXAMPLE_OUTPUTS
     assert data_files(runs["dask"][0]) == sequential
 
 
 def test_dask_run_shows_dashboard_progress_and_worker_logs(runs):
     output = runs["dask"][1].output
     assert "Dask dashboard: http://" in output
-    assert "Completed 1 out of 12 nodes" in output
-    assert "Completed 12 out of 12 nodes" in output
-    assert "nearest_centroid: accuracy" in output  # logged by a node on a worker
+    assert "Completed 1 out of 13 nodes" in output
+    assert "Completed 13 out of 13 nodes" in output
+    assert "random_forest: best of" in output  # logged by a node on a worker
     assert "Traceback" not in output
 
 
@@ -63,13 +72,13 @@ def test_a_failing_node_fails_the_run_and_suggests_how_to_resume(fresh_project: 
     result = kedro(
         "run",
         f"--runner={DASK_RUNNER}",
-        "--params=k_nearest_neighbours.model_options.algorithm=tree",
+        "--params=random_forest.model_options.estimator=tree",
         cwd=fresh_project,
     )
     assert result.returncode == 1
     assert "ValueError" in result.output
-    assert "Unknown algorithm 'tree'" in result.output
-    assert "k_nearest_neighbours.train_model" in result.output
+    assert "Unknown estimator 'tree'" in result.output
+    assert "random_forest.tune_model" in result.output
     assert "--from-nodes" in result.output
     assert not (fresh_project / "data/08_reporting/model_comparison.csv").exists()
 
@@ -87,7 +96,7 @@ def test_a_bad_setting_is_one_paragraph_and_exit_1(fresh_project: Path):
 
 
 def test_the_projects_own_tests_pass(tmp_path: Path):
-    project = render(tmp_path)
+    project = render_as_is(tmp_path)
     result = run_command(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         project,

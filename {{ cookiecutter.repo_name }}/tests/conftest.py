@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
 import shutil
 from pathlib import Path
 
+import joblib
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -35,10 +37,20 @@ def project_copy(tmp_path: Path) -> Path:
 
 
 def persisted_outputs(project: Path) -> dict[str, bytes]:
-    """Every file a run wrote under ``data/``, by path."""
+    """Every file a run wrote under ``data/``, by path; a pickle by its value."""
     data = project / "data"
     return {
-        path.relative_to(data).as_posix(): path.read_bytes()
+        path.relative_to(data).as_posix(): by_value(path)
         for path in sorted(data.rglob("*"))
         if path.is_file() and "01_raw" not in path.parts
     }
+
+
+def by_value(path: Path) -> bytes:
+    """The file's bytes; for a pickle, a hash of the value it holds. A pickle's
+    bytes also record which equal strings were one object in the process that
+    wrote it (e.g. a scikit-learn model's parameter names), which differs from
+    process to process; joblib's hash sees values only."""
+    if path.suffix != ".pickle":
+        return path.read_bytes()
+    return ("value " + joblib.hash(pickle.loads(path.read_bytes()))).encode()

@@ -100,13 +100,14 @@ def test_kedro_run_with_dask_runner(project_copy, monkeypatch):
             "run",
             f"--runner={DASK_RUNNER}",
             "--runner-params=processes=False,n_workers=1",
-            "--to-nodes=nearest_centroid.evaluate",
+            "--env=test",
+            "--to-nodes=random_forest.evaluate",
         ],
     )
     assert result.exit_code == 0, result.output
     assert set(persisted_outputs(project_copy)) == {
-        "06_models/nearest_centroid.pickle",
-        "08_reporting/nearest_centroid_metrics.json",
+        "06_models/random_forest.pickle",
+        "08_reporting/random_forest_metrics.json",
     }
 
 

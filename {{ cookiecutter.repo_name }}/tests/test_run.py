@@ -13,21 +13,26 @@ from {{ cookiecutter.python_package }}.runner import DaskRunner
 
 from .conftest import copy_project, persisted_outputs
 
+MODELS = (
+    "logistic_regression",
+    "support_vector_machine",
+    "random_forest",
+    "gradient_boosting",
+)
 EXPECTED_OUTPUTS = {
-    "06_models/nearest_centroid.pickle",
-    "06_models/k_nearest_neighbours.pickle",
-    "06_models/gaussian_naive_bayes.pickle",
-    "07_model_output/predictions.csv",
+    *(f"06_models/{model}.pickle" for model in MODELS),
+    *(f"08_reporting/{model}_metrics.json" for model in MODELS),
     "08_reporting/model_comparison.csv",
-    "08_reporting/nearest_centroid_metrics.json",
-    "08_reporting/k_nearest_neighbours_metrics.json",
-    "08_reporting/gaussian_naive_bayes_metrics.json",
+    "08_reporting/model_comparison.png",
+    "07_model_output/batch_scores.json",
+    *(f"03_primary/simulated_flowers/part.{index}.parquet" for index in range(4)),
 }
 
 
 def run_session(project: Path, runner: AbstractRunner) -> dict[str, bytes]:
     bootstrap_project(project)
-    with KedroSession.create(project_path=project) as session:
+    # conf/test: the example with small settings.
+    with KedroSession.create(project_path=project, env="test") as session:
         session.run(runner=runner)
     return persisted_outputs(project)
 

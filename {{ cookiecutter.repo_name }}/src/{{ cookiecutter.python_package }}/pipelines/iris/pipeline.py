@@ -1,23 +1,35 @@
-"""The iris pipeline: one split, three classifier branches, one report.
+"""The iris pipeline: model selection in parallel branches, then scoring at scale.
 
-Each classifier branch is the same modular pipeline under its own namespace, so
-its parameters live under that name in ``parameters.yml``. A branch's model is
-``<namespace>.model``; its predictions and metrics leave the namespace as
-``<namespace>_predictions`` and ``<namespace>_metrics`` for the report.
+- ``split_data`` holds out a test set.
+- One branch per candidate model (a namespace, with its parameters under that
+  name in ``parameters.yml``): ``tune_model`` grid-searches it by repeated
+  cross-validation, ``evaluate`` scores it on the held-out rows. A branch's
+  model is ``<namespace>.model``; its metrics leave it as ``<namespace>_metrics``. The branches are
+  independent, so Dask runs them side by side.
+- ``compare_models`` ranks them; ``plot_comparison`` draws the ranking.
+- ``simulate_flowers`` builds a large simulated batch as a ``dask.dataframe``
+  (persisted as Parquet), and ``score_at_scale`` classifies it with the best
+  model: both run their partitions on the Dask workers.
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
-    collect_predictions,
     compare_models,
     evaluate,
-    predict,
+    plot_comparison,
+    score_at_scale,
+    simulate_flowers,
     split_data,
-    train_model,
+    tune_model,
 )
 
-MODELS = ("nearest_centroid", "k_nearest_neighbours", "gaussian_naive_bayes")
+MODELS = (
+    "logistic_regression",
+    "support_vector_machine",
+    "random_forest",
+    "gradient_boosting",
+)
 _SPLIT = ("X_train", "X_test", "y_train", "y_test")
 
 
@@ -32,29 +44,34 @@ def create_pipeline(**kwargs) -> Pipeline:
             )
         ]
     )
-    classifier = Pipeline(
+    candidate = Pipeline(
         [
             Node(
-                train_model,
-                inputs=["X_train", "y_train", "params:model_options"],
-                outputs="model",
-                name="train_model",
+                tune_model,
+                inputs=[
+                    "X_train",
+                    "y_train",
+                    "params:model_options",
+                    "params:model_selection",
+                ],
+                outputs=["model", "cross_validation"],
+                name="tune_model",
             ),
-            Node(predict, inputs=["model", "X_test"], outputs="y_pred", name="predict"),
             Node(
                 evaluate,
-                inputs=["y_test", "y_pred"],
+                inputs=["model", "cross_validation", "X_test", "y_test"],
                 outputs="metrics",
                 name="evaluate",
             ),
         ]
     )
-    classifiers = [
+    candidates = [
         Pipeline(
-            classifier,
+            candidate,
             namespace=model,
             inputs=set(_SPLIT),
-            outputs={"y_pred": f"{model}_predictions", "metrics": f"{model}_metrics"},
+            parameters={"params:model_selection"},
+            outputs={"metrics": f"{model}_metrics"},
         )
         for model in MODELS
     ]
@@ -67,12 +84,31 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="compare_models",
             ),
             Node(
-                collect_predictions,
-                inputs={"labels": "y_test"}
-                | {model: f"{model}_predictions" for model in MODELS},
-                outputs="predictions",
-                name="collect_predictions",
+                plot_comparison,
+                inputs="model_comparison",
+                outputs="model_comparison_plot",
+                name="plot_comparison",
             ),
         ]
     )
-    return Pipeline([split, *classifiers, report])
+    at_scale = Pipeline(
+        [
+            Node(
+                simulate_flowers,
+                inputs=["iris", "params:simulation"],
+                outputs="simulated_flowers",
+                name="simulate_flowers",
+            ),
+            Node(
+                score_at_scale,
+                inputs={
+                    "flowers": "simulated_flowers",
+                    "comparison": "model_comparison",
+                }
+                | {model: f"{model}.model" for model in MODELS},
+                outputs="batch_scores",
+                name="score_at_scale",
+            ),
+        ]
+    )
+    return Pipeline([split, *candidates, report, at_scale])
