@@ -133,6 +133,7 @@ class DaskRunner(AbstractRunner):
                     self._fail(submitted, pipeline, catalog, done_nodes, run)
                 node = submitted.node_futures.pop(future)
                 done_nodes.append(node)
+                clock.finished(node.name)
                 self._logger.info(
                     "Completed %d out of %d nodes: %s",
                     len(done_nodes),
@@ -155,7 +156,7 @@ class DaskRunner(AbstractRunner):
             raise DaskRunError(
                 _scheduler_lost(submitted, len(done_nodes), len(pipeline.nodes))
             )
-        overdue = clock.overdue({node.name for node in submitted.node_futures.values()})
+        overdue = clock.overdue()
         if overdue:
             name, seconds, tag = overdue
             self._stop(submitted, pipeline, catalog, done_nodes)

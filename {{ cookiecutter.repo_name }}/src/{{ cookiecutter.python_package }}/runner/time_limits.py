@@ -47,6 +47,7 @@ class NodeClock:
     def __init__(self, limits: dict[str, tuple[float, str]]) -> None:
         self.limits = limits
         self._started: dict[str, float] = {}
+        self._finished: set[str] = set()
 
     @contextmanager
     def running(self, client: distributed.Client, run_token: str) -> Iterator[None]:
@@ -66,11 +67,18 @@ class NodeClock:
             if client.status == "running":
                 client.unsubscribe_topic(TOPIC)
 
-    def overdue(self, unfinished: set[str]) -> tuple[str, float, str] | None:
-        """A node of ``unfinished`` past its limit: ``(name, seconds, tag)``."""
+    def finished(self, name: str) -> None:
+        """Stops timing a node that has finished."""
+        if name in self.limits:
+            self._finished.add(name)
+
+    def overdue(self) -> tuple[str, float, str] | None:
+        """A started node that has not finished and is past its limit:
+        ``(name, seconds, tag)``. Costs time per limited node only: the driver
+        asks between completions."""
         now = time.monotonic()
         for name, began in list(self._started.items()):  # the loop thread adds
             seconds, tag = self.limits[name]
-            if name in unfinished and now - began > seconds:
+            if now - began > seconds and name not in self._finished:
                 return name, seconds, tag
         return None
