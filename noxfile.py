@@ -82,6 +82,12 @@ def demo(session: nox.Session) -> None:
             "kedro", "run", "--runner=iris_dask.runner.DaskRunner", env=QUIET_ENV
         )
         session.run("ls", "-R", "data", external=True)
+        session.log(
+            "The model ranking is in data/08_reporting/model_comparison.png (and "
+            ".csv), the scores of the simulated batch in "
+            "data/07_model_output/batch_scores.json. How long this run takes on "
+            "SequentialRunner and on DaskRunner: docs/benchmarks.md, D."
+        )
 
 
 @nox.session

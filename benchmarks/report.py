@@ -311,9 +311,7 @@ def targets(suite: dict[str, Any]) -> list[Target]:
             for runner, goal in (("sequential", 1.8), ("parallel", 1.25))
         ),
         *_c_targets(results),
-        _target(
-            "D", "`kedro run` ≤ SequentialRunner's time + 1.5 s", _d_extra(results)
-        ),
+        _target("D", "`kedro run` ≤ 0.75× SequentialRunner's time", _d_ratio(results)),
     ]
 
 
@@ -406,17 +404,23 @@ def _c_targets(results: _Results) -> list[Target]:
     ]
 
 
-def _d_extra(results: _Results) -> tuple[str, bool] | None:
+#: D's target: DaskRunner's whole `kedro run` of the example, ÷ Sequential's.
+D_GOAL = 0.75
+
+
+def _d_ratio(results: _Results) -> tuple[str, bool] | None:
     dask_d = results.median("dask", "D")
     sequential_d = results.median("sequential", "D")
     if dask_d is None or sequential_d is None:
         return None
-    extra = dask_d - sequential_d
-    side = "under" if extra <= 1.5 else "over"
+    ratio = dask_d / sequential_d
+    met = ratio <= D_GOAL
+    why = "" if met else "; where the time goes: Reading the numbers, D"
     return (
-        f"{dask_d:.2f} s vs {sequential_d:.2f} s: {extra:+.2f} s "
-        f"({abs(extra - 1.5):.2f} s {side})",
-        extra <= 1.5,
+        f"{dask_d:.2f} s vs {sequential_d:.2f} s: {ratio:.2f}× "
+        f"({abs(ratio - D_GOAL) / D_GOAL:.0%} {'under' if met else 'over'} the "
+        f"limit{why})",
+        met,
     )
 
 
@@ -603,18 +607,26 @@ NOTES = """## Reading the numbers
   keeps each array on the worker that made it and runs the next node there.
   ParallelRunner pickles every array through its manager process on each save
   and load.
-- **D (end to end).** DaskRunner's `kedro run` also starts a LocalCluster and
-  closes it: the setup table's start and close times are a lower bound, since
-  inside `kedro run` each spawned worker process also re-imports the `kedro`
-  command as its `__main__`, and each worker imports the project, pandas and
-  kedro-datasets on its first task. Measured inside one `kedro run` of the
-  example: about 0.7–0.85 s to start the cluster, 0.4 s until the first node
-  has finished (the workers' imports), 0.05 s to close the cluster (its worker
-  processes skip Python's final garbage collection, which took 0.2 s each),
-  and a driver that exits about 0.2 s slower than SequentialRunner's. The Dask
-  dashboard (bokeh) accounts for about 0.3 s of the start and most of that
-  slower exit. Starting the cluster in the background while Kedro loads the
-  project gained nothing on 2 cores: the workers' imports and Kedro's start-up
-  compete for the same CPUs. That fixed cost is not won back by a pipeline as
-  short as the iris example, which does well under a second of work.
+- **D (end to end).** The example: four scikit-learn grid searches (about 3 s
+  of one core each) in independent branches, and a 3.2-million-row
+  `dask.dataframe` built, saved as Parquet and scored. SequentialRunner runs the
+  searches one after another and the dask.dataframe parts on its local threads
+  (both cores). Measured inside one `kedro run` of each on this machine (quiet,
+  2 cores): before the first node both spend about 1.4 s importing Kedro and 2.3
+  s loading the project; DaskRunner then starts the LocalCluster (1.3 s) and
+  waits 2.35 s for its first node, which is every worker importing what the
+  project's nodes import (scikit-learn, dask.dataframe, matplotlib,
+  kedro-datasets' dask datasets) again, after the driver did; the nodes then take
+  10.6 s against Sequential's 14.8 s (the searches run two at a time; the
+  Parquet partitions and the scoring share the same two cores with them); the
+  close takes about 0.1 s. So DaskRunner's 3.6 s of fixed cost eats most of the
+  4.2 s it wins on the nodes: with 2 cores the speed-up on the nodes is at most
+  2×, and the fixed cost is mostly CPU (three processes importing the same
+  libraries), so it cannot hide behind Kedro's start-up either. Starting the
+  cluster in a background thread as soon as the runner exists, with the workers
+  importing the project's pipeline modules as they start, was measured
+  interleaved (3 runs each): 18.0 s median against 17.7 s without, i.e. no gain
+  here, and was not kept. On a machine with more cores than worker processes
+  both the node speed-up and that overlap would grow; the target needs either
+  that or a pipeline with more work per fixed second.
 """
