@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 import pytest
 
-from .conftest import BIN, ENV, PACKAGE, render
+from .conftest import BIN, DASK_RUNNER, ENV, PACKAGE, render
 
 T = TypeVar("T")
 
@@ -325,6 +326,34 @@ def started_kedro(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+
+
+@dataclass
+class DaskRun:
+    """A started `kedro run` of a fault pipeline on DaskRunner."""
+
+    process: subprocess.Popen[bytes]
+    #: Where its nodes leave their start markers.
+    markers: Path
+    log: Path
+
+
+@contextlib.contextmanager
+def started_dask_run(
+    project: Path, folder: Path, pipeline: str, **values: Any
+) -> Iterator[DaskRun]:
+    """`kedro run --pipelines=<pipeline>` on DaskRunner (see ``started_kedro``),
+    its markers folder and log in ``folder``, ``values`` given as ``params``."""
+    run_markers, log = folder / "markers", folder / "run.log"
+    with started_kedro(
+        project,
+        "run",
+        f"--runner={DASK_RUNNER}",
+        f"--pipelines={pipeline}",
+        params(markers=run_markers, **values),
+        log=log,
+    ) as process:
+        yield DaskRun(process, run_markers, log)
 
 
 def finish(process: subprocess.Popen[bytes], timeout: float, log: Path) -> int:

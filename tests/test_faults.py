@@ -44,6 +44,7 @@ from .faults import (
     outputs,
     params,
     start_times,
+    started_dask_run,
     started_kedro,
     tail,
     wait_for,
@@ -449,21 +450,15 @@ def test_a_node_past_the_memory_limit_fails_the_run_with_what_to_change(
     tmp_path: Path,
 ):
     project = fault_project(tmp_path / "project")
-    started = tmp_path / "markers"
-    log = tmp_path / "run.log"
-    with started_kedro(
+    with started_dask_run(
         project,
-        "run",
-        f"--runner={DASK_RUNNER}",
-        "--pipelines=faults_hog",
-        params(
-            markers=started,
-            hog_mb=2000,
-            memory_limit="400MiB",
-            dashboard_address=ANY_DASHBOARD_PORT,
-        ),
-        log=log,
-    ) as process:
+        tmp_path,
+        "faults_hog",
+        hog_mb=2000,
+        memory_limit="400MiB",
+        dashboard_address=ANY_DASHBOARD_PORT,
+    ) as run:
+        process, started, log = run.process, run.markers, run.log
         wait_for(lambda: markers(started), 120, "the hog node to start")
         began = time.monotonic()
         descendants = psutil.Process(process.pid).children(recursive=True)

@@ -21,7 +21,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from .conftest import DASK_RUNNER
 from .faults import (
     ANY_DASHBOARD_PORT,
     SLOW_NODES,
@@ -30,8 +29,7 @@ from .faults import (
     finish,
     is_worker,
     markers,
-    params,
-    started_kedro,
+    started_dask_run,
     tail,
     wait_for,
 )
@@ -107,20 +105,14 @@ def _sigint_ignored(pid: int) -> bool:
 def test_ctrl_c_stops_the_run_quietly_and_leaves_no_worker(
     project: Path, tmp_path: Path, moment: Moment, target: str
 ):
-    started = tmp_path / "markers"
-    log = tmp_path / "run.log"
-    with started_kedro(
+    with started_dask_run(
         project,
-        "run",
-        f"--runner={DASK_RUNNER}",
-        "--pipelines=faults_slow",
-        params(
-            markers=started,
-            sleep_seconds=moment.sleep_seconds,
-            dashboard_address=ANY_DASHBOARD_PORT,
-        ),
-        log=log,
-    ) as process:
+        tmp_path,
+        "faults_slow",
+        sleep_seconds=moment.sleep_seconds,
+        dashboard_address=ANY_DASHBOARD_PORT,
+    ) as run:
+        process, started, log = run.process, run.markers, run.log
         assert not _sigint_ignored(process.pid)
         wait_for(
             lambda: process.poll() is not None

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from .conftest import DASK_RUNNER, kedro, render
-from .faults import fault_project, markers, params, started_kedro, tail, wait_for
+from .faults import fault_project, markers, started_dask_run, tail, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +39,9 @@ def listening_sockets(pid: int) -> dict[str, list[str]]:
 def test_a_default_run_listens_on_loopback_only(project: Path, tmp_path: Path):
     """No dashboard_address in conf: Dask's own default would serve the dashboard
     on every interface."""
-    started = tmp_path / "markers"
-    log = tmp_path / "run.log"
-    with started_kedro(
-        project,
-        "run",
-        f"--runner={DASK_RUNNER}",
-        "--pipelines=faults_slow",
-        params(markers=started, sleep_seconds=60),
-        log=log,
-    ) as process:
-        wait_for(lambda: markers(started), 120, "a node to start")
-        sockets = listening_sockets(process.pid)
+    with started_dask_run(project, tmp_path, "faults_slow", sleep_seconds=60) as run:
+        wait_for(lambda: markers(run.markers), 120, "a node to start")
+        sockets = listening_sockets(run.process.pid)
     print(f"\n[listening] {sockets}")
     addresses = [address for found in sockets.values() for address in found]
     assert len(addresses) >= 4, sockets  # scheduler, dashboard, two workers
@@ -60,7 +51,7 @@ def test_a_default_run_listens_on_loopback_only(project: Path, tmp_path: Path):
         if not ipaddress.ip_address(address.rpartition(":")[0]).is_loopback
     ]
     assert not exposed, sockets
-    assert "Dask dashboard: http://127.0.0.1:" in tail(log), tail(log)
+    assert "Dask dashboard: http://127.0.0.1:" in tail(run.log), tail(run.log)
 
 
 SECRET = "s3cr3t-token-4f9a1c"
