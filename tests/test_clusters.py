@@ -79,6 +79,20 @@ def executed_tasks(cluster: CliCluster) -> int:
     return sum(counts.values())
 
 
+def task_counts_by_prefix(cluster: CliCluster) -> dict[str, int]:
+    """How many tasks of each key prefix (a function's name) the scheduler has
+    seen so far."""
+
+    def counts(dask_scheduler) -> dict[str, int]:
+        return {
+            name: sum(prefix.state_counts.values())
+            for name, prefix in dask_scheduler.task_prefixes.items()
+        }
+
+    with cluster.client() as client:
+        return client.run_on_scheduler(counts)
+
+
 def assert_cluster_intact_and_clean(
     cluster: CliCluster, worker_pids: dict[str, int]
 ) -> None:
@@ -328,6 +342,28 @@ def test_a_running_scheduler_runs_the_pipeline_and_stays_clean(
     assert "Completed 13 out of 13 nodes" in result.output
     assert "Traceback" not in result.output
     assert executed_tasks(running) - executed_before >= 13  # ran on these workers
+    assert data_files(project) == sequential_outputs
+    assert_cluster_intact_and_clean(running, worker_pids)
+
+
+def test_dask_collections_of_async_nodes_are_computed_by_its_workers(
+    cluster, sequential_outputs, tmp_path: Path
+):
+    """With ``--async`` Kedro saves ``simulated_flowers`` (a dask.ParquetDataset)
+    in a thread of its own inside the node's task: the partitions it computes and
+    writes must still be tasks of this scheduler, not of a local thread pool."""
+    running, worker_pids = cluster
+    project = render(tmp_path)
+    before = task_counts_by_prefix(running)
+
+    result = kedro(
+        *RUN, "--async", f"--params=dask_client.address={running.address}", cwd=project
+    )
+
+    assert result.returncode == 0, result.output
+    after = task_counts_by_prefix(running)
+    for prefix in ("simulated_partition", "toparquetdata", "score_partition"):
+        assert after.get(prefix, 0) > before.get(prefix, 0), (prefix, after)
     assert data_files(project) == sequential_outputs
     assert_cluster_intact_and_clean(running, worker_pids)
 

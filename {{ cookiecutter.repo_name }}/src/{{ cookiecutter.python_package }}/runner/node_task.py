@@ -27,6 +27,11 @@ from kedro.pipeline.node import Node
 from kedro.runner import Task
 from pluggy import PluginManager
 
+from .dask_collections import (
+    has_dask_collection,
+    leave_the_worker_thread_pool,
+    refuse_persisted,
+)
 from .log_forwarding import node_logs_to_driver
 from .time_limits import announce_start
 
@@ -63,6 +68,8 @@ class NodeTask:
     memory_outputs: tuple[str, ...]
     #: Whether the driver times the node (it has a limit in ``tag_timeouts``).
     announces_start: bool = False
+    #: Whether the node's code or datasets compute dask collections.
+    computes_dask_collections: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     """
     if task.announces_start:
         announce_start(task.run.token, task.node.name)
+    if task.computes_dask_collections or has_dask_collection(upstream):
+        leave_the_worker_thread_pool()
     hook_manager = _hook_manager(task.run)
     inputs = {
         name: _memory_dataset_holding(value, copy_mode)
@@ -101,6 +110,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
             run_id=task.run.run_id,
         ).execute()
     values = tuple(outputs[name].load() for name in task.memory_outputs)
+    refuse_persisted(task.node, dict(zip(task.memory_outputs, values)))
     if len(values) == 1:
         return values[0]
     return values or None

@@ -21,6 +21,7 @@ from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
 from .client_config import DaskSetupError
+from .dask_collections import computes_dask_collections
 from .node_task import Inline, NodeTask, RunContext, run_node_task
 
 #: Pipeline inputs (parameters, pre-filled ``MemoryDataset``s) up to this size
@@ -112,13 +113,12 @@ class TaskGraph:
         timed: bool,
     ) -> NodeTask:
         own = {*node.inputs, *node.outputs, *node.confirms}
+        persisted = {name: datasets[name] for name in own if name not in self._memory}
         return NodeTask(
             node=node,
             run=self._run,
             is_async=is_async,
-            persisted={
-                name: datasets[name] for name in own if name not in self._memory
-            },
+            persisted=persisted,
             memory_inputs=tuple(
                 (name, self._memory[name])
                 for name in node.inputs
@@ -126,6 +126,7 @@ class TaskGraph:
             ),
             memory_outputs=tuple(name for name in node.outputs if name in self._memory),
             announces_start=timed,
+            computes_dask_collections=computes_dask_collections(node, persisted),
         )
 
     def _order_only_parents(self) -> dict[Node, list[Node]]:
