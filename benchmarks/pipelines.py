@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import dask.dataframe as dd
 import numpy as np
+import pandas as pd
 
 #: Nodes per layer of pipeline A.
 WIDTH = 10
@@ -21,6 +24,9 @@ WIDTH = 10
 CPU_NODES = 8
 #: Nodes of pipeline C's chain: one makes the array, the last sums it.
 CHAIN_NODES = 10
+#: Partitions of pipeline E's frame, and its value columns (plus an int key).
+E_PARTITIONS = 32
+_E_VALUES = ("a", "b", "c")
 _MODULUS = 1_000_003
 
 
@@ -64,6 +70,37 @@ def checksum(x: np.ndarray) -> float:
     return float(x.sum())
 
 
+def _synthetic_partition(index: int, rows: int) -> pd.DataFrame:
+    rng = np.random.default_rng(index)
+    values = {name: rng.random(rows) for name in _E_VALUES}
+    return pd.DataFrame({"key": rng.integers(0, 100, rows), **values})
+
+
+def synthetic_frame(megabytes: int) -> dd.DataFrame:
+    """E's data: ``megabytes`` MiB of random numbers in ``E_PARTITIONS``
+    partitions, each made where it is computed (nothing ships from the driver)."""
+    rows = megabytes * 2**20 // (E_PARTITIONS * 8 * (1 + len(_E_VALUES)))
+    return dd.from_map(
+        partial(_synthetic_partition, rows=rows),
+        range(E_PARTITIONS),
+        meta=_synthetic_partition(0, 0),
+    )
+
+
+def grouped_sums(frame: dd.DataFrame) -> dd.DataFrame:
+    return frame.groupby("key")[list(_E_VALUES)].sum(split_out=1)
+
+
+def checksum_of_table(table: pd.DataFrame) -> float:
+    return round(float(table.to_numpy().sum()), 3)
+
+
+def aggregate_frame(megabytes: int) -> float:
+    """E's node: builds the frame and computes its grouped sums, on the cluster
+    that runs the node (dask's local threads under SequentialRunner)."""
+    return checksum_of_table(grouped_sums(synthetic_frame(megabytes)).compute())
+
+
 # --- Runner-neutral graphs ------------------------------------------------------
 
 
@@ -84,6 +121,10 @@ class Graph:
     name: str
     steps: tuple[Step, ...]
     inputs: dict[str, Any] = field(default_factory=dict)
+    #: For a graph of one node that computes a dask collection: that
+    #: computation, which the raw floor runs from the driver as a plain
+    #: ``distributed.Client`` user would, instead of inside a task.
+    from_the_driver: Callable[[Any], dict[str, Any]] | None = None
 
     @property
     def outputs(self) -> list[str]:
@@ -121,6 +162,21 @@ def data_chain(megabytes: int) -> Graph:
         steps.append(Step(f"step_{i}", step, (f"array_{i - 1}",), f"array_{i}"))
     steps.append(Step("checksum", checksum, (f"array_{CHAIN_NODES - 2}",), "array_sum"))
     return Graph(f"C-{megabytes}MB", tuple(steps), {"nbytes": megabytes * 2**20})
+
+
+def dask_collection(megabytes: int) -> Graph:
+    """E: one node that aggregates a ``megabytes`` MiB dask.dataframe."""
+
+    def from_the_driver(client: Any) -> dict[str, Any]:
+        table = client.compute(grouped_sums(synthetic_frame(megabytes))).result()
+        return {"checksum": checksum_of_table(table)}
+
+    return Graph(
+        f"E-{megabytes}MB",
+        (Step("aggregate", aggregate_frame, ("megabytes",), "checksum"),),
+        {"megabytes": megabytes},
+        from_the_driver,
+    )
 
 
 # --- Building them for each runner ------------------------------------------------

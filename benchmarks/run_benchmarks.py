@@ -7,12 +7,14 @@
 Pipelines (``benchmarks/pipelines.py``; the same definitions for every runner):
 A "overhead", layers of 10 trivial nodes; B "cpu-wide", 8 pure-Python nodes and a
 join; C "data", a chain of 10 nodes passing a numpy array, with the peak memory of
-the whole process tree; D "end to end", ``kedro run`` of the generated project.
+the whole process tree; D "end to end", ``kedro run`` of the generated project;
+E "dask collections", one node aggregating a synthetic dask.dataframe (the raw
+floor computes it from the driver with a plain ``Client``), with peak memory.
 
 Every runner x pipeline configuration runs in a fresh process: warm-up runs, then
 ``--repeat`` timed runs of ``runner.run()`` alone. Dask clusters (and
 ParallelRunner's manager process) start before and close after the timed runs;
-their start and close times are reported separately. A-C log at WARNING only.
+their start and close times are reported separately. A-C and E log at WARNING.
 The template is rendered with cookiecutter to import ``DaskRunner`` and for D.
 """
 
@@ -48,9 +50,8 @@ PACKAGE = "iris_dask"
 DASK_RUNNER = f"{PACKAGE}.runner.DaskRunner"
 QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
 # Runner and pipeline names, as --runners and --pipelines take them.
-RUNNERS = ("sequential", "thread", "parallel", "dask", "distributed")
-PIPELINES = ("A", "B", "C", "D")
-END_TO_END_RUNNERS = ("sequential", "dask")
+RUNNERS = tuple(report.RUNNER_LABELS)
+PIPELINES = tuple(report.PIPELINE_TITLES)
 # Datasets the example pipeline writes; removed before every `kedro run` of D.
 _OUTPUT_FOLDERS = ("02_intermediate", "03_primary", "04_feature", "05_model_input")
 _OUTPUT_FOLDERS += ("06_models", "07_model_output", "08_reporting")
@@ -64,7 +65,7 @@ class BenchmarkError(RuntimeError):
 
 
 def _quiet_logging() -> None:
-    """A-C measure the runners, not the console: everything logs at WARNING.
+    """A-C and E measure the runners, not the console: everything logs at WARNING.
 
     Set through Kedro's logging configuration, as a project's conf/logging.yml
     would be; DaskRunner's workers take the driver's levels.
@@ -184,6 +185,8 @@ def _raw_runs(client: Any, graph: pipelines.Graph) -> Runs:
     """Runs of ``graph`` as plain ``client.submit`` calls: the floor for Dask."""
 
     def run() -> dict[str, Any]:
+        if graph.from_the_driver is not None:
+            return graph.from_the_driver(client)
         futures = pipelines.submit_raw(client, graph, uuid.uuid4().hex[:12])
         return dict(zip(futures, client.gather(list(futures.values())), strict=True))
 
@@ -240,7 +243,11 @@ def _dask_runs(
         else:
             from iris_dask.runner import DaskRunner
 
-            dask = DaskRunner(address=cluster.scheduler_address, upload_project=False)
+            dask = DaskRunner(
+                address=cluster.scheduler_address,
+                upload_project=False,
+                is_async=runner == "dask_async",
+            )
             yield _kedro_runs(dask, graph, shared=False)
     finally:
         started = time.perf_counter()
@@ -255,6 +262,8 @@ def _graph(config: dict[str, Any]) -> pipelines.Graph:
         return pipelines.overhead(config["size"])
     if config["pipeline"] == "B":
         return pipelines.cpu_wide(config["size"])
+    if config["pipeline"] == "E":
+        return pipelines.dask_collection(config["size"])
     return pipelines.data_chain(config["size"])
 
 
@@ -262,7 +271,7 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
     """Runs one configuration: warm-up runs, then timed runs."""
     _quiet_logging()
     graph = _graph(config)
-    track_memory = config["pipeline"] == "C"
+    track_memory = config["pipeline"] in ("C", "E")
     setup: dict[str, float] = {}
     times, cpu, peaks, values = [], [], [], None
     with _runs_of(config["runner"], graph, setup) as runs:
@@ -381,15 +390,19 @@ def calibrate_burn(seconds: float) -> int:
 
 
 def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """Every runner x pipeline (x size) of A-C the arguments ask for, in run order."""
+    """Every runner x pipeline (x size) but D's that the arguments ask for, in
+    run order."""
     common = {"repeat": args.repeat, "warmup": args.warmup}
     configs = []
     for pipeline in (p for p in args.pipelines if p != "D"):  # D: measure_kedro_runs
-        for runner in (r for r in RUNNERS if r in args.runners):
+        runners = report.PIPELINE_RUNNERS[pipeline]
+        for runner in (r for r in runners if r in args.runners):
             if pipeline == "A":
                 sizes = args.parallel_a_nodes if runner == "parallel" else args.a_nodes
             elif pipeline == "B":
                 sizes = [args.b_iterations]
+            elif pipeline == "E":
+                sizes = args.e_megabytes
             else:
                 sizes = args.c_megabytes
             for size in sizes:
@@ -539,6 +552,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             "a_nodes": args.a_nodes,
             "parallel_a_nodes": args.parallel_a_nodes,
             "c_megabytes": args.c_megabytes,
+            "e_megabytes": args.e_megabytes,
             "d_env": args.d_env,
         },
     }
@@ -559,7 +573,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             project = render_project(Path(folder))
         # D runs `kedro run` as a user would: their environment, telemetry off.
         user_env = {**os.environ, **QUIET_ENV}
-        # A-C: Dask's own log level in the worker processes, and the importable
+        # A-C, E: Dask's own log level in the worker processes, and the importable
         # benchmark pipelines and project for Dask's worker processes.
         paths = [str(ROOT), str(project / "src"), os.environ.get("PYTHONPATH")]
         bench_env = {
@@ -577,7 +591,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             result = run_configuration(config, bench_env, logs, args.timeout)
             results.append(result)
             print(f"    {report.summary_line(result)}", file=sys.stderr, flush=True)
-        d_runners = [r for r in END_TO_END_RUNNERS if r in args.runners]
+        d_runners = [r for r in report.PIPELINE_RUNNERS["D"] if r in args.runners]
         if "D" in args.pipelines and d_runners:
             print(f"[D] {' / '.join(d_runners)}, taking turns ...", file=sys.stderr)
             for result in measure_kedro_runs(
@@ -637,6 +651,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         default=[10, 100],
         help="array sizes of pipeline C in MiB (default 10 100)",
+    )
+    parser.add_argument(
+        "--e-megabytes",
+        type=int,
+        nargs="+",
+        default=[1536],
+        help="sizes of pipeline E's dask.dataframe in MiB (default 1536)",
     )
     parser.add_argument(
         "--d-env",

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from benchmarks.report import PIPELINE_TITLES, RUNNER_LABELS
+from benchmarks.report import PIPELINE_RUNNERS, PIPELINE_TITLES, RUNNER_LABELS
 
 from .conftest import ROOT, run_command
 
@@ -18,6 +18,7 @@ TINY = [
     "--parallel-a-nodes=20",
     "--b-iterations=1000",
     "--c-megabytes=1",
+    "--e-megabytes=8",
     "--d-env=test",
 ]
 
@@ -45,15 +46,14 @@ def test_the_suite_measures_every_runner_on_every_pipeline(tmp_path: Path):
     }
     assert set(sections) == set(PIPELINE_TITLES.values()), tables
     for pipeline, title in PIPELINE_TITLES.items():
-        runners = ("sequential", "dask") if pipeline == "D" else RUNNER_LABELS
-        for runner in runners:
+        for runner in PIPELINE_RUNNERS[pipeline]:
             assert f"| {RUNNER_LABELS[runner]} |" in sections[title], (runner, title)
 
     results = json.loads((tmp_path / "results.json").read_text())["results"]
     measured = {(r["runner"], r["pipeline"]) for r in results}
-    assert len(measured) == 5 * 3 + 2
+    assert len(measured) == sum(map(len, PIPELINE_RUNNERS.values()))
     assert all(len(r["times"]) == 1 for r in results)
-    assert all(r["peak_added_mb"] for r in results if r["pipeline"] == "C")
+    assert all(r["peak_added_mb"] for r in results if r["pipeline"] in ("C", "E"))
 
     page = doc.read_text()
     for heading in ("## Machine", "## Method", "## Results", "### Targets"):
