@@ -58,7 +58,14 @@ def tests(session: nox.Session) -> None:
     """The template's tests: real generation, real `kedro run` on real Dask."""
     _install_generated_requirements(session)
     session.install(*TOOLS)
-    session.run("pytest", "tests", "--durations=15", *session.posargs, env=QUIET_ENV)
+    session.run(
+        "pytest",
+        "tests",
+        "--ignore=tests/scaleout",
+        "--durations=15",
+        *session.posargs,
+        env=QUIET_ENV,
+    )
 
 
 @nox.session
