@@ -1,6 +1,7 @@
 """Sessions that lint, generate, test and demonstrate the template.
 
 nox -s tests    # the template's own tests (generate projects, run them)
+nox -s scaleout # real Slurm (dask-jobqueue) and dask-gateway runs (root)
 nox -s demo     # generate a project in a temp folder and run it on Dask
 nox -s lint     # black and ruff on this repo and on a freshly generated project
 nox -s format   # black and ruff --fix, applied through a rendered project
@@ -8,6 +9,7 @@ nox -s format   # black and ruff --fix, applied through a rendered project
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 
@@ -58,7 +60,29 @@ def tests(session: nox.Session) -> None:
     """The template's tests: real generation, real `kedro run` on real Dask."""
     _install_generated_requirements(session)
     session.install(*TOOLS)
-    session.run("pytest", "tests", "--durations=15", *session.posargs, env=QUIET_ENV)
+    session.run(
+        "pytest",
+        "tests",
+        "--ignore=tests/scaleout",
+        "--durations=15",
+        *session.posargs,
+        env=QUIET_ENV,
+    )
+
+
+@nox.session
+def scaleout(session: nox.Session) -> None:
+    """The example on real Slurm jobs (dask-jobqueue) and a real dask-gateway
+    server, all on 127.0.0.1 (tests/scaleout); installs Slurm when root."""
+    if os.geteuid() == 0:
+        session.run("bash", str(ROOT / ".ci" / "install-slurm"), external=True)
+    _install_generated_requirements(session)
+    session.install(
+        *TOOLS, "psutil", "dask-jobqueue", "dask-gateway", "dask-gateway-server[local]"
+    )
+    session.run(
+        "pytest", "tests/scaleout", "--durations=10", *session.posargs, env=QUIET_ENV
+    )
 
 
 @nox.session

@@ -89,6 +89,10 @@ class DaskClientConfig:
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Seconds to wait for the scheduler before giving up.
     timeout: float = 30.0
+    #: Seconds the run waits while nodes are pending and no worker is connected
+    #: (batch jobs queued or refused, pods not scheduled) before it fails and
+    #: closes the cluster it started; ``null`` waits for ever.
+    no_worker_timeout: float | None = 300.0
     #: TLS files, e.g. ``{tls_ca_file: ..., tls_client_cert: ..., tls_client_key: ...}``.
     security: dict[str, Any] | None = None
     #: Write Dask's HTML performance report of the run to this path.
@@ -155,6 +159,13 @@ class DaskClientConfig:
             raise DaskSetupError(
                 f"dask_client.timeout must be a positive number of seconds, "
                 f"got {self.timeout!r}."
+            )
+        if self.no_worker_timeout is not None and (
+            not isinstance(self.no_worker_timeout, Real) or self.no_worker_timeout <= 0
+        ):
+            raise DaskSetupError(
+                f"dask_client.no_worker_timeout must be a positive number of seconds "
+                f"or null (wait for ever), got {self.no_worker_timeout!r}."
             )
         if not isinstance(self.retries, int) or self.retries < 0:
             raise DaskSetupError(

@@ -15,6 +15,7 @@ Examples (the same keys go in the ``dask_client`` block of ``parameters.yml``)::
 from __future__ import annotations
 
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,6 +57,8 @@ class DaskRunner(AbstractRunner):
         """
         super().__init__(is_async=is_async)
         self._config = DaskClientConfig.from_options(dask_client)
+        # When a worker was last seen connected, and last looked for.
+        self._workers_last_seen = self._workers_checked = 0.0
 
     def _get_executor(self, max_workers: int) -> None:
         """Dask schedules the nodes: there is no ``concurrent.futures`` executor."""
@@ -114,6 +117,8 @@ class DaskRunner(AbstractRunner):
         """
         done_nodes: list[Node] = []
         total = len(submitted.node_futures)
+        self._workers_last_seen = time.monotonic()
+        self._workers_checked = 0.0
         # No other reference to the futures: a finished node's in-memory outputs
         # are freed as soon as its consumers are done with them.
         completions = distributed.as_completed(
@@ -156,6 +161,11 @@ class DaskRunner(AbstractRunner):
             raise DaskRunError(
                 _scheduler_lost(submitted, len(done_nodes), len(pipeline.nodes))
             )
+        if waited := self._seconds_without_workers(client):
+            self._stop(submitted, pipeline, catalog, done_nodes)
+            raise DaskRunError(
+                _no_workers(waited, len(done_nodes), len(pipeline.nodes))
+            )
         overdue = clock.overdue()
         if overdue:
             name, seconds, tag = overdue
@@ -167,6 +177,20 @@ class DaskRunner(AbstractRunner):
                 f"cannot interrupt a running node: on a cluster that was already "
                 f"running, restart the worker if the node never returns."
             )
+
+    def _seconds_without_workers(self, client: distributed.Client) -> float | None:
+        """How long the cluster has had no worker, once that exceeds
+        ``no_worker_timeout`` (asked of the scheduler at most once a second)."""
+        limit = self._config.no_worker_timeout
+        now = time.monotonic()
+        if limit is None or now - self._workers_checked < _WORKER_CHECK_SECONDS:
+            return None
+        self._workers_checked = now
+        if client.scheduler_info(n_workers=0)["n_workers"]:
+            self._workers_last_seen = now
+            return None
+        waited = now - self._workers_last_seen
+        return waited if waited > limit else None
 
     def _stop(
         self,
@@ -268,6 +292,22 @@ class DaskRunner(AbstractRunner):
 #: How often the driver checks the scheduler and the time limits while no node
 #: finishes; a completion wakes it at once.
 _POLL_SECONDS = 0.1
+
+
+#: How often the driver asks the scheduler whether any worker is connected.
+_WORKER_CHECK_SECONDS = 1.0
+
+
+def _no_workers(waited: float, done: int, total: int) -> str:
+    return (
+        f"No Dask worker was connected for {waited:.0f} s while {total - done} of "
+        f"{total} nodes waited, so the run was stopped and the cluster it started "
+        f"closed (which cancels its queued batch jobs). The cluster manager could "
+        f"not start workers: look above for its error (e.g. sbatch refusing a "
+        f"partition, memory or walltime), check that cluster_kwargs ask for no "
+        f"more than the queue gives (squeue shows why a job is PENDING), or raise "
+        f"dask_client.no_worker_timeout (null waits for ever) for a busy queue."
+    )
 
 
 def _wait_for_a_completion(completions: distributed.as_completed) -> None:

@@ -1,0 +1,88 @@
+"""The example on real Slurm jobs (dask-jobqueue), with conf/slurm as shipped.
+
+Only machine-specific values are added, as Dask config in the environment:
+SLURM_CONF (our throwaway cluster), the partition, and 127.0.0.1 for the
+scheduler and workers (loopback only). Run with ``nox -s scaleout``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..conftest import DASK_RUNNER, ENV, data_files, kedro, render
+from .slurm import SlurmCluster, slurm_cluster, why_no_slurm
+
+pytestmark = pytest.mark.skipif(why_no_slurm() is not None, reason=str(why_no_slurm()))
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    with slurm_cluster(tmp_path_factory.mktemp("slurm")) as cluster:
+        yield cluster
+
+
+def _env(slurm: SlurmCluster) -> dict[str, str]:
+    return {
+        **ENV,
+        **slurm.env,
+        "DASK_JOBQUEUE__SLURM__QUEUE": slurm.partition,
+        "DASK_JOBQUEUE__SLURM__SCHEDULER_OPTIONS": (
+            "{'host': '127.0.0.1', 'dashboard_address': '127.0.0.1:0'}"
+        ),
+        "DASK_JOBQUEUE__SLURM__WORKER_EXTRA_ARGS": (
+            "['--host', '127.0.0.1', '--dashboard-address', '127.0.0.1:0']"
+        ),
+    }
+
+
+def test_example_on_slurm_jobs_matches_sequential(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """Adaptive (0..2) jobs run the example; outputs equal SequentialRunner's;
+    no job is left in squeue afterwards."""
+    sequential = render(tmp_path / "sequential")
+    assert kedro("run", cwd=sequential).returncode == 0
+    project = render(tmp_path / "slurm")
+    start = time.monotonic()
+    done = kedro(
+        "run",
+        "--env=slurm",
+        f"--runner={DASK_RUNNER}",
+        cwd=project,
+        env=_env(slurm),
+        timeout=240,
+    )
+    took = time.monotonic() - start
+    assert done.returncode == 0, done.output[-5000:]
+    print(f"kedro run --env slurm: {took:.1f} s")
+    assert data_files(project) == data_files(sequential)
+    slurm.wait_for_no_jobs(30)
+
+
+def test_job_that_never_starts_fails_within_the_bound(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """A walltime above the partition's MaxTime keeps the job PENDING for ever:
+    the run fails after no_worker_timeout (given by --params, to keep the test
+    short) with the paragraph, and the pending job is cancelled."""
+    project = render(tmp_path / "pending")
+    start = time.monotonic()
+    done = kedro(
+        "run",
+        "--env=slurm",
+        f"--runner={DASK_RUNNER}",
+        "--params=dask_client.cluster_kwargs.walltime=02:00:00,"
+        "dask_client.no_worker_timeout=10",
+        cwd=project,
+        env=_env(slurm),
+        timeout=120,
+    )
+    took = time.monotonic() - start
+    assert done.returncode != 0
+    assert "No Dask worker was connected for" in done.output, done.output[-5000:]
+    assert took < 60, took
+    slurm.wait_for_no_jobs(15)
