@@ -119,6 +119,16 @@ def _active_client() -> distributed.Client | None:
         return None
 
 
+def _what_to_check(error: Exception) -> str:
+    if getattr(error, "status", None) in (401, 403):  # an HTTP API (dask-gateway)
+        return (
+            "The cluster manager refused the credentials: check the user name and "
+            "password or token it is given (for dask-gateway, the "
+            "DASK_GATEWAY__AUTH__* settings; conf/gateway/parameters.yml)."
+        )
+    return "Check dask_client.cluster_kwargs."
+
+
 def _start_cluster(config: DaskClientConfig) -> Any:
     factory = config.cluster_factory()
     name = f"{factory.__module__}.{factory.__qualname__}"
@@ -134,7 +144,7 @@ def _start_cluster(config: DaskClientConfig) -> Any:
     except Exception as exc:
         raise DaskSetupError(
             f"Could not start {name} with {_kwargs_text(config) or 'no arguments'}: "
-            f"{type(exc).__name__}: {exc}. Check dask_client.cluster_kwargs."
+            f"{type(exc).__name__}: {exc}. {_what_to_check(exc)}"
         ) from exc
     if config.adapt is not None:
         try:
