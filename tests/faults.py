@@ -305,16 +305,16 @@ AS_FOREGROUND_JOB = [
 
 @contextlib.contextmanager
 def started_kedro(
-    project: Path, *args: str, log: Path
+    project: Path, *args: str, log: Path, env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`kedro <args>` in its own process group, printing into ``log`` line by
-    line, with SIGINT at its default; the group is killed on the way out if it is
-    still running."""
+    """`kedro <args>` in its own process group (environment ``env``, default
+    ``ENV``), printing into ``log`` line by line, with SIGINT at its default;
+    the group is killed on the way out if it is still running."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             [*AS_FOREGROUND_JOB, str(BIN / "kedro"), *args],
             cwd=project,
-            env={**ENV, "PYTHONUNBUFFERED": "1"},
+            env={**(env or ENV), "PYTHONUNBUFFERED": "1"},
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

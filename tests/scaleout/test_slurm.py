@@ -7,6 +7,8 @@ scheduler and workers (loopback only). Run with ``nox -s scaleout``.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import DASK_RUNNER, ENV, data_files, kedro, render
+from ..faults import finish, started_kedro, tail, wait_for
 from .slurm import SlurmCluster, slurm_cluster, why_no_slurm
 
 pytestmark = pytest.mark.skipif(why_no_slurm() is not None, reason=str(why_no_slurm()))
@@ -85,4 +88,51 @@ def test_job_that_never_starts_fails_within_the_bound(
     assert done.returncode != 0
     assert "No Dask worker was connected for" in done.output, done.output[-5000:]
     assert took < 60, took
+    slurm.wait_for_no_jobs(15)
+
+
+def test_a_failed_run_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """A node that raises (cross-validation with one fold) fails the run as
+    under SequentialRunner, and the run's jobs are cancelled."""
+    project = render(tmp_path / "failing")
+    done = kedro(
+        "run",
+        "--env=slurm",
+        f"--runner={DASK_RUNNER}",
+        # The whole block: --params replaces it (see conf/test/parameters.yml).
+        "--params=model_selection.folds=1,model_selection.repeats=1,"
+        "model_selection.random_state=7",
+        cwd=project,
+        env=_env(slurm),
+        timeout=240,
+    )
+    assert done.returncode == 1, done.output[-5000:]
+    assert "n_splits" in done.output and "--from-nodes" in done.output
+    slurm.wait_for_no_jobs(15)
+
+
+def test_ctrl_c_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) once a
+    job's worker runs a node: the run ends promptly, not with exit status 0
+    (importing dask_jobqueue makes Ctrl-C call sys.exit(); the runner puts
+    Kedro's handler back), and cancels its jobs."""
+    project = render(tmp_path / "interrupted")
+    log = tmp_path / "run.log"
+    args = ("run", "--env=slurm", f"--runner={DASK_RUNNER}")
+    with started_kedro(project, *args, log=log, env=_env(slurm)) as process:
+        wait_for(
+            lambda: process.poll() is not None
+            or ("Running node" in log.read_text() and slurm.squeue_jobs()),
+            120,
+            "a node running on a Slurm job",
+        )
+        assert process.poll() is None, tail(log)
+        sent = time.monotonic()
+        os.killpg(process.pid, signal.SIGINT)
+        returncode = finish(process, 60, log)
+        took = time.monotonic() - sent
+    print(f"Ctrl-C on Slurm: exit {returncode} after {took:.1f} s")
+    assert returncode != 0, tail(log)
+    assert "Pipeline execution completed successfully" not in log.read_text()
+    assert took < 30, took
     slurm.wait_for_no_jobs(15)

@@ -241,3 +241,20 @@ class TestSafety:
             thread.join()
         assert signal.SIGINT in masks[0]
         assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+    def test_importing_a_cluster_class_keeps_the_ctrl_c_handler(self, monkeypatch):
+        """dask_jobqueue's import replaces SIGINT's handler with sys.exit()."""
+        module = type(sys)("replaces_sigint")
+        module.Cluster = object
+
+        def importing(name: str):
+            signal.signal(signal.SIGINT, lambda *_: sys.exit())
+            return module
+
+        monkeypatch.setattr("importlib.import_module", importing)
+        before = signal.getsignal(signal.SIGINT)
+        config = DaskClientConfig.from_options(
+            {"cluster_class": "replaces_sigint.Cluster"}
+        )
+        assert config.cluster_factory() is object
+        assert signal.getsignal(signal.SIGINT) is before

@@ -16,6 +16,8 @@ from typing import Any
 import distributed
 from distributed.security import Security
 
+from .interrupts import ctrl_c_kept
+
 
 class DaskSetupError(RuntimeError):
     """The run could not start and no node has run: a bad ``dask_client`` setting,
@@ -233,7 +235,8 @@ class DaskClientConfig:
                 f"dask_jobqueue.SLURMCluster, got {self.cluster_class!r}."
             )
         try:
-            module = importlib.import_module(module_name)
+            with ctrl_c_kept():
+                module = importlib.import_module(module_name)
         except ImportError as exc:
             top_level = module_name.split(".")[0]
             package = _CLUSTER_PACKAGES.get(top_level, top_level.replace("_", "-"))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from multiprocessing import resource_tracker
 from types import FrameType, TracebackType
 from typing import Any
@@ -74,3 +76,21 @@ class CtrlCHeldBack:
         if self._saved_handler is not None:
             signal.signal(signal.SIGINT, self._saved_handler)
             self._saved_handler = None
+
+
+@contextmanager
+def ctrl_c_kept() -> Iterator[None]:
+    """Restores the SIGINT handler that was in place before ``with``.
+
+    Importing dask_jobqueue replaces it with ``sys.exit()``: a Ctrl-C then ends
+    ``kedro run`` silently with exit status 0, as if the run had succeeded.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is not handler:
+            signal.signal(signal.SIGINT, handler)
