@@ -20,13 +20,16 @@ import kedro
 import pytest
 
 from .conftest import (
+    ENV,
     EXAMPLE_OUTPUTS,
     PACKAGE,
     ROOT,
+    cli_cluster,
     data_files,
     run_command,
     use_small_settings,
 )
+from .test_clusters import error_paragraph
 
 NAME = "Iris Dask"
 RUN_ON_DASK = f"--runner={PACKAGE}.runner.DaskRunner"
@@ -193,3 +196,57 @@ def test_the_packaged_project_runs_from_its_wheel_and_conf_tarball(
     assert result.returncode == 0, result.output
     assert "Completed 13 out of 13 nodes" in result.output
     assert len(data_files(deployed)) == EXAMPLE_OUTPUTS
+
+
+# --- 3. the wheel installed on workers that lack the project ---------------------
+
+
+def test_install_wheel_puts_the_project_on_workers_that_lack_it(
+    venv: Path, packaged: Path, tmp_path: Path
+):
+    """`dask scheduler` and `dask worker`s in an environment with the project's
+    requirements but not the project: without a way to get it the run fails
+    saying what to set; with `install_wheel` pip installs it there and the run
+    works."""
+    project = tmp_path / "iris-dask"
+    shutil.copytree(packaged, project)
+    python = layered_venv(venv, tmp_path / "cluster-venv")
+    elsewhere = tmp_path / "elsewhere"  # no project in the working directory
+    elsewhere.mkdir()
+    env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
+    wheel = wheel_of(project).relative_to(project)
+    with cli_cluster(
+        tmp_path / "logs", worker_env=env, worker_cwd=elsewhere, python=python
+    ) as cluster:
+        address = f"dask_client.address={cluster.address}"
+        refused = kedro_in(
+            venv,
+            "run",
+            RUN_ON_DASK,
+            f"--params={address},dask_client.upload_project=false",
+            cwd=project,
+        )
+        result = kedro_in(
+            venv,
+            "run",
+            RUN_ON_DASK,
+            f"--params={address},dask_client.install_wheel={wheel}",
+            cwd=project,
+        )
+        with cluster.client() as client:
+            installed = client.run(
+                lambda: __import__(PACKAGE).__file__, nanny=False
+            ).values()
+
+    assert refused.returncode == 1, refused.output
+    message = error_paragraph(refused.output)
+    assert message.startswith(
+        f"Error: The Dask workers cannot import the project package '{PACKAGE}'"
+    ), message
+    assert "install_wheel: dist/" in message
+    assert result.returncode == 0, result.output
+    assert f"Installing {wheel.name} on the Dask cluster" in result.output
+    assert "Uploading" not in result.output
+    assert "Completed 13 out of 13 nodes" in result.output
+    assert len(data_files(project)) == EXAMPLE_OUTPUTS
+    assert all(path.startswith(str(tmp_path / "cluster-venv")) for path in installed)

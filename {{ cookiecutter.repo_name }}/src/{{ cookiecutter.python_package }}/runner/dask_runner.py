@@ -206,9 +206,10 @@ class DaskRunner(AbstractRunner):
         if missing := _missing_project(error, run.package_name):
             raise DaskSetupError(
                 f"The Dask workers cannot import the project package "
-                f"'{run.package_name}' ({missing}). Set `upload_project: true` in "
-                f"dask_client to send it with the run, or install the project "
-                f"on the workers."
+                f"'{run.package_name}' ({missing}). In dask_client, set "
+                f"`upload_project: true` to send its code with the run, or "
+                f"`install_wheel: dist/<the wheel kedro package builds>` to "
+                f"pip-install it there; or install the project on the workers."
             ) from error
         if isinstance(error, distributed.scheduler.KilledWorker):
             raise DaskRunError(_workers_died(node, error)) from error
