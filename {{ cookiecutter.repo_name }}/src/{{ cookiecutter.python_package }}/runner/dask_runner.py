@@ -24,7 +24,6 @@ from typing import Any
 import dask.utils
 import distributed
 import kedro.framework.project as kedro_project
-from kedro.framework.hooks.manager import _NullPluginManager
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
@@ -32,6 +31,7 @@ from pluggy import PluginManager
 
 from .client_config import DaskClientConfig, DaskRunError, DaskSetupError
 from .cluster import credentials_in_the_clear, dask_client
+from .kedro_internals import _NullPluginManager
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
 from .task_graph import SubmittedGraph, TaskGraph
