@@ -2,6 +2,8 @@
 
 nox -s tests    # the template's own tests (generate projects, run them)
 nox -s scaleout # real Slurm (dask-jobqueue) and dask-gateway runs (root)
+nox -s packaging  # the starter pip-installed in a fresh venv: alias, kedro package
+nox -s kedro_versions  # a generated project's own tests on the oldest and newest Kedro
 nox -s demo     # generate a project in a temp folder and run it on Dask
 nox -s lint     # black and ruff on this repo and on a freshly generated project
 nox -s format   # black and ruff --fix, applied through a rendered project
@@ -31,6 +33,14 @@ TOOLS = [
     "pyyaml",
     "cryptography",
 ]
+
+#: Their own session: they build a fresh virtual environment (~20 s even from
+#: pip's cache) and run the example four times, too slow to add to `tests`.
+PACKAGING_TESTS = "tests/test_packaging.py"
+
+#: The oldest Kedro the template supports: the first with every private API in the
+#: generated runner/kedro_internals.py (the pre-generation hook checks the same).
+OLDEST_KEDRO = "1.6.0"
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -64,6 +74,7 @@ def tests(session: nox.Session) -> None:
         "pytest",
         "tests",
         "--ignore=tests/scaleout",
+        f"--ignore={PACKAGING_TESTS}",
         "--durations=15",
         *session.posargs,
         env=QUIET_ENV,
@@ -83,6 +94,50 @@ def scaleout(session: nox.Session) -> None:
     session.run(
         "pytest", "tests/scaleout", "--durations=10", *session.posargs, env=QUIET_ENV
     )
+
+
+@nox.session
+def packaging(session: nox.Session) -> None:
+    """The starter as users install it: `pip install` this repository in a fresh
+    venv, `kedro new --starter=dask`, `kedro package`, the wheel on workers."""
+    _install_generated_requirements(session)
+    session.install(*TOOLS)
+    session.run(
+        "pytest", PACKAGING_TESTS, "--durations=15", *session.posargs, env=QUIET_ENV
+    )
+
+
+@nox.session
+@nox.parametrize("kedro", ["oldest", "newest", "pre"])
+def kedro_versions(session: nox.Session, kedro: str) -> None:
+    """A project generated for the oldest supported Kedro, for the newest 1.x
+    release on PyPI and for a newer pre-release if there is one runs its own
+    tests (the check that cli.py keeps every option of `kedro run` included)."""
+    session.install("cookiecutter>=2.1")
+    if kedro == "oldest":
+        session.install(f"kedro=={OLDEST_KEDRO}")
+    else:
+        session.install("--upgrade", *(["--pre"] if kedro == "pre" else []), "kedro<2")
+    version = session.run(
+        "python", "-c", "import kedro; print(kedro.__version__)", silent=True
+    ).strip()
+    if kedro == "pre" and not any(part.isalpha() for part in version):
+        session.skip(f"no Kedro pre-release newer than {version}")
+    session.log(f"Kedro {version}")
+    with tempfile.TemporaryDirectory() as folder:
+        session.run(
+            "cookiecutter",
+            str(ROOT),
+            "--no-input",
+            "--output-dir",
+            folder,
+            f"kedro_version={version}",
+            silent=True,
+        )
+        project = Path(folder) / "iris-dask"
+        session.chdir(project)
+        session.install("-r", "requirements.txt")
+        session.run("python", "-m", "pytest", "-q", *session.posargs, env=QUIET_ENV)
 
 
 @nox.session
@@ -118,7 +173,7 @@ def demo(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """black --check and ruff on this repo and on a freshly generated project."""
     session.install(*TOOLS)
-    own = ["noxfile.py", "hooks", "tests", "benchmarks"]
+    own = ["noxfile.py", "hooks", "tests", "benchmarks", "kedro_dask_starter"]
     own = [path for path in own if (ROOT / path).exists()]
     session.run("black", "--check", *own)
     session.run("ruff", "check", *own)
@@ -151,7 +206,9 @@ def format(session: nox.Session) -> None:
             if source.read_text() != text:
                 session.log(f"reformatted {relative}")
                 source.write_text(text)
-    session.run("black", "--quiet", "noxfile.py", "hooks", "tests", external=False)
+    session.run(
+        "black", "--quiet", "noxfile.py", "hooks", "tests", "kedro_dask_starter"
+    )
 
 
 @nox.session

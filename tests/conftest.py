@@ -88,10 +88,15 @@ def render(output_dir: Path, **extra_context: str) -> Path:
             extra_context=extra_context,
         )
     )
+    use_small_settings(project)
+    return project
+
+
+def use_small_settings(project: Path) -> None:
+    """Puts the example's small settings of ``conf/test`` into ``conf/base``."""
     base = project / "conf/base/parameters.yml"
     small = yaml.safe_load((project / "conf/test/parameters.yml").read_text())
     base.write_text(yaml.safe_dump({**yaml.safe_load(base.read_text()), **small}))
-    return project
 
 
 def render_as_is(output_dir: Path) -> Path:
@@ -186,12 +191,17 @@ def cli_cluster(
     worker_env: dict | None = None,
     worker_cwd: Path | None = None,
     tls: dict[str, str] | None = None,
+    python: Path | None = None,
 ) -> Iterator[CliCluster]:
     """Starts `dask scheduler` and `n_workers` `dask worker` processes (with
     nannies), waits until all workers are connected, and stops them all on exit.
 
-    ``tls`` holds ``ca``, ``cert`` and ``key`` file paths to start a TLS cluster.
+    ``tls`` holds ``ca``, ``cert`` and ``key`` file paths to start a TLS cluster;
+    ``python``, the interpreter of another environment to run them in.
     """
+    dask = [str(BIN / "dask")]
+    if python:
+        dask = [str(python), "-m", "dask"]
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
     tls_args: list[str] = []
@@ -215,7 +225,7 @@ def cli_cluster(
         log = (logs / f"{name}.log").open("w")
         cluster.processes.append(
             subprocess.Popen(
-                [str(BIN / "dask"), *args],
+                [*dask, *args],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,

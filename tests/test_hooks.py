@@ -48,6 +48,11 @@ class TestPreGeneration:
     def test_a_good_context_passes(self, tmp_path):
         assert rendered_hook("pre_gen_project", tmp_path).problems(GOOD_CONTEXT) == []
 
+    @pytest.mark.parametrize("version", ["1.6.0", "1.7.0", "1.10.2"])
+    def test_every_supported_kedro_passes(self, tmp_path, version):
+        hook = rendered_hook("pre_gen_project", tmp_path)
+        assert hook.problems({**GOOD_CONTEXT, "kedro_version": version}) == []
+
     @pytest.mark.parametrize(
         "changes, expected",
         [
@@ -60,7 +65,9 @@ class TestPreGeneration:
             ({"python_package": "json"}, "standard library"),
             ({"python_package": "pandas"}, "would shadow the pandas package"),
             ({"repo_name": "a/b"}, "is not a folder name"),
-            ({"kedro_version": "0.19.14"}, "pip install 'kedro~=1.7.0'"),
+            ({"kedro_version": "0.19.14"}, "pip install 'kedro>=1.6,<2'"),
+            ({"kedro_version": "1.5.0"}, "needs Kedro 1.6 or a newer 1.x"),
+            ({"kedro_version": "2.0.0"}, "needs Kedro 1.6 or a newer 1.x"),
         ],
     )
     def test_bad_names_say_what_to_type_instead(self, tmp_path, changes, expected):

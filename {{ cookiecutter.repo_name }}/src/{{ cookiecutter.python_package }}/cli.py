@@ -14,7 +14,6 @@ from typing import Any
 
 import click
 from kedro import KedroDeprecationWarning
-from kedro.framework.cli.project import _resolve_runner_kwargs
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.project import settings
 from kedro.framework.session import KedroSession
@@ -22,6 +21,7 @@ from kedro.runner import AbstractRunner
 from kedro.utils import load_obj
 
 from .runner import DaskRunError, DaskRunner, DaskSetupError
+from .runner.kedro_internals import _resolve_runner_kwargs, config_loader
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +112,7 @@ def _instantiate_runner(
     runner_class = load_obj(runner or "SequentialRunner", "kedro.runner")
     runner_kwargs = _resolve_runner_kwargs(is_async, runner_params)
     if isinstance(runner_class, type) and issubclass(runner_class, DaskRunner):
-        # The config loader rather than session.load_context(): loading a context
-        # fires the after_context_created hook, which session.run() fires again.
-        parameters = session._get_config_loader()["parameters"]
+        parameters = config_loader(session)["parameters"]
         runner_kwargs = _merged(parameters.get("dask_client") or {}, runner_kwargs)
     return runner_class(**runner_kwargs)  # type: ignore[no-any-return]
 

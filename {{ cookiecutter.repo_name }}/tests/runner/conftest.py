@@ -14,8 +14,12 @@ from pathlib import Path
 import kedro.framework.project as kedro_project
 import pytest
 from distributed import Client, LocalCluster
-from kedro.framework.hooks.manager import _create_hook_manager, _register_hooks
 from pluggy import PluginManager
+
+from {{ cookiecutter.python_package }}.runner.kedro_internals import (
+    _create_hook_manager,
+    _register_hooks,
+)
 
 from .recording_project.hooks import LOG_VARIABLE
 

@@ -84,6 +84,12 @@ class TestSettings:
             ({"tag_resources": {"gpu": 1}}, "tag_resources.gpu must map"),
             ({"client_kwargs": {"asynchronous": True}}, "the runner manages it"),
             ({"security": {"tls_ca_fil": "x"}}, "security is not valid"),
+            ({"install_wheel": "dist/missing.whl"}, "Run `kedro package`"),
+            ({"install_requirements": True}, "needs dask_client.install_wheel"),
+            (
+                {"install_wheel": "dist/x.whl", "upload_project": True},
+                "both `upload_project: true` and `install_wheel`",
+            ),
         ],
     )
     def test_wrong_values_say_what_is_expected(self, options, words):

@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from numbers import Real
+from pathlib import Path
 from typing import Any
 
 import distributed
@@ -107,8 +108,15 @@ class DaskClientConfig:
     #: a node that takes longer (the smallest limit of its tags applies).
     tag_timeouts: dict[str, float] = field(default_factory=dict)
     #: Send the project's package to the workers. ``None`` means: yes, unless the
-    #: runner starts a LocalCluster on this machine.
+    #: runner starts a LocalCluster on this machine or ``install_wheel`` is set.
     upload_project: bool | None = None
+    #: The project's wheel (``kedro package`` writes it to ``dist/``) for pip to
+    #: install on the scheduler and the workers: for a cluster whose machines lack
+    #: the project, instead of ``upload_project``'s copy of the package's code.
+    install_wheel: str | None = None
+    #: Let pip also install the wheel's missing requirements there (it needs an
+    #: index the cluster's machines reach); without it, only the wheel itself.
+    install_requirements: bool = False
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DaskClientConfig:
@@ -157,6 +165,7 @@ class DaskClientConfig:
             _mapping(self.security, "security")
         _check_type(self.performance_report, (str, type(None)), "performance_report")
         _check_type(self.upload_project, (bool, type(None)), "upload_project")
+        self._check_wheel()
         if not isinstance(self.timeout, Real) or self.timeout <= 0:
             raise DaskSetupError(
                 f"dask_client.timeout must be a positive number of seconds, "
@@ -208,6 +217,30 @@ class DaskClientConfig:
             )
         self.security_object()
         self.cluster_factory()
+
+    def _check_wheel(self) -> None:
+        _check_type(self.install_wheel, (str, type(None)), "install_wheel")
+        _check_type(self.install_requirements, (bool,), "install_requirements")
+        if self.install_wheel is None:
+            if self.install_requirements:
+                raise DaskSetupError(
+                    "dask_client.install_requirements needs dask_client.install_wheel: "
+                    "the requirements are those of the wheel."
+                )
+            return
+        if self.upload_project:
+            raise DaskSetupError(
+                "dask_client sets both `upload_project: true` and `install_wheel`: "
+                "each puts the project on the cluster (a copy of its package's code, "
+                "or its wheel installed with pip). Keep one of the two."
+            )
+        wheel = Path(self.install_wheel)
+        if wheel.suffix != ".whl" or not wheel.is_file():
+            raise DaskSetupError(
+                f"dask_client.install_wheel {self.install_wheel!r} is not a wheel "
+                f"file (from {Path.cwd()}). Run `kedro package`, which writes the "
+                f"project's wheel to dist/, and give its path."
+            )
 
     def security_object(self) -> Security | None:
         """The ``distributed.Security`` for the TLS settings, if any."""

@@ -21,11 +21,13 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import cloudpickle
 import dask.config
 import distributed
 import psutil
 from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile, WorkerPlugin
 
+from . import wheel_install
 from .client_config import DaskClientConfig, DaskSetupError
 from .interrupts import CtrlCHeldBack
 from .log_forwarding import WORKER_FORMAT, quiet_before_closing, this_process
@@ -65,7 +67,9 @@ def dask_client(
             opened.push(_stop_workers_at_once_if_the_run_failed(cluster, client))
         _log_dashboard(client, started=not address and active is None, config=config)
         opened.callback(held.__enter__)  # the first step out
-        if _should_upload(config, address) and package_name:
+        if config.install_wheel:
+            _install_wheel(client, config)
+        elif _should_upload(config, address) and package_name:
             _upload_package(client, package_name)
         yield client
 
@@ -428,3 +432,33 @@ def _upload_package(client: distributed.Client, package_name: str) -> None:
         ):
             plugin.idempotent = True
             client.register_plugin(plugin, name=archive.stem)
+
+
+def _install_wheel(client: distributed.Client, config: DaskClientConfig) -> None:
+    """Has pip install the project's wheel on the scheduler and every worker."""
+    wheel = Path(config.install_wheel or "")
+    content = wheel.read_bytes()
+    # Named after its content, as an upload is: the same build installs once.
+    name = f"{wheel.stem}-{hashlib.sha256(content).hexdigest()[:16]}"
+    logger.info("Installing %s on the Dask cluster", wheel.name)
+    plugins = [
+        plugin(wheel.name, content, config.install_requirements)
+        for plugin in (
+            wheel_install.InstallWheelOnScheduler,
+            wheel_install.InstallWheelOnWorkers,
+        )
+    ]
+    # The cluster does not have the project, hence not this module either.
+    cloudpickle.register_pickle_by_value(wheel_install)
+    try:
+        for plugin in plugins:
+            client.register_plugin(plugin, name=name)
+    except Exception as exc:
+        raise DaskSetupError(
+            f"Could not install {wheel.name} on the Dask cluster: "
+            f"{type(exc).__name__}: {exc}. The scheduler and workers need pip and "
+            f"write access to their Python environment; with "
+            f"install_requirements: true, also an index they reach."
+        ) from exc
+    finally:
+        cloudpickle.unregister_pickle_by_value(wheel_install)

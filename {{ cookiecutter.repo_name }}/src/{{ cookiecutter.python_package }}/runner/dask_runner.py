@@ -25,7 +25,6 @@ from typing import Any
 import dask.utils
 import distributed
 import kedro.framework.project as kedro_project
-from kedro.framework.hooks.manager import _NullPluginManager
 from kedro.io import CatalogProtocol
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
@@ -33,6 +32,7 @@ from pluggy import PluginManager
 
 from .client_config import DaskClientConfig, DaskRunError, DaskSetupError
 from .cluster import credentials_in_the_clear, dask_client
+from .kedro_internals import _NullPluginManager
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
 from .task_graph import SubmittedGraph, TaskGraph
@@ -230,9 +230,10 @@ class DaskRunner(AbstractRunner):
         if missing := _missing_project(error, run.package_name):
             raise DaskSetupError(
                 f"The Dask workers cannot import the project package "
-                f"'{run.package_name}' ({missing}). Set `upload_project: true` in "
-                f"dask_client to send it with the run, or install the project "
-                f"on the workers."
+                f"'{run.package_name}' ({missing}). In dask_client, set "
+                f"`upload_project: true` to send its code with the run, or "
+                f"`install_wheel: dist/<the wheel kedro package builds>` to "
+                f"pip-install it there; or install the project on the workers."
             ) from error
         if isinstance(error, distributed.scheduler.KilledWorker):
             raise DaskRunError(_workers_died(node, error)) from error

@@ -15,14 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import kedro.framework.project as kedro_project
-from kedro.framework.hooks.manager import (
-    _create_hook_manager,
-    _NullPluginManager,
-    _register_hooks,
-    _register_hooks_entry_points,
-)
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
-from kedro.io.memory_dataset import _infer_copy_mode
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 from pluggy import PluginManager
@@ -31,6 +24,13 @@ from .dask_collections import (
     has_dask_collection,
     leave_the_worker_thread_pool,
     refuse_persisted,
+)
+from .kedro_internals import (
+    _create_hook_manager,
+    _infer_copy_mode,
+    _NullPluginManager,
+    _register_hooks,
+    _register_hooks_entry_points,
 )
 from .log_forwarding import node_logs_to_driver
 from .time_limits import announce_start

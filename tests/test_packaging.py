@@ -1,0 +1,252 @@
+"""The starter the way Kedro users get it: installed with pip, used by its alias
+(`kedro new --starter=dask`), and the generated project shipped as the wheel
+`kedro package` builds.
+
+Everything runs in one fresh virtual environment per module (pip's cache keeps
+it quick) that has this repository installed, not the test runner's environment.
+A test that installs the project's wheel does so in an environment of its own
+layered over that one (see ``layered_venv``), so no test sees another's install.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import sysconfig
+import tarfile
+from pathlib import Path
+
+import kedro
+import pytest
+
+from .conftest import (
+    ENV,
+    EXAMPLE_OUTPUTS,
+    PACKAGE,
+    ROOT,
+    cli_cluster,
+    data_files,
+    run_command,
+    use_small_settings,
+)
+from .test_clusters import error_paragraph
+
+NAME = "Iris Dask"
+RUN_ON_DASK = f"--runner={PACKAGE}.runner.DaskRunner"
+NO_PROMPTS = ("--name", NAME, "--telemetry=no")
+
+
+def pip_install(python: Path, *args: str, cwd: Path) -> None:
+    """pip install into ``python``'s environment, quietly, from pip's cache where
+    it can (no byte-compiling: only what a run imports gets compiled)."""
+    result = run_command(
+        [str(python), "-m", "pip", "install", "--quiet", "--no-compile"]
+        + ["--disable-pip-version-check", *args],
+        cwd,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.output
+
+
+def venv_python(folder: Path) -> Path:
+    return folder / "bin" / "python"
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment with this repository pip-installed, plus what a
+    generated project needs (its requirements.txt, with this Kedro)."""
+    folder = tmp_path_factory.mktemp("venv") / "venv"
+    made = run_command([sys.executable, "-m", "venv", str(folder)], ROOT)
+    assert made.returncode == 0, made.output
+    requirements = (
+        ROOT / "{{ cookiecutter.repo_name }}" / "requirements.txt"
+    ).read_text()
+    requirements = requirements.replace(
+        "{{ cookiecutter.kedro_version }}", kedro.__version__
+    )
+    pip_install(
+        venv_python(folder),
+        str(ROOT),
+        f"kedro=={kedro.__version__}",
+        *requirements.split(),
+        cwd=folder,
+    )
+    return folder
+
+
+def layered_venv(base: Path, folder: Path) -> Path:
+    """A virtual environment of its own that also sees ``base``'s packages (a
+    .pth file), so installing one more package costs seconds and leaves ``base``
+    as it was. Returns its interpreter; its pip is ``base``'s."""
+    made = run_command(
+        [sys.executable, "-m", "venv", "--without-pip", str(folder)], ROOT
+    )
+    assert made.returncode == 0, made.output
+    paths = {"base": str(base), "platbase": str(base)}
+    below = sysconfig.get_path("purelib", vars=paths)
+    mine = sysconfig.get_path(
+        "purelib", vars={"base": str(folder), "platbase": str(folder)}
+    )
+    Path(mine, "base-venv.pth").write_text(below + "\n")
+    return venv_python(folder)
+
+
+def kedro_in(venv: Path, *args: str, cwd: Path, timeout: float = 300):
+    return run_command([str(venv / "bin" / "kedro"), *args], cwd, timeout)
+
+
+def tree(project: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(project).as_posix(): path.read_bytes()
+        for path in sorted(project.rglob("*"))
+        if path.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def from_alias(venv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The project `kedro new --starter=dask` generates, untouched."""
+    here = tmp_path_factory.mktemp("alias")
+    result = kedro_in(venv, "new", "--starter=dask", *NO_PROMPTS, cwd=here)
+    assert result.returncode == 0, result.output
+    return here / "iris-dask"
+
+
+@pytest.fixture(scope="module")
+def packaged(
+    venv: Path, from_alias: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A copy of the alias's project with the example's small settings, after
+    `kedro package`: its ``dist/`` holds the wheel and the conf tarball."""
+    project = tmp_path_factory.mktemp("packaged") / "iris-dask"
+    shutil.copytree(from_alias, project)
+    use_small_settings(project)
+    result = kedro_in(venv, "package", cwd=project)
+    assert result.returncode == 0, result.output
+    return project
+
+
+def wheel_of(project: Path) -> Path:
+    (wheel,) = (project / "dist").glob(f"{PACKAGE}-*.whl")
+    return wheel
+
+
+# --- 1. the alias ----------------------------------------------------------------
+
+
+def test_kedro_starter_list_shows_the_dask_alias(venv: Path, tmp_path: Path):
+    result = kedro_in(venv, "starter", "list", cwd=tmp_path)
+
+    assert result.returncode == 0, result.output
+    assert "Starters from kedro_dask_starter" in result.output
+    assert "\ndask:\n" in result.output
+    template = venv.glob("lib/python*/site-packages/kedro_dask_starter/template")
+    assert f"template_path: {next(template)}" in result.output  # a local folder
+
+
+def test_the_alias_renders_what_the_repository_path_renders(
+    venv: Path, from_alias: Path, tmp_path: Path
+):
+    result = kedro_in(venv, "new", f"--starter={ROOT}", *NO_PROMPTS, cwd=tmp_path)
+    assert result.returncode == 0, result.output
+
+    from_path = tree(tmp_path / "iris-dask")
+    assert len(from_path) > 50
+    assert tree(from_alias) == from_path  # same files, same bytes
+
+
+def test_the_project_from_the_alias_runs_on_dask(
+    venv: Path, from_alias: Path, tmp_path: Path
+):
+    project = tmp_path / "iris-dask"
+    shutil.copytree(from_alias, project)
+    use_small_settings(project)
+
+    result = kedro_in(venv, "run", RUN_ON_DASK, cwd=project)
+
+    assert result.returncode == 0, result.output
+    assert "Completed 13 out of 13 nodes" in result.output
+    assert len(data_files(project)) == EXAMPLE_OUTPUTS
+
+
+# --- 2. kedro package --------------------------------------------------------------
+
+
+def test_the_packaged_project_runs_from_its_wheel_and_conf_tarball(
+    venv: Path, packaged: Path, tmp_path: Path
+):
+    """Deployed as `kedro package` intends: the wheel pip-installed, the conf
+    tarball unpacked in a folder of its own (with the data), no source tree."""
+    assert (packaged / "dist" / f"conf-{PACKAGE}.tar.gz").is_file()
+    python = layered_venv(venv, tmp_path / "venv")
+    pip_install(python, str(wheel_of(packaged)), cwd=tmp_path)
+    deployed = tmp_path / "deployed"
+    with tarfile.open(packaged / "dist" / f"conf-{PACKAGE}.tar.gz") as conf:
+        conf.extractall(deployed, filter="data")
+    shutil.copytree(packaged / "data", deployed / "data")
+    assert not (deployed / "conf" / "local" / "credentials.yml").exists()
+
+    where = run_command(
+        [str(python), "-c", f"import {PACKAGE}; print({PACKAGE}.__file__)"], deployed
+    )
+    result = run_command([str(python), "-m", PACKAGE, RUN_ON_DASK], deployed)
+
+    assert where.output.startswith(str(tmp_path / "venv")), where.output
+    assert result.returncode == 0, result.output
+    assert "Completed 13 out of 13 nodes" in result.output
+    assert len(data_files(deployed)) == EXAMPLE_OUTPUTS
+
+
+# --- 3. the wheel installed on workers that lack the project ---------------------
+
+
+def test_install_wheel_puts_the_project_on_workers_that_lack_it(
+    venv: Path, packaged: Path, tmp_path: Path
+):
+    """`dask scheduler` and `dask worker`s in an environment with the project's
+    requirements but not the project: without a way to get it the run fails
+    saying what to set; with `install_wheel` pip installs it there and the run
+    works."""
+    project = tmp_path / "iris-dask"
+    shutil.copytree(packaged, project)
+    python = layered_venv(venv, tmp_path / "cluster-venv")
+    elsewhere = tmp_path / "elsewhere"  # no project in the working directory
+    elsewhere.mkdir()
+    env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
+    wheel = wheel_of(project).relative_to(project)
+    with cli_cluster(
+        tmp_path / "logs", worker_env=env, worker_cwd=elsewhere, python=python
+    ) as cluster:
+        address = f"dask_client.address={cluster.address}"
+        refused = kedro_in(
+            venv,
+            "run",
+            RUN_ON_DASK,
+            f"--params={address},dask_client.upload_project=false",
+            cwd=project,
+        )
+        result = kedro_in(
+            venv,
+            "run",
+            RUN_ON_DASK,
+            f"--params={address},dask_client.install_wheel={wheel}",
+            cwd=project,
+        )
+        with cluster.client() as client:
+            installed = client.run(
+                lambda: __import__(PACKAGE).__file__, nanny=False
+            ).values()
+
+    assert refused.returncode == 1, refused.output
+    message = error_paragraph(refused.output)
+    assert message.startswith(
+        f"Error: The Dask workers cannot import the project package '{PACKAGE}'"
+    ), message
+    assert "install_wheel: dist/" in message
+    assert result.returncode == 0, result.output
+    assert f"Installing {wheel.name} on the Dask cluster" in result.output
+    assert "Uploading" not in result.output
+    assert "Completed 13 out of 13 nodes" in result.output
+    assert len(data_files(project)) == EXAMPLE_OUTPUTS
+    assert all(path.startswith(str(tmp_path / "cluster-venv")) for path in installed)
