@@ -37,7 +37,7 @@ from pathlib import Path
 from kedro.pipeline import Pipeline, node
 
 WIDTH, DEPTH = {width}, {depth}
-CPU_NODES = 4
+CPU_NODES = {cpu_nodes}
 SLOW_NODES = {slow_nodes}
 
 
@@ -190,6 +190,7 @@ def wide_pipeline() -> Pipeline:
 
 WIDTH, DEPTH = 20, 10  # the wide pipeline: 200 nodes
 SLOW_NODES = 4  # the slow pipeline: 4 sleeping nodes and their total
+CPU_NODES = 4  # the cpu pipeline: 4 busy nodes, their summaries and a total
 
 PARAMETERS = """\
 faults:
@@ -230,7 +231,9 @@ def fault_project(output_dir: Path) -> Path:
     project = render(output_dir)
     package = project / "src" / PACKAGE
     (package / "fault_nodes.py").write_text(
-        FAULT_NODES.format(width=WIDTH, depth=DEPTH, slow_nodes=SLOW_NODES)
+        FAULT_NODES.format(
+            width=WIDTH, depth=DEPTH, slow_nodes=SLOW_NODES, cpu_nodes=CPU_NODES
+        )
     )
     for name in ("cpu", "chain", "slow", "hog", "wide"):
         folder = package / "pipelines" / f"faults_{name}"
