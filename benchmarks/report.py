@@ -710,7 +710,13 @@ NOTES = """## Reading the numbers
   interleaved (3 runs each): 18.0 s median against 17.7 s without, i.e. no gain
   here, and was not kept. On a machine with more cores than worker processes
   both the node speed-up and that overlap would grow; the target needs either
-  that or a pipeline with more work per fixed second.
+  that or a pipeline with more work per fixed second. The phase figures above
+  are from an earlier environment (Sequential then took 18.8 s); in the run of
+  this page both runners are faster and DaskRunner's fixed cost weighs more.
+  Whether the example's two dask nodes leaving their worker's thread pool
+  (dask collections, E) costs time here was checked by turning it off in a
+  rendered project: 15.3 / 14.9 s with it, 15.4 / 13.9 s without (two runs
+  each), not told apart from the noise.
 - **E (dask collections).** The node's task leaves its worker's thread pool
   while it waits (see the generated `runner/dask_collections.py`), so both
   worker threads compute partitions, as when a plain `Client` computes the same
