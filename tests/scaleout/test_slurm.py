@@ -136,3 +136,27 @@ def test_ctrl_c_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:
     assert "Pipeline execution completed successfully" not in log.read_text()
     assert took < 30, took
     slurm.wait_for_no_jobs(15)
+
+
+def test_an_unknown_slurm_cluster_keyword_fails_at_once(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """A misspelt SLURMCluster keyword is refused before any job is submitted,
+    with one paragraph naming the class and the keyword."""
+    project = render(tmp_path / "misspelt")
+    start = time.monotonic()
+    done = kedro(
+        "run",
+        "--env=slurm",
+        f"--runner={DASK_RUNNER}",
+        "--params=dask_client.cluster_kwargs.walltimes=00:10:00",
+        cwd=project,
+        env=_env(slurm),
+        timeout=120,
+    )
+    took = time.monotonic() - start
+    assert done.returncode == 1, done.output[-5000:]
+    assert "Error: Could not start dask_jobqueue" in done.output, done.output[-3000:]
+    assert "walltimes" in done.output and "Traceback" not in done.output
+    assert took < 30, took
+    assert slurm.squeue_jobs() == []
