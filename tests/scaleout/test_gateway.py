@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DASK_RUNNER, ENV, data_files, kedro, render
+from ..conftest import ENV, data_files
+from .runs import dask_run, sequential_outputs
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("dask_gateway_server") is None,
@@ -51,22 +52,13 @@ def test_example_on_a_gateway_cluster_matches_sequential(gateway, tmp_path: Path
     """An adaptive (0..2) gateway cluster runs the example; outputs equal
     SequentialRunner's; the gateway lists no cluster afterwards and no
     scheduler or worker process of it is left."""
-    sequential = render(tmp_path / "sequential")
-    assert kedro("run", cwd=sequential).returncode == 0
-    project = render(tmp_path / "gateway")
-    start = time.monotonic()
-    done = kedro(
-        "run",
-        "--env=gateway",
-        f"--runner={DASK_RUNNER}",
-        cwd=project,
-        env=_env(gateway),
-        timeout=240,
+    expected = sequential_outputs(tmp_path / "sequential")
+    project, done, took = dask_run(
+        tmp_path / "gateway", "gateway", _env(gateway), timeout=240
     )
-    took = time.monotonic() - start
     assert done.returncode == 0, done.output[-5000:]
     print(f"kedro run --env gateway: {took:.1f} s")
-    assert data_files(project) == data_files(sequential)
+    assert data_files(project) == expected
     assert PASSWORD not in done.output
     deadline = time.monotonic() + 30
     while (gateway.list_clusters() or gateway.cluster_processes()) and (
@@ -78,17 +70,12 @@ def test_example_on_a_gateway_cluster_matches_sequential(gateway, tmp_path: Path
 
 
 def test_a_wrong_password_is_refused_at_once(gateway, tmp_path: Path):
-    project = render(tmp_path / "wrong")
-    start = time.monotonic()
-    done = kedro(
-        "run",
-        "--env=gateway",
-        f"--runner={DASK_RUNNER}",
-        cwd=project,
-        env=_env(gateway, password="not-the-password"),
+    _, done, took = dask_run(
+        tmp_path / "wrong",
+        "gateway",
+        _env(gateway, password="not-the-password"),
         timeout=120,
     )
-    took = time.monotonic() - start
     assert done.returncode == 1, done.output[-5000:]
     assert "Traceback" not in done.output, done.output[-5000:]
     assert "Error: Could not start dask_gateway" in done.output, done.output[-3000:]

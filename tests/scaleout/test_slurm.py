@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DASK_RUNNER, ENV, data_files, kedro, render
+from ..conftest import DASK_RUNNER, ENV, data_files, render
 from ..faults import finish, started_kedro, tail, wait_for
+from .runs import dask_run, sequential_outputs
 from .slurm import SlurmCluster, slurm_cluster, why_no_slurm
 
 pytestmark = pytest.mark.skipif(why_no_slurm() is not None, reason=str(why_no_slurm()))
@@ -47,22 +48,13 @@ def test_example_on_slurm_jobs_matches_sequential(
 ) -> None:
     """Adaptive (0..2) jobs run the example; outputs equal SequentialRunner's;
     no job is left in squeue afterwards."""
-    sequential = render(tmp_path / "sequential")
-    assert kedro("run", cwd=sequential).returncode == 0
-    project = render(tmp_path / "slurm")
-    start = time.monotonic()
-    done = kedro(
-        "run",
-        "--env=slurm",
-        f"--runner={DASK_RUNNER}",
-        cwd=project,
-        env=_env(slurm),
-        timeout=240,
+    expected = sequential_outputs(tmp_path / "sequential")
+    project, done, took = dask_run(
+        tmp_path / "slurm", "slurm", _env(slurm), timeout=240
     )
-    took = time.monotonic() - start
     assert done.returncode == 0, done.output[-5000:]
     print(f"kedro run --env slurm: {took:.1f} s")
-    assert data_files(project) == data_files(sequential)
+    assert data_files(project) == expected
     slurm.wait_for_no_jobs(30)
 
 
@@ -72,19 +64,14 @@ def test_job_that_never_starts_fails_within_the_bound(
     """A walltime above the partition's MaxTime keeps the job PENDING for ever:
     the run fails after no_worker_timeout (given by --params, to keep the test
     short) with the paragraph, and the pending job is cancelled."""
-    project = render(tmp_path / "pending")
-    start = time.monotonic()
-    done = kedro(
-        "run",
-        "--env=slurm",
-        f"--runner={DASK_RUNNER}",
+    _, done, took = dask_run(
+        tmp_path / "pending",
+        "slurm",
+        _env(slurm),
         "--params=dask_client.cluster_kwargs.walltime=02:00:00,"
         "dask_client.no_worker_timeout=10",
-        cwd=project,
-        env=_env(slurm),
         timeout=120,
     )
-    took = time.monotonic() - start
     assert done.returncode != 0
     assert "No Dask worker was connected for" in done.output, done.output[-5000:]
     assert took < 60, took
@@ -94,16 +81,13 @@ def test_job_that_never_starts_fails_within_the_bound(
 def test_a_failed_run_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:
     """A node that raises (cross-validation with one fold) fails the run as
     under SequentialRunner, and the run's jobs are cancelled."""
-    project = render(tmp_path / "failing")
-    done = kedro(
-        "run",
-        "--env=slurm",
-        f"--runner={DASK_RUNNER}",
+    _, done, _ = dask_run(
+        tmp_path / "failing",
+        "slurm",
+        _env(slurm),
         # The whole block: --params replaces it (see conf/test/parameters.yml).
         "--params=model_selection.folds=1,model_selection.repeats=1,"
         "model_selection.random_state=7",
-        cwd=project,
-        env=_env(slurm),
         timeout=240,
     )
     assert done.returncode == 1, done.output[-5000:]
@@ -143,18 +127,13 @@ def test_an_unknown_slurm_cluster_keyword_fails_at_once(
 ) -> None:
     """A misspelt SLURMCluster keyword is refused before any job is submitted,
     with one paragraph naming the class and the keyword."""
-    project = render(tmp_path / "misspelt")
-    start = time.monotonic()
-    done = kedro(
-        "run",
-        "--env=slurm",
-        f"--runner={DASK_RUNNER}",
+    _, done, took = dask_run(
+        tmp_path / "misspelt",
+        "slurm",
+        _env(slurm),
         "--params=dask_client.cluster_kwargs.walltimes=00:10:00",
-        cwd=project,
-        env=_env(slurm),
         timeout=120,
     )
-    took = time.monotonic() - start
     assert done.returncode == 1, done.output[-5000:]
     assert "Error: Could not start dask_jobqueue" in done.output, done.output[-3000:]
     assert "walltimes" in done.output and "Traceback" not in done.output

@@ -1,0 +1,34 @@
+"""`kedro run` of a freshly rendered example project on a scale-out conf env."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..conftest import DASK_RUNNER, Finished, data_files, kedro, render
+
+
+def sequential_outputs(folder: Path) -> dict[str, bytes]:
+    """The example's outputs under SequentialRunner: the reference."""
+    project = render(folder)
+    assert kedro("run", cwd=project).returncode == 0
+    return data_files(project)
+
+
+def dask_run(
+    folder: Path, conf_env: str, env: dict[str, str], *options: str, timeout: float
+) -> tuple[Path, Finished, float]:
+    """Renders the example into ``folder`` and runs it on DaskRunner with
+    ``--env=conf_env``; returns the project, the result and its seconds."""
+    project = render(folder)
+    start = time.monotonic()
+    done = kedro(
+        "run",
+        f"--env={conf_env}",
+        f"--runner={DASK_RUNNER}",
+        *options,
+        cwd=project,
+        env=env,
+        timeout=timeout,
+    )
+    return project, done, time.monotonic() - start
