@@ -69,7 +69,14 @@ def refuse_persisted(node: Node, outputs: Mapping[str, Any]) -> None:
     futures of this worker's client, which another node's worker cannot fetch
     reliably and Dask frees once nothing refers to them."""
     for name, value in outputs.items():
-        if dask.is_dask_collection(value) and distributed.futures_of(value):
+        if not dask.is_dask_collection(value):
+            continue
+        futures = distributed.futures_of(value)
+        for future in futures:
+            # Now: the traceback of the error below keeps ``value`` alive until
+            # the garbage collector runs, and with it the keys on the scheduler.
+            future.release()
+        if futures:
             raise TypeError(
                 f"Node {node.name!r} returned a persisted dask collection as "
                 f"{name!r}: its partitions live only as long as this task's "
