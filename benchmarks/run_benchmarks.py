@@ -5,7 +5,8 @@
     python benchmarks/run_benchmarks.py --pipelines A --runners dask distributed
 
 Pipelines (``benchmarks/pipelines.py``; the same definitions for every runner):
-A "overhead", layers of 10 trivial nodes; B "cpu-wide", 8 pure-Python nodes and a
+A "overhead", layers of 10 trivial nodes (up to 10,000 on Dask, with the driver's
+peak memory and when the first node started); B "cpu-wide", 8 pure-Python nodes and a
 join; C "data", a chain of 10 nodes passing a numpy array, with the peak memory of
 the whole process tree; D "end to end", ``kedro run`` of the generated project;
 E "dask collections", one node aggregating a synthetic dask.dataframe (the raw
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -37,6 +39,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,8 @@ DASK_RUNNER = f"{PACKAGE}.runner.DaskRunner"
 QUIET_ENV = {"KEDRO_DISABLE_TELEMETRY": "1", "DO_NOT_TRACK": "1"}
 # Runner and pipeline names, as --runners and --pipelines take them.
 RUNNERS = tuple(report.RUNNER_LABELS)
+#: The runners of A that run on a Dask cluster, measured up to 10,000 nodes.
+DASK_RUNNERS = ("dask", "distributed")
 PIPELINES = tuple(report.PIPELINE_TITLES)
 # Datasets the example pipeline writes; removed before every `kedro run` of D.
 _OUTPUT_FOLDERS = ("02_intermediate", "03_primary", "04_feature", "05_model_input")
@@ -92,13 +97,16 @@ class PeakMemory:
     runner starts during the run (ParallelRunner's pool) are counted too.
     """
 
-    def __init__(self, interval: float = 0.005, refresh: int = 10) -> None:
+    def __init__(
+        self, interval: float = 0.005, refresh: int = 10, tree: bool = True
+    ) -> None:
         import psutil
 
         self._psutil = psutil
         self._interval = interval
         self._refresh = refresh
         self._me = psutil.Process()
+        self._whole_tree = tree
         self._processes = self._tree()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -106,6 +114,8 @@ class PeakMemory:
         self.peak = 0
 
     def _tree(self) -> list[Any]:
+        if not self._whole_tree:
+            return [self._me]
         return [self._me, *self._me.children(recursive=True)]
 
     def _rss(self) -> int:
@@ -128,6 +138,10 @@ class PeakMemory:
     @property
     def added_mb(self) -> float:
         return (self.peak - self.baseline) / 2**20
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
 
     def __enter__(self) -> PeakMemory:
         self.baseline = self.peak = self._rss()
@@ -164,6 +178,9 @@ class Runs:
     prepare: Callable[[], Callable[[], Any]]
     #: The values of a result's outputs, read after the timer stopped.
     values: Callable[[Any], dict[str, Any]]
+    #: On a Dask cluster: given the wall-clock time a run started, when the
+    #: scheduler got its first graph message and when its first task started.
+    timeline: Callable[[float], dict[str, float]] | None = None
 
 
 def _kedro_runs(runner: Any, graph: pipelines.Graph, shared: bool) -> Runs:
@@ -235,11 +252,14 @@ def _dask_runs(
         processes=True,
         dashboard_address=":0",
     )
-    client = Client(cluster, set_as_default=False) if runner == "distributed" else None
+    # Raw distributed's client; for DaskRunner (which connects its own) only an
+    # observer of the scheduler.
+    client = Client(cluster, set_as_default=False)
     setup["start"] = time.perf_counter() - started
+    client.get_task_stream()  # the scheduler records task starts from now on
     try:
-        if client is not None:
-            yield _raw_runs(client, graph)
+        if runner == "distributed":
+            runs = _raw_runs(client, graph)
         else:
             from iris_dask.runner import DaskRunner
 
@@ -248,13 +268,32 @@ def _dask_runs(
                 upload_project=False,
                 is_async=runner == "dask_async",
             )
-            yield _kedro_runs(dask, graph, shared=False)
+            runs = _kedro_runs(dask, graph, shared=False)
+        yield dataclasses.replace(runs, timeline=partial(_timeline, client))
     finally:
         started = time.perf_counter()
-        if client is not None:
-            client.close()
+        client.close()
         cluster.close()
         setup["close"] = time.perf_counter() - started
+
+
+def _timeline(client: Any, since: float) -> dict[str, float]:
+    """Seconds from ``since`` (wall clock) until the scheduler got the run's first
+    graph message, and until the run's first task started computing."""
+
+    def graphs_received(dask_scheduler: Any) -> list[float]:
+        return [c.start for c in dask_scheduler.computations if c.start >= since]
+
+    starts = [
+        startstop["start"]
+        for record in client.get_task_stream(start=since)
+        for startstop in record["startstops"]
+        if startstop["action"] == "compute"
+    ]
+    return {
+        "graph_at_scheduler": min(client.run_on_scheduler(graphs_received)) - since,
+        "first_node_started": min(starts) - since,
+    }
 
 
 def _graph(config: dict[str, Any]) -> pipelines.Graph:
@@ -272,15 +311,21 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
     _quiet_logging()
     graph = _graph(config)
     track_memory = config["pipeline"] in ("C", "E")
+    # A on Dask: the driver's own peak (the LocalCluster's scheduler runs in it)
+    # and when the scheduler got the graph and started the first node.
+    at_scale = config["pipeline"] == "A" and config["runner"] in DASK_RUNNERS
     setup: dict[str, float] = {}
     times, cpu, peaks, values = [], [], [], None
+    driver_peaks: list[float] = []
+    timelines: list[dict[str, float]] = []
     with _runs_of(config["runner"], graph, setup) as runs:
         for index in range(config["warmup"] + config["repeat"]):
             run = runs.prepare()
             gc.collect()
-            memory = PeakMemory() if track_memory else None
+            memory = PeakMemory(tree=not at_scale) if track_memory or at_scale else None
             with memory or contextlib.nullcontext():
                 cpu_before = tree_cpu_seconds()
+                wall_start = time.time()
                 started = time.perf_counter()
                 result = run()
                 elapsed = time.perf_counter() - started
@@ -290,8 +335,12 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
             if index >= config["warmup"]:
                 times.append(elapsed)
                 cpu.append(cpu_used)
-                if memory is not None:
+                if memory is not None and track_memory:
                     peaks.append(memory.added_mb)
+                if memory is not None and at_scale:
+                    driver_peaks.append(memory.peak_mb)
+                if at_scale and runs.timeline is not None:
+                    timelines.append(runs.timeline(wall_start))
     return {
         **config,
         "variant": graph.name,
@@ -299,6 +348,8 @@ def measure(config: dict[str, Any]) -> dict[str, Any]:
         "times": times,
         "cpu": cpu,
         "peak_added_mb": peaks or None,
+        "driver_peak_mb": driver_peaks or None,
+        "timelines": timelines or None,
         "setup": setup,
         "outputs": repr(sorted((values or {}).items())),
     }
@@ -397,8 +448,12 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
     for pipeline in (p for p in args.pipelines if p != "D"):  # D: measure_kedro_runs
         runners = report.PIPELINE_RUNNERS[pipeline]
         for runner in (r for r in runners if r in args.runners):
-            if pipeline == "A":
-                sizes = args.parallel_a_nodes if runner == "parallel" else args.a_nodes
+            if pipeline == "A" and runner == "parallel":
+                sizes = args.parallel_a_nodes
+            elif pipeline == "A" and runner in DASK_RUNNERS:
+                sizes = [*args.a_nodes, *args.dask_a_nodes]
+            elif pipeline == "A":
+                sizes = args.a_nodes
             elif pipeline == "B":
                 sizes = [args.b_iterations]
             elif pipeline == "E":
@@ -550,6 +605,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             "repeat": args.repeat,
             "warmup": args.warmup,
             "a_nodes": args.a_nodes,
+            "dask_a_nodes": args.dask_a_nodes,
             "parallel_a_nodes": args.parallel_a_nodes,
             "c_megabytes": args.c_megabytes,
             "e_megabytes": args.e_megabytes,
@@ -629,6 +685,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="sizes of pipeline A, multiples of 10 (default 100 1000)",
     )
     parser.add_argument(
+        "--dask-a-nodes",
+        type=int,
+        nargs="*",
+        default=[10_000],
+        help="further sizes of A for DaskRunner and raw distributed only: Kedro's "
+        "runners take O(N²) (default 10000)",
+    )
+    parser.add_argument(
         "--parallel-a-nodes",
         type=int,
         nargs="+",
@@ -690,7 +754,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.repeat < 1 or args.warmup < 0:
         parser.error("--repeat must be >= 1 and --warmup >= 0")
-    for size in [*args.a_nodes, *args.parallel_a_nodes]:
+    for size in [*args.a_nodes, *args.dask_a_nodes, *args.parallel_a_nodes]:
         if size < pipelines.WIDTH or size % pipelines.WIDTH:
             parser.error(f"sizes of A must be multiples of {pipelines.WIDTH}")
     return args

@@ -15,6 +15,7 @@ TINY = [
     "--repeat=1",
     "--warmup=0",
     "--a-nodes=20",
+    "--dask-a-nodes=30",
     "--parallel-a-nodes=20",
     "--b-iterations=1000",
     "--c-megabytes=1",
@@ -54,6 +55,14 @@ def test_the_suite_measures_every_runner_on_every_pipeline(tmp_path: Path):
     assert len(measured) == sum(map(len, PIPELINE_RUNNERS.values()))
     assert all(len(r["times"]) == 1 for r in results)
     assert all(r["peak_added_mb"] for r in results if r["pipeline"] in ("C", "E"))
+    on_dask = [r for r in results if r["pipeline"] == "A" and r["size"] == 30]
+    assert {r["runner"] for r in on_dask} == {"dask", "distributed"}
+    for row in on_dask:
+        (timeline,) = row["timelines"]
+        assert 0 < timeline["graph_at_scheduler"] <= timeline["first_node_started"]
+        assert timeline["first_node_started"] < row["times"][0]
+        assert row["driver_peak_mb"][0] > 50
+    assert "| Driver peak RSS (MiB) |" in sections[PIPELINE_TITLES["A"]]
 
     page = doc.read_text()
     for heading in ("## Machine", "## Method", "## Results", "### Targets"):

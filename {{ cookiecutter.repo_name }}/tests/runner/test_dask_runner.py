@@ -10,9 +10,10 @@ import threading
 import time
 from pathlib import Path
 
+import distributed
 import psutil
 import pytest
-from distributed import Client, LocalCluster
+from distributed import Client, Nanny, Scheduler, SpecCluster
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
@@ -27,6 +28,10 @@ def _catalog(**data) -> DataCatalog:
     return DataCatalog(
         datasets={name: MemoryDataset(value) for name, value in data.items()}
     )
+
+
+def _worker_name(_: object) -> str:
+    return distributed.get_worker().name
 
 
 def _doubled() -> Pipeline:
@@ -167,17 +172,31 @@ class TestRunOptions:
         result = runner.run(pipeline, _catalog(marker=str(tmp_path / "failed-once")))
         assert result["out"].load() == "second try"
 
-    def test_tagged_nodes_get_worker_resources(self):
+    def test_tagged_nodes_run_only_on_workers_with_their_resources(self, hook_log):
+        # Worker processes (the hook_log fixture puts the tests on their path):
+        # a node that uses distributed gets a worker client, which must not
+        # become this process's default client.
+        tagged = [f"on_gpu_{i}" for i in range(6)]
         pipeline = Pipeline(
-            [Node(cases.double, "seed", "doubled", name="double", tags=["gpu"])]
+            [
+                Node(_worker_name, "seed", name, name=name, tags=["gpu"])
+                for name in tagged
+            ]
+            + [Node(_worker_name, "seed", f"anywhere_{i}") for i in range(6)]
         )
-        with LocalCluster(
-            n_workers=1, processes=False, resources={"GPU": 1}, dashboard_address=":0"
-        ) as cluster:
+        workers = {
+            "plain": {"cls": Nanny, "options": {"nthreads": 1}},
+            "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+        }
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+        with SpecCluster(workers=workers, scheduler=scheduler) as cluster:
             runner = DaskRunner(
-                address=cluster.scheduler_address, tag_resources={"gpu": {"GPU": 1}}
+                address=cluster.scheduler_address,
+                upload_project=False,
+                tag_resources={"gpu": {"GPU": 1}},
             )
-            assert runner.run(pipeline, _catalog(seed=4))["doubled"].load() == 8
+            result = runner.run(pipeline, _catalog(seed=4))
+        assert {result[name].load() for name in tagged} == {"gpu"}
 
     def test_resources_no_worker_has_are_refused_instead_of_waiting(
         self, thread_cluster

@@ -119,11 +119,7 @@ class DaskRunner(AbstractRunner):
         total = len(submitted.node_futures)
         self._workers_last_seen = time.monotonic()
         self._workers_checked = 0.0
-        # No other reference to the futures: a finished node's in-memory outputs
-        # are freed as soon as its consumers are done with them.
-        completions = distributed.as_completed(
-            list(submitted.node_futures), loop=submitted.client.loop
-        )
+        completions = _following(submitted)
         while not completions.is_empty():
             finished = completions.next_batch(block=False)
             if not finished:
@@ -309,6 +305,23 @@ def _no_workers(waited: float, done: int, total: int) -> str:
         f"more than the queue gives (squeue shows why a job is PENDING), or raise "
         f"dask_client.no_worker_timeout (null waits for ever) for a busy queue."
     )
+
+
+def _following(submitted: SubmittedGraph) -> distributed.as_completed:
+    """An ``as_completed`` of the node futures, filled in the client's event
+    loop: from there, following a future costs no wake-up of the loop (from this
+    thread, each one would).
+
+    No other reference to the futures: a finished node's in-memory outputs are
+    freed as soon as its consumers are done with them.
+    """
+    completions = distributed.as_completed(loop=submitted.client.loop)
+
+    async def follow(futures: list[distributed.Future]) -> None:
+        completions.update(futures)
+
+    submitted.client.sync(follow, list(submitted.node_futures))
+    return completions
 
 
 def _wait_for_a_completion(completions: distributed.as_completed) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import distributed
+from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.sizeof import sizeof
 from distributed.protocol.pickle import dumps
 from kedro.io import AbstractDataset, CatalogProtocol, MemoryDataset
@@ -187,46 +188,58 @@ class TaskGraph:
         retries: int = 0,
         resources: dict[Node, dict[str, float]] | None = None,
     ) -> SubmittedGraph:
-        """Submits every node at once; Dask starts each when its inputs exist."""
+        """Submits every node in one graph; Dask starts each when its inputs exist.
+
+        One graph, not a ``client.submit`` per node: the scheduler takes it in one
+        message, and what the tasks share (the run's context) is pickled once.
+        """
         resources = resources or {}
         providers = self._pipeline_inputs(client)
-        graph = SubmittedGraph(
-            client,
-            client.scheduler.address,
-            {},
-            {},
-            inputs=[p for p in providers.values() if isinstance(p, distributed.Future)],
-        )
-        finished: dict[Node, distributed.Future] = {}
+        layers: dict[tuple, dict[str, tuple]] = {}
+        node_keys: dict[str, Node] = {}
+        finished: dict[Node, str] = {}
         awaited = {parent for parents in self._waits_for.values() for parent in parents}
         for node in self.nodes:
             task = self._tasks[node]
             key = f"{node.name}-{self._run.token}"
-            future = client.submit(
+            # Nodes that ask for the same worker resources share a layer, which
+            # carries the request (Dask annotates whole layers).
+            request = tuple(sorted(resources.get(node, {}).items()))
+            layer = layers.setdefault(request, {})
+            layer[key] = (
                 run_node_task,
                 task,
                 *(providers[name] for name, _ in task.memory_inputs),
                 *(finished[parent] for parent in self._waits_for[node]),
-                key=key,
-                retries=retries,
-                resources=resources.get(node),
-                pure=False,
             )
-            graph.node_futures[future] = node
+            node_keys[key] = node
             outputs = task.memory_outputs
             if len(outputs) == 1:
-                providers[outputs[0]] = future
+                providers[outputs[0]] = key
             for index, name in enumerate(outputs if len(outputs) > 1 else ()):
-                providers[name] = client.submit(
-                    operator.getitem, future, index, key=f"{key}-{name}", pure=False
-                )
+                providers[name] = f"{key}-{name}"
+                layer[providers[name]] = (operator.getitem, key, index)
             if node in awaited:
-                finished[node] = _without_data(client, future, key, bool(outputs))
-        graph.free_outputs = {
+                finished[node] = key
+                if outputs:  # wait for the node without fetching its data
+                    finished[node] = f"{key}-finished"
+                    layer[finished[node]] = (_nothing, key)
+        free_outputs = {
             name: providers[name]
             for name in self._pipeline.outputs() & self._memory.keys()
         }
-        return graph
+        wanted = [*node_keys, *free_outputs.values()]
+        graph = _high_level_graph(layers)
+        futures = dict(
+            zip(wanted, client.get(graph, wanted, sync=False, retries=retries))
+        )
+        return SubmittedGraph(
+            client,
+            client.scheduler.address,
+            {futures[key]: node for key, node in node_keys.items()},
+            {name: futures[key] for name, key in free_outputs.items()},
+            inputs=[p for p in providers.values() if isinstance(p, distributed.Future)],
+        )
 
     def _pipeline_inputs(self, client: distributed.Client) -> dict[str, Any]:
         """Sends parameters and pre-filled ``MemoryDataset``s with the nodes' tasks.
@@ -249,13 +262,21 @@ class TaskGraph:
         return providers
 
 
-def _without_data(
-    client: distributed.Client, future: distributed.Future, key: str, has_data: bool
-) -> distributed.Future:
-    """A future that is done when ``future`` is, without carrying its data."""
-    if not has_data:
-        return future
-    return client.submit(_nothing, future, key=f"{key}-finished", pure=False)
+def _high_level_graph(layers: dict[tuple, dict[str, tuple]]) -> HighLevelGraph:
+    """The tasks as one graph: a layer per resource request, annotated with it.
+
+    Tasks refer to each other by key across layers; Dask needs no order between
+    layers to run them, only the tasks' own dependencies.
+    """
+    return HighLevelGraph(
+        {
+            f"kedro-nodes-{index}": MaterializedLayer(
+                tasks, annotations={"resources": dict(request)} if request else None
+            )
+            for index, (request, tasks) in enumerate(layers.items())
+        },
+        {f"kedro-nodes-{index}": set() for index in range(len(layers))},
+    )
 
 
 def _is_small(value: Any) -> bool:
