@@ -679,33 +679,39 @@ Produced by {command} from the repository root.
 NOTES = """## Reading the numbers
 
 - **A (overhead).** With trivial nodes the run time is the runner's own cost.
-  Raw `distributed` is the floor of anything built on one `client.submit` per
-  node: the client, the scheduler (in the driver process for a LocalCluster) and
-  a worker each handle every task. What DaskRunner adds per node:
-  - in the driver, Kedro's own `AbstractRunner.run` bookkeeping, which every
-    Kedro runner pays: before the run it materialises a `MemoryDataset` for every
-    dataset (resolving the `{default}` pattern, importing the class path, and
-    inspecting the constructor's signature), about 0.1 ms per dataset; then
-    DaskRunner's `NodeTask` (the node and its run context, pickled with each
-    task) and following completion with `as_completed`;
-  - on the worker, Kedro's `Task` around the function: a small catalog, hook
-    calls around every load, save and node run (8 for a node with two inputs),
-    and the copy Kedro's `MemoryDataset` makes on every load.
-  Profiled at N=1000 (outside this suite, same machine): the driver's main
-  thread spends about 0.3 ms per node against raw `distributed`'s 0.07–0.1
-  (0.13 of it is the warm-up above), a trivial node's task takes about 0.09 ms
-  of a worker's time against microseconds for the bare function, and following
-  each node with `as_completed` adds 0.05–0.15 ms per node over raw
-  `distributed` doing the same. The main thread shares the driver process with
-  the scheduler's thread, so its work delays the scheduler. The rest of both
-  columns is Dask's own work per task in the client and the scheduler, which
-  raw `distributed` pays too. Fixed per run (at N=10, about 20 ms more than
-  raw `distributed`): connecting the run's `Client` (3 ms), closing it (11–12
-  ms, Dask's close handshake with the scheduler) and gathering the free outputs
-  (3 ms); that is why the ratio is worse at N=100 than at N=1000. Skipping
-  Kedro's warm-up (registering the `MemoryDataset`s itself) would save about
-  0.13 ms per node, not enough for the target, at the price of departing from
-  how every Kedro runner prepares its catalog; DaskRunner does not do it.
+  Raw `distributed` here is one `client.submit` per node, futures as arguments:
+  the client, the scheduler (in the driver process for a LocalCluster) and a
+  worker each handle every task. DaskRunner sends the whole pipeline as one
+  graph (one `update-graph` message) and follows its nodes with one
+  `as_completed`, filled in the client's event loop. What it adds:
+  - before anything is sent, Kedro's `AbstractRunner.run` warm-up, which every
+    Kedro runner pays: a `MemoryDataset` materialised per dataset from the
+    `{default}` pattern, 0.15–0.2 ms per dataset (1.4–1.7 s at N=10,000,
+    measured outside this suite), then DaskRunner's own checks (every node and
+    dataset pickled once: 0.14–0.27 s at N=10,000);
+  - the single graph message: the scheduler deserialises, orders and creates the
+    tasks of the whole pipeline before any node runs, while raw `distributed`'s
+    first node starts as it goes on submitting. The "First node started" column
+    shows the price, and at N=100 and N=1000 it is most of the gap to raw
+    `distributed`;
+  - on the worker, Kedro's `Task` around the function (a small catalog, hooks
+    around every load, save and node run, the copy Kedro's `MemoryDataset` makes
+    on every load): 0.385 ms of compute per task against 0.051 ms for the bare
+    function (the scheduler's task-prefix durations at N=100, 10 runs, outside
+    this suite).
+  Once the nodes run, DaskRunner is faster than raw `distributed` at N=10,000:
+  with one message per node, Dask's own cost per `update-graph` grows with the
+  tasks the scheduler already holds, so raw `distributed` is itself far from flat
+  in N (see the growth table; outside this suite, one message per node took 1.6
+  ms per node at N=1000 and 3.1 at N=5000, the same graph in one message 1.2 and
+  1.9). That is why the ratio to raw is below 1 at N=10,000, and it is also why
+  DaskRunner against itself is not flat: part of its growth is Dask's, part the
+  start-up above, which grows with N. Not done, and what would close more of the
+  gap: sending the graph in chunks of a few hundred nodes in run order (nodes
+  start while the rest is sent, and each message stays small), and a cheaper
+  warm-up (registering the default `MemoryDataset`s directly, a departure from
+  how Kedro's runners prepare the catalog). The driver's peak memory at
+  N=10,000 stays around half a GiB, scheduler included.
   The SequentialRunner rows show Kedro's bookkeeping without any scheduler.
   Their per-node time grows with N because Kedro's `_release_datasets`
   recomputes `pipeline.inputs()` (O(N)) for every dataset it releases, so a run
@@ -760,6 +766,12 @@ NOTES = """## Reading the numbers
   (dask collections, E) costs time here was checked by turning it off in a
   rendered project: 15.3 / 14.9 s with it, 15.4 / 13.9 s without (two runs
   each), not told apart from the noise.
+  In the run of this page DaskRunner took 4.4 s longer than Sequential, against
+  0.4 s on the page before it (an earlier commit, hours earlier). Rerun by hand
+  right after this page, alternating: that earlier commit's runner 20.5 / 21.7
+  s, this one 19.2 / 19.1 s, Sequential 13.9 / 13.2 s. What grew is the
+  machine's cost of starting worker processes and importing in them, not the
+  runner's.
 - **E (dask collections).** The node's task leaves its worker's thread pool
   while it waits (see the generated `runner/dask_collections.py`), so both
   worker threads compute partitions, as when a plain `Client` computes the same
