@@ -78,6 +78,29 @@ def test_job_that_never_starts_fails_within_the_bound(
     slurm.wait_for_no_jobs(15)
 
 
+def test_a_partition_that_does_not_exist_fails_with_sbatchs_error_and_no_job(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """sbatch refuses every job: the run fails after no_worker_timeout with the
+    paragraph, sbatch's own error is in the output, and no Dask-internal error
+    of closing the cluster is raised over the run's."""
+    _, done, took = dask_run(
+        tmp_path / "no-partition",
+        "slurm",
+        _env(slurm),
+        "--params=dask_client.cluster_kwargs.queue=no_such_partition,"
+        "dask_client.no_worker_timeout=10",
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "No Dask worker was connected for" in done.output, done.output[-5000:]
+    assert "invalid partition specified: no_such_partition" in done.output
+    last_error = done.output.rfind("No Dask worker was connected for")
+    assert done.output.rfind("Traceback") < last_error, done.output[-5000:]
+    assert took < 60, took
+    slurm.wait_for_no_jobs(15)
+
+
 def test_a_failed_run_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:
     """A node that raises (cross-validation with one fold) fails the run as
     under SequentialRunner, and the run's jobs are cancelled."""

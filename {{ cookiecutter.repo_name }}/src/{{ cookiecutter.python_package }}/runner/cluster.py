@@ -62,7 +62,7 @@ def dask_client(
             with held:
                 if config.cluster_factory() is distributed.LocalCluster:
                     opened.enter_context(_worker_processes_environment())
-                cluster = opened.enter_context(_start_cluster(config))
+                cluster = opened.enter_context(_closed_at_exit(_start_cluster(config)))
                 client = opened.enter_context(_connect(cluster, config))
             opened.push(_stop_workers_at_once_if_the_run_failed(cluster, client))
         _log_dashboard(client, started=not address and active is None, config=config)
@@ -121,6 +121,26 @@ def _active_client() -> distributed.Client | None:
         return distributed.default_client()
     except ValueError:
         return None
+
+
+@contextmanager
+def _closed_at_exit(cluster: Any) -> Iterator[Any]:
+    """Closes ``cluster`` after the run. An error of the cluster manager's own
+    while closing is logged, not raised over the run's outcome: dask-jobqueue,
+    for one, asserts on a job that sbatch refused, after it has cancelled the
+    jobs it did submit."""
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.close()
+        except Exception as exc:
+            logger.warning(
+                "%s did not close cleanly (%s: %s)",
+                type(cluster).__name__,
+                type(exc).__name__,
+                exc or "no message",
+            )
 
 
 def _what_to_check(error: Exception) -> str:

@@ -50,13 +50,17 @@ class SubmittedGraph:
     inputs: list[distributed.Future] = field(default_factory=list)
 
     def cancel(self) -> None:
-        """Stops every node that has not finished and forgets all futures."""
+        """Stops every node that has not finished and forgets all futures.
+
+        Releasing every future this run holds leaves no task of it wanted, so
+        the scheduler drops them all, queued or running. ``client.cancel`` would
+        do the same but trips an assertion inside Dask's scheduler (its traceback
+        in the console) on the run's internal tasks, which no client holds.
+        """
         if self.client.status != "running":
             self.forget()  # the scheduler is gone, and the futures with it
             return
-        if self.node_futures:
-            self.client.cancel(list(self.node_futures))
-        for future in [*self.free_outputs.values(), *self.inputs]:
+        for future in [*self.node_futures, *self.free_outputs.values(), *self.inputs]:
             future.release()
         self.forget()
 
