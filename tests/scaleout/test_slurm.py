@@ -64,17 +64,7 @@ def test_job_that_never_starts_fails_within_the_bound(
     """A walltime above the partition's MaxTime keeps the job PENDING for ever:
     the run fails after no_worker_timeout (given by --params, to keep the test
     short) with the paragraph, and the pending job is cancelled."""
-    _, done, took = dask_run(
-        tmp_path / "pending",
-        "slurm",
-        _env(slurm),
-        "--params=dask_client.cluster_kwargs.walltime=02:00:00,"
-        "dask_client.no_worker_timeout=10",
-        timeout=120,
-    )
-    assert done.returncode != 0
-    assert "No Dask worker was connected for" in done.output, done.output[-5000:]
-    assert took < 60, took
+    _run_that_gets_no_worker(slurm, tmp_path / "pending", "walltime=02:00:00")
     slurm.wait_for_no_jobs(15)
 
 
@@ -84,21 +74,31 @@ def test_a_partition_that_does_not_exist_fails_with_sbatchs_error_and_no_job(
     """sbatch refuses every job: the run fails after no_worker_timeout with the
     paragraph, sbatch's own error is in the output, and no Dask-internal error
     of closing the cluster is raised over the run's."""
+    output = _run_that_gets_no_worker(
+        slurm, tmp_path / "no-partition", "queue=no_such_partition"
+    )
+    assert "invalid partition specified: no_such_partition" in output
+    last_error = output.rfind("No Dask worker was connected for")
+    assert output.rfind("Traceback") < last_error, output[-5000:]
+    slurm.wait_for_no_jobs(15)
+
+
+def _run_that_gets_no_worker(slurm: SlurmCluster, folder: Path, setting: str) -> str:
+    """Runs the example with one cluster_kwargs ``setting`` that keeps every job
+    from starting and no_worker_timeout=10 (by --params, to keep the test short):
+    the run must fail within the bound with the paragraph. Returns its output."""
     _, done, took = dask_run(
-        tmp_path / "no-partition",
+        folder,
         "slurm",
         _env(slurm),
-        "--params=dask_client.cluster_kwargs.queue=no_such_partition,"
+        f"--params=dask_client.cluster_kwargs.{setting},"
         "dask_client.no_worker_timeout=10",
         timeout=120,
     )
     assert done.returncode != 0
     assert "No Dask worker was connected for" in done.output, done.output[-5000:]
-    assert "invalid partition specified: no_such_partition" in done.output
-    last_error = done.output.rfind("No Dask worker was connected for")
-    assert done.output.rfind("Traceback") < last_error, done.output[-5000:]
     assert took < 60, took
-    slurm.wait_for_no_jobs(15)
+    return done.output
 
 
 def test_a_failed_run_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:

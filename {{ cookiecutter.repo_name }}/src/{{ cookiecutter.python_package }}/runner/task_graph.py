@@ -223,11 +223,11 @@ class TaskGraph:
             for index, name in enumerate(outputs if len(outputs) > 1 else ()):
                 providers[name] = f"{key}-{name}"
                 layer[providers[name]] = (operator.getitem, key, index)
-            if node in awaited:
+            if node in awaited and outputs:  # wait for it without fetching its data
+                finished[node] = f"{key}-finished"
+                layer[finished[node]] = (_nothing, key)
+            elif node in awaited:
                 finished[node] = key
-                if outputs:  # wait for the node without fetching its data
-                    finished[node] = f"{key}-finished"
-                    layer[finished[node]] = (_nothing, key)
         free_outputs = {
             name: providers[name]
             for name in self._pipeline.outputs() & self._memory.keys()
