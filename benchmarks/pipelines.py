@@ -208,13 +208,17 @@ def kedro_catalog(graph: Graph, shared_memory: bool = False) -> Any:
 def submit_raw(client: Any, graph: Graph, token: str) -> dict[str, Any]:
     """Submits ``graph`` with one ``client.submit`` per step, futures as arguments,
     and returns the futures of its outputs only: Dask frees every intermediate
-    result once its consumers have run. ``token`` makes the keys unique per run."""
+    result once its consumers have run. ``token`` makes the keys unique per run.
+
+    Keys start with the function's name, as ``dask.delayed`` names them and as
+    DaskRunner does: Dask keeps state per key prefix, and a prefix per step (the
+    step's name first) made this floor 1.75x slower at 3,000 nodes."""
     values: dict[str, Any] = dict(graph.inputs)
     for s in graph.steps:
         values[s.output] = client.submit(
             s.func,
             *(values[name] for name in s.inputs),
-            key=f"{s.name}-{token}",
+            key=f"{s.func.__name__}-{token}-{s.name}",
             pure=False,
         )
     return {name: values[name] for name in graph.outputs}

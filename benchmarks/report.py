@@ -634,8 +634,9 @@ Produced by {command} from the repository root.
   the timed runs), `DaskRunner(address=cluster.scheduler_address,
   upload_project=False)` on a `LocalCluster(n_workers={WORKERS}, threads_per_worker=1,
   processes=True)` started before and closed after the timed runs, and raw
-  `distributed` (one `client.submit` per node, futures as arguments, only the
-  outputs' futures kept) on an identical cluster. Cluster start and close are
+  `distributed` (one `client.submit` per node, futures as arguments, keys named
+  after the node's function, only the outputs' futures kept) on an identical
+  cluster. Cluster start and close are
   reported separately. `DaskRunner` connects its own `Client` to the scheduler in
   every run: that is part of its timed run.
 - A–C log at WARNING for every runner (set through Kedro's logging
@@ -699,19 +700,22 @@ NOTES = """## Reading the numbers
     on every load): 0.385 ms of compute per task against 0.051 ms for the bare
     function (the scheduler's task-prefix durations at N=100, 10 runs, outside
     this suite).
-  Once the nodes run, DaskRunner is faster than raw `distributed` at N=10,000:
-  with one message per node, Dask's own cost per `update-graph` grows with the
-  tasks the scheduler already holds, so raw `distributed` is itself far from flat
-  in N (see the growth table; outside this suite, one message per node took 1.6
-  ms per node at N=1000 and 3.1 at N=5000, the same graph in one message 1.2 and
-  1.9). That is why the ratio to raw is below 1 at N=10,000, and it is also why
-  DaskRunner against itself is not flat: part of its growth is Dask's, part the
-  start-up above, which grows with N. Not done, and what would close more of the
-  gap: sending the graph in chunks of a few hundred nodes in run order (nodes
-  start while the rest is sent, and each message stays small), and a cheaper
-  warm-up (registering the default `MemoryDataset`s directly, a departure from
-  how Kedro's runners prepare the catalog). The driver's peak memory at
-  N=10,000 stays around half a GiB, scheduler included.
+  Both name their keys `<function>-<run token>-<node>`, as `dask.delayed`
+  does, so Dask groups the tasks by function. Dask keeps state per group (on
+  the scheduler, never dropped, and in every worker's heartbeat), and with the
+  node's name first, a group per node, the same runs were far slower and not
+  flat: raw `distributed` at 3,000 nodes 3.6-4.5 ms per node against 2.1-2.5
+  with function names, DaskRunner at N=10,000 2.9-5.3 ms per node against
+  1.75-2.07, and slower with every run on the same scheduler (29, 49, 53 s in
+  three runs in a row), because the groups of earlier runs stay (measured
+  outside this suite). With one message per node, Dask's own cost per
+  `update-graph` still grows with the tasks the scheduler already holds, so raw
+  `distributed` is itself not flat in N (see the growth table). Measured and not
+  done: sending the graph in chunks, so that nodes start while the rest is sent,
+  would win at most the time between "Graph at the scheduler" and "First node
+  started" (under 0.5 s at N=10,000, 0.04 s at N=1000), and a cheaper warm-up
+  would mean preparing the catalog differently from Kedro's runners. The
+  driver's peak memory at N=10,000 stays around half a GiB, scheduler included.
   The SequentialRunner rows show Kedro's bookkeeping without any scheduler.
   Their per-node time grows with N because Kedro's `_release_datasets`
   recomputes `pipeline.inputs()` (O(N)) for every dataset it releases, so a run

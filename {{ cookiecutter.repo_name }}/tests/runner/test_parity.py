@@ -196,6 +196,23 @@ def test_scheduler_holds_nothing_after_a_run(
     assert not observer.list_datasets()
 
 
+def test_tasks_are_grouped_by_function_not_by_node(
+    cluster, observer: Client, hook_manager, hook_log, tmp_path
+):
+    """Dask keeps state per key prefix: one per node slowed big pipelines down.
+    The dashboard then shows one bar per function; the key still names the node."""
+
+    def prefixes(dask_scheduler) -> list[str]:
+        return list(dask_scheduler.task_prefixes)
+
+    case = cases.long_chain(length=8)
+    run_case(dask_runner(cluster), case, tmp_path, hook_manager, hook_log)
+
+    prefixes_seen = set(observer.run_on_scheduler(prefixes))
+    assert "add_one" in prefixes_seen
+    assert not {node.name for node in case.pipeline.nodes} & prefixes_seen
+
+
 def tasks_left_on_scheduler(observer: Client) -> dict[str, str]:
     """The scheduler's tasks and their states, once it has had 5 s to forget the
     keys of a run's closed client (it does so soon after the client closes)."""
