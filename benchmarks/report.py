@@ -770,12 +770,12 @@ NOTES = """## Reading the numbers
   (dask collections, E) costs time here was checked by turning it off in a
   rendered project: 15.3 / 14.9 s with it, 15.4 / 13.9 s without (two runs
   each), not told apart from the noise.
-  In the run of this page DaskRunner took 4.4 s longer than Sequential, against
-  0.4 s on the page before it (an earlier commit, hours earlier). Rerun by hand
-  right after this page, alternating: that earlier commit's runner 20.5 / 21.7
-  s, this one 19.2 / 19.1 s, Sequential 13.9 / 13.2 s. What grew is the
-  machine's cost of starting worker processes and importing in them, not the
-  runner's.
+  What did cut the fixed cost: the runner's LocalCluster now forks its worker
+  processes from Dask's forkserver, which imports Dask, numpy and pandas once,
+  instead of spawning each worker to import them again. Measured by hand,
+  interleaved, on a slower hour of this machine: spawned 37.6 / 26.9 s, forked
+  31.8 / 21.7 s, Sequential 21.6 / 20.5 s. This page's D table is of the
+  forked workers.
 - **E (dask collections).** The node's task leaves its worker's thread pool
   while it waits (see the generated `runner/dask_collections.py`), so both
   worker threads compute partitions, as when a plain `Client` computes the same

@@ -39,10 +39,30 @@ def _doubled() -> Pipeline:
 
 
 def _worker_processes() -> set[psutil.Process]:
-    """This process's children that multiprocessing spawned: Dask's nannies and
-    workers, not its long-lived resource tracker."""
-    children = psutil.Process().children(recursive=True)
-    return {child for child in children if "spawn_main" in " ".join(child.cmdline())}
+    """This process's children that run Dask's nannies and workers: spawned, or
+    forked by the forkserver; not the long-lived resource tracker or forkserver."""
+    workers = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "spawn_main" in _command(child) or "forkserver" in _command(
+                child.parent()
+            ):
+                workers.add(child)
+        except psutil.NoSuchProcess:  # it ended while we looked
+            pass
+    return workers
+
+
+def _command(process: psutil.Process) -> str:
+    return " ".join(process.cmdline())
+
+
+def _environment_variable(name: str) -> str | None:
+    return os.environ.get(name)
+
+
+def _parent_command(_: object) -> str:
+    return _command(psutil.Process().parent())
 
 
 class TestSettings:
@@ -139,6 +159,23 @@ class TestLifecycle:
             assert result["doubled"].load() == 2 * seed
         psutil.wait_procs(list(_worker_processes() - before), timeout=10)
         assert _worker_processes() <= before, "worker processes outlived the run"
+
+    def test_its_worker_processes_fork_from_the_forkserver(self):
+        """Forked, they import Dask, numpy and pandas once, not once each."""
+        pipeline = Pipeline([Node(_parent_command, "seed", "parent")])
+        runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+        parent = runner.run(pipeline, _catalog(seed=0))["parent"].load()
+        assert "forkserver" in parent
+
+    def test_workers_see_this_processs_environment_in_every_run(self, monkeypatch):
+        """The forkserver keeps the environment it started with: the runner must
+        hand each run's workers the environment as it is at that run."""
+        pipeline = Pipeline([Node(_environment_variable, "name", "value")])
+        runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+        for value in ("first", "second"):
+            monkeypatch.setenv("DASK_RUNNER_TEST_VALUE", value)
+            result = runner.run(pipeline, _catalog(name="DASK_RUNNER_TEST_VALUE"))
+            assert result["value"].load() == value
 
     def test_worker_threads_leave_this_process_garbage_collected(self):
         # Worker processes skip Python's final collection when they close; workers
