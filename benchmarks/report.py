@@ -701,7 +701,12 @@ NOTES = """## Reading the numbers
     function (the scheduler's task-prefix durations at N=100, 10 runs, outside
     this suite).
   Both name their keys `<function>-<run token>-<node>`, as `dask.delayed`
-  does, so Dask groups the tasks by function. Dask keeps state per group (on
+  does, so Dask groups the tasks by function (DaskRunner's key is a one-element
+  tuple of that, which gives each node a task group of its own: with a group
+  per function, Dask treats a big group as root tasks and places them ignoring
+  where their inputs are, which made C 3.6x slower than Sequential in one
+  bench run; raw `distributed` keeps plain strings, which it needs, see
+  `benchmarks/pipelines.py`). Dask keeps state per group (on
   the scheduler, never dropped, and in every worker's heartbeat), and with the
   node's name first, a group per node, the same runs were far slower and not
   flat: raw `distributed` at 3,000 nodes 3.6-4.5 ms per node against 2.1-2.5

@@ -201,8 +201,8 @@ class TaskGraph:
         """
         resources = resources or {}
         providers = self._pipeline_inputs(client)
-        layers: dict[tuple, dict[str, tuple]] = {}
-        node_keys: dict[str, Node] = {}
+        layers: dict[tuple, dict[str | tuple[str], tuple]] = {}
+        node_keys: dict[tuple[str], Node] = {}
         finished: dict[Node, str] = {}
         awaited = {parent for parents in self._waits_for.values() for parent in parents}
         for node in self.nodes:
@@ -285,21 +285,23 @@ def _high_level_graph(layers: dict[tuple, dict[str, tuple]]) -> HighLevelGraph:
     )
 
 
-def _task_key(node: Node, token: str) -> str:
-    """``<function>-<run token>-<node name>``: Dask groups tasks by the key's
-    first word, as it does for ``dask.delayed``, so the dashboard shows a bar and
-    a colour per function while the full key still names the node.
+def _task_key(node: Node, token: str) -> tuple[str]:
+    """``(<function>-<run token>-<node name>,)``, so that Dask groups the tasks
+    by function (the prefix: one bar and colour per function in the dashboard,
+    as for ``dask.delayed``) while each node is a group of its own.
 
-    Not the node's name first: Dask keeps state per group on the scheduler and
-    in every worker heartbeat, and with a group per node a 3,000-node pipeline
-    ran 1.75x slower on raw ``distributed`` (measured in docs/benchmarks.md, A).
+    A prefix per node made big pipelines slow: Dask keeps state per prefix, on
+    the scheduler for good and in every worker heartbeat (docs/benchmarks.md,
+    A). A group per function instead would make the scheduler treat a big group
+    as root tasks and place them ignoring where their inputs are; a tuple key is
+    how a Dask key gets a group of its own under a shared prefix.
     """
     func = node.func
     while isinstance(func, functools.partial):
         func = func.func
     name = re.sub(r"\W+", "_", getattr(func, "__name__", type(func).__name__))
     name = name.strip("_") or "node"
-    return f"{name if name[0].isalpha() else 'node_' + name}-{token}-{node.name}"
+    return (f"{name if name[0].isalpha() else 'node_' + name}-{token}-{node.name}",)
 
 
 def _is_small(value: Any) -> bool:
