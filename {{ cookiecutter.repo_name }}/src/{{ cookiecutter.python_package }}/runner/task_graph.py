@@ -1,7 +1,7 @@
 """Turning a Kedro pipeline into Dask tasks.
 
-Each node becomes one task, keyed ``<function>-<run token>-<node name>``. In-memory datasets
-(names the catalog doesn't persist, and ``MemoryDataset`` entries) are task results:
+Each node becomes one task, keyed ``(<function>-<run token>-<node name>,)``. In-memory
+datasets (names the catalog doesn't persist, and ``MemoryDataset`` entries) are task results:
 they stay on the worker that made them, move only to a worker whose node needs
 them, and Dask frees them once their last consumer has finished. A node that
 needs a persisted dataset waits for its producer but takes no data from it.
@@ -203,7 +203,7 @@ class TaskGraph:
         providers = self._pipeline_inputs(client)
         layers: dict[tuple, dict[str | tuple[str], tuple]] = {}
         node_keys: dict[tuple[str], Node] = {}
-        finished: dict[Node, str] = {}
+        finished: dict[Node, str | tuple[str]] = {}
         awaited = {parent for parents in self._waits_for.values() for parent in parents}
         for node in self.nodes:
             task = self._tasks[node]
