@@ -136,6 +136,11 @@ class GatewayServer:
         """The pending and running clusters of ``username``."""
         return asyncio.run(self._list_clusters(username))
 
+    def running_cluster(self, workers: int, timeout: float = 60) -> str:
+        """Starts a cluster of ``workers`` workers, as a user would before a run,
+        and leaves it running; returns its name."""
+        return asyncio.run(asyncio.wait_for(self._running_cluster(workers), timeout))
+
     def stop_clusters(self, timeout: float = 60) -> None:
         """Asks the server to stop every cluster of every user seen, and waits
         (bounded) until it lists none."""
@@ -151,6 +156,13 @@ class GatewayServer:
     async def _list_clusters(self, username: str | None) -> list[ClusterReport]:
         async with self._gateway(username) as client:
             return await client.list_clusters()
+
+    async def _running_cluster(self, workers: int) -> str:
+        async with self._gateway(None) as client:
+            cluster = await client.new_cluster(shutdown_on_close=False)
+            await cluster.scale(workers)
+            await cluster.close()  # this client's connection, not the cluster
+            return cluster.name
 
     async def _stop_clusters(self) -> None:
         for name in self.users | {self.username}:
@@ -168,6 +180,14 @@ class GatewayServer:
         """The scheduler, nanny and worker processes of every cluster."""
         clusters = self.folder / "clusters"
         return [p for p in self.processes() if _cwd(p).is_relative_to(clusters)]
+
+    def worker_count(self) -> int:
+        """How many Dask workers (``dask worker`` processes) its clusters have."""
+        count = 0
+        for process in self.cluster_processes():
+            with contextlib.suppress(psutil.Error):
+                count += process.cmdline()[1:4] == ["-m", "dask", "worker"]
+        return count
 
 
 def _cwd(process: psutil.Process) -> Path:

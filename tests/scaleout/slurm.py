@@ -74,7 +74,10 @@ ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
-JobCompType=jobcomp/none
+# A line per job that ended (even one cancelled while PENDING): how the tests
+# count the jobs a run submitted, without slurmdbd.
+JobCompType=jobcomp/filetxt
+JobCompLoc={folder}/log/jobcomp.log
 MpiDefault=none
 MailProg=/bin/true
 # Cores and memory are consumable: each job gets what it asks for, and sbatch
@@ -197,6 +200,18 @@ class SlurmCluster:
             job_id, state, reason, name = line.split("|", 3)
             jobs.append(SlurmJob(int(job_id), name, state, reason))
         return jobs
+
+    def ended_jobs(self) -> list[dict[str, str]]:
+        """Every job that has ended (completed, failed, cancelled, even while
+        PENDING), oldest first, with the fields of Slurm's job completion log
+        (JobId, Name, JobState, ...)."""
+        log = self.folder / "log" / "jobcomp.log"
+        lines = log.read_text().splitlines() if log.exists() else []
+        return [
+            dict(word.split("=", 1) for word in line.split() if "=" in word)
+            for line in lines
+            if line.strip()
+        ]
 
     def node_state(self) -> str:
         """The node's state as sinfo says it: idle, mixed, allocated, down, ..."""

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ..conftest import ENV, data_files
-from .runs import dask_run, sequential_outputs
+from .runs import counted, dask_run, sequential_outputs
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("dask_gateway_server") is None,
@@ -50,14 +50,16 @@ def _env(gateway, password: str = PASSWORD) -> dict[str, str]:
 
 def test_example_on_a_gateway_cluster_matches_sequential(gateway, tmp_path: Path):
     """An adaptive (0..2) gateway cluster runs the example; outputs equal
-    SequentialRunner's; the gateway lists no cluster afterwards and no
-    scheduler or worker process of it is left."""
+    SequentialRunner's; never more than 2 workers at once; the gateway lists no
+    cluster afterwards and no scheduler or worker process of it is left."""
     expected = sequential_outputs(tmp_path / "sequential")
-    project, done, took = dask_run(
-        tmp_path / "gateway", "gateway", _env(gateway), timeout=240
-    )
+    with counted(gateway.worker_count) as workers:
+        project, done, took = dask_run(
+            tmp_path / "gateway", "gateway", _env(gateway), timeout=240
+        )
     assert done.returncode == 0, done.output[-5000:]
-    print(f"kedro run --env gateway: {took:.1f} s")
+    print(f"kedro run --env gateway: {took:.1f} s, at most {max(workers)} workers")
+    assert 1 <= max(workers) <= 2, workers
     assert data_files(project) == expected
     assert PASSWORD not in done.output
     deadline = time.monotonic() + 30
@@ -67,6 +69,31 @@ def test_example_on_a_gateway_cluster_matches_sequential(gateway, tmp_path: Path
         time.sleep(0.5)
     assert gateway.list_clusters() == []
     assert gateway.cluster_processes() == []
+
+
+def test_a_running_cluster_is_used_by_name_and_left_running(gateway, tmp_path: Path):
+    """``cluster_class: dask_gateway.GatewayCluster.from_name``, as
+    conf/gateway/parameters.yml documents it: the run uses a cluster started
+    before it, outputs equal SequentialRunner's, and the cluster still runs
+    afterwards, with its worker."""
+    expected = sequential_outputs(tmp_path / "sequential")
+    name = gateway.running_cluster(workers=1)
+    try:
+        project, done, took = dask_run(
+            tmp_path / "by-name",
+            "gateway",
+            _env(gateway),
+            "--params=dask_client.cluster_class=dask_gateway.GatewayCluster.from_name,"
+            f"dask_client.cluster_kwargs.cluster_name={name},dask_client.adapt=null",
+            timeout=240,
+        )
+        assert done.returncode == 0, done.output[-5000:]
+        print(f"kedro run on the running gateway cluster {name}: {took:.1f} s")
+        assert data_files(project) == expected
+        assert [cluster.name for cluster in gateway.list_clusters()] == [name]
+        assert gateway.worker_count() == 1
+    finally:
+        gateway.stop_clusters()
 
 
 def test_a_wrong_password_is_refused_at_once(gateway, tmp_path: Path):

@@ -17,7 +17,7 @@ import pytest
 
 from ..conftest import DASK_RUNNER, ENV, data_files, render
 from ..faults import finish, started_kedro, tail, wait_for
-from .runs import dask_run, sequential_outputs
+from .runs import counted, dask_run, sequential_outputs
 from .slurm import SlurmCluster, slurm_cluster, why_no_slurm
 
 pytestmark = pytest.mark.skipif(why_no_slurm() is not None, reason=str(why_no_slurm()))
@@ -47,15 +47,24 @@ def test_example_on_slurm_jobs_matches_sequential(
     slurm: SlurmCluster, tmp_path: Path
 ) -> None:
     """Adaptive (0..2) jobs run the example; outputs equal SequentialRunner's;
-    no job is left in squeue afterwards."""
+    never more than 2 jobs at once, and none left in squeue afterwards."""
     expected = sequential_outputs(tmp_path / "sequential")
-    project, done, took = dask_run(
-        tmp_path / "slurm", "slurm", _env(slurm), timeout=240
-    )
+    ended_before = len(slurm.ended_jobs())
+    with counted(lambda: len(slurm.squeue_jobs())) as counts:
+        project, done, took = dask_run(
+            tmp_path / "slurm", "slurm", _env(slurm), timeout=240
+        )
     assert done.returncode == 0, done.output[-5000:]
-    print(f"kedro run --env slurm: {took:.1f} s")
     assert data_files(project) == expected
     slurm.wait_for_no_jobs(30)
+    jobs = slurm.ended_jobs()[ended_before:]
+    print(
+        f"kedro run --env slurm: {took:.1f} s, {len(jobs)} jobs "
+        f"({', '.join(job['JobState'] for job in jobs)}), "
+        f"at most {max(counts)} at once"
+    )
+    assert 1 <= max(counts) <= 2, counts
+    assert jobs and {job["JobState"] for job in jobs} <= {"CANCELLED", "COMPLETED"}
 
 
 def test_job_that_never_starts_fails_within_the_bound(
@@ -64,41 +73,44 @@ def test_job_that_never_starts_fails_within_the_bound(
     """A walltime above the partition's MaxTime keeps the job PENDING for ever:
     the run fails after no_worker_timeout (given by --params, to keep the test
     short) with the paragraph, and the pending job is cancelled."""
-    _run_that_gets_no_worker(slurm, tmp_path / "pending", "walltime=02:00:00")
-    slurm.wait_for_no_jobs(15)
-
-
-def test_a_partition_that_does_not_exist_fails_with_sbatchs_error_and_no_job(
-    slurm: SlurmCluster, tmp_path: Path
-) -> None:
-    """sbatch refuses every job: the run fails after no_worker_timeout with the
-    paragraph, sbatch's own error is in the output, and no Dask-internal error
-    of closing the cluster is raised over the run's."""
-    output = _run_that_gets_no_worker(
-        slurm, tmp_path / "no-partition", "queue=no_such_partition"
-    )
-    assert "invalid partition specified: no_such_partition" in output
-    last_error = output.rfind("No Dask worker was connected for")
-    assert output.rfind("Traceback") < last_error, output[-5000:]
-    slurm.wait_for_no_jobs(15)
-
-
-def _run_that_gets_no_worker(slurm: SlurmCluster, folder: Path, setting: str) -> str:
-    """Runs the example with one cluster_kwargs ``setting`` that keeps every job
-    from starting and no_worker_timeout=10 (by --params, to keep the test short):
-    the run must fail within the bound with the paragraph. Returns its output."""
     _, done, took = dask_run(
-        folder,
+        tmp_path / "pending",
         "slurm",
         _env(slurm),
-        f"--params=dask_client.cluster_kwargs.{setting},"
+        "--params=dask_client.cluster_kwargs.walltime=02:00:00,"
         "dask_client.no_worker_timeout=10",
         timeout=120,
     )
-    assert done.returncode != 0
+    assert done.returncode == 1, done.output[-5000:]
     assert "No Dask worker was connected for" in done.output, done.output[-5000:]
     assert took < 60, took
-    return done.output
+    slurm.wait_for_no_jobs(15)
+
+
+def test_a_partition_that_does_not_exist_fails_at_once_with_sbatchs_error(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """sbatch refuses the job, and dask-jobqueue never submits it again: the run
+    fails as soon as that is known, not after no_worker_timeout (300 s in
+    conf/slurm), with sbatch's error in its last paragraph; no Dask-internal
+    error of closing the cluster is raised over the run's, and no job exists."""
+    ended_before = len(slurm.ended_jobs())
+    _, done, took = dask_run(
+        tmp_path / "no-partition",
+        "slurm",
+        _env(slurm),
+        "--params=dask_client.cluster_kwargs.queue=no_such_partition",
+        timeout=120,
+    )
+    assert done.returncode == 1, done.output[-5000:]
+    paragraph = done.output.rfind("could not start any of the")
+    assert paragraph != -1, done.output[-5000:]
+    assert "invalid partition specified: no_such_partition" in done.output[paragraph:]
+    assert done.output.rfind("Traceback") < paragraph, done.output[-5000:]
+    print(f"refused sbatch: the run failed after {took:.1f} s")
+    assert took < 60, took
+    assert slurm.squeue_jobs() == []
+    assert len(slurm.ended_jobs()) == ended_before
 
 
 def test_a_failed_run_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:

@@ -232,6 +232,31 @@ def several_outputs() -> Case:
     )
 
 
+#: A node of ``many_outputs`` returns this many parts of this many bytes.
+PARTS, PART_BYTES = 8, 2**22
+
+
+def split_into_parts(seed: int) -> tuple[bytes, ...]:
+    return tuple(bytes([seed + i]) * PART_BYTES for i in range(PARTS))
+
+
+def many_outputs() -> Case:
+    """One node with more outputs than the cluster has threads, one consumer each."""
+    parts = [f"part_{i}" for i in range(PARTS)]
+    pipeline = Pipeline(
+        [
+            Node(split_into_parts, "seed", parts, name="split_parts"),
+            *(
+                Node(len, part, f"length_{i}", name=f"measure_{i}")
+                for i, part in enumerate(parts)
+            ),
+        ]
+    )
+    return Case(
+        "many_outputs", pipeline, lambda f: _catalog({"seed": MemoryDataset(7)})
+    )
+
+
 def copy_mode(mode: str | None, mutate: bool) -> Case:
     first = append_marker if mutate else count
     pipeline = Pipeline(

@@ -101,6 +101,17 @@ class TestSettings:
         with pytest.raises(DaskSetupError, match="pip install dask-jobqueue"):
             DaskRunner(cluster_class="dask_jobqueue.SLURMCluster")
 
+    def test_a_cluster_class_may_be_a_method_that_returns_a_cluster(self):
+        """e.g. dask_gateway.GatewayCluster.from_name, for a running cluster."""
+        config = DaskClientConfig.from_options(
+            {"cluster_class": "distributed.LocalCluster.from_name"}
+        )
+        assert config.cluster_factory() == distributed.LocalCluster.from_name
+
+    def test_a_cluster_class_that_does_not_exist_is_named(self):
+        with pytest.raises(DaskSetupError, match="'LocalCluster' has no 'from_nam'"):
+            DaskRunner(cluster_class="distributed.LocalCluster.from_nam")
+
     @pytest.mark.parametrize(
         "options, words",
         [

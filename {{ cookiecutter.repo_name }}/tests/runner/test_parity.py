@@ -213,6 +213,30 @@ def test_tasks_are_grouped_by_function_not_by_node(
     assert not {node.name for node in case.pipeline.nodes} & prefixes_seen
 
 
+def test_each_output_of_a_node_is_taken_out_where_the_node_ran(
+    process_cluster, hook_manager, hook_log, tmp_path
+):
+    """A node with several outputs returns them in one tuple, and a small task
+    takes each one out. Those tasks must run where the tuple is: when they shared
+    one Dask task group, the scheduler took them for root tasks and spread them
+    over the workers, each of which then fetched the whole tuple."""
+    case = cases.many_outputs()
+    runner = dask_runner(process_cluster)
+    _, free, _ = run_case(runner, case, tmp_path, hook_manager, hook_log)
+    assert free == {f"length_{i}": cases.PART_BYTES for i in range(cases.PARTS)}
+
+    def keys_fetched(dask_worker) -> list[str]:
+        return [
+            str(key)
+            for fetch in dask_worker.transfer_incoming_log
+            for key in fetch["keys"]
+        ]
+
+    with Client(process_cluster, set_as_default=False) as observer:
+        fetched = [key for keys in observer.run(keys_fetched).values() for key in keys]
+    assert not [key for key in fetched if "-split_parts" in key]
+
+
 def tasks_left_on_scheduler(observer: Client) -> dict[str, str]:
     """The scheduler's tasks and their states, once it has had 5 s to forget the
     keys of a run's closed client (it does so soon after the client closes)."""

@@ -258,33 +258,46 @@ class DaskClientConfig:
             ) from exc
 
     def cluster_factory(self) -> Callable[..., Any]:
-        """The class the runner starts a cluster with (LocalCluster by default)."""
+        """What the runner makes its cluster with (LocalCluster by default): a
+        class, or a class's method that returns a cluster, such as
+        ``dask_gateway.GatewayCluster.from_name``."""
         if not self.cluster_class:
             return distributed.LocalCluster
-        module_name, _, class_name = self.cluster_class.rpartition(".")
-        if not module_name:
+        if "." not in self.cluster_class:
             raise DaskSetupError(
                 f"dask_client.cluster_class must be a dotted path such as "
                 f"dask_jobqueue.SLURMCluster, got {self.cluster_class!r}."
             )
         try:
             with ctrl_c_kept():
-                module = importlib.import_module(module_name)
+                return _imported(self.cluster_class)
         except ImportError as exc:
-            top_level = module_name.split(".")[0]
+            top_level = self.cluster_class.split(".")[0]
             package = _CLUSTER_PACKAGES.get(top_level, top_level.replace("_", "-"))
             raise DaskSetupError(
                 f"dask_client.cluster_class {self.cluster_class!r} cannot be imported "
                 f"({exc}). Install its package, e.g. `pip install {package}`, and add "
                 f"it to requirements.txt."
             ) from exc
-        try:
-            return getattr(module, class_name)  # type: ignore[no-any-return]
-        except AttributeError:
+        except AttributeError as exc:
             raise DaskSetupError(
-                f"dask_client.cluster_class {self.cluster_class!r}: module "
-                f"{module_name!r} has no {class_name!r}."
+                f"dask_client.cluster_class {self.cluster_class!r}: {exc}."
             ) from None
+
+
+def _imported(path: str) -> Any:
+    """The object at a dotted path: an attribute of a module, or of an
+    attribute of one (``package.module.Class.method``)."""
+    owner_path, _, name = path.rpartition(".")
+    try:
+        owner = importlib.import_module(owner_path)
+    except ModuleNotFoundError as exc:
+        if exc.name != owner_path or "." not in owner_path:
+            raise  # a package that is not installed
+        owner = _imported(owner_path)
+    if not hasattr(owner, name):
+        raise AttributeError(f"{owner.__name__!r} has no {name!r}")
+    return getattr(owner, name)
 
 
 def _unknown_keys_message(unknown: list[str], own_keys: set[str]) -> str:

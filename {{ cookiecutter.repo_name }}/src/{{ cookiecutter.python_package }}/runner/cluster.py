@@ -19,8 +19,9 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import traceback
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import cloudpickle
 import dask.config
 import distributed
 import psutil
+from distributed.core import Status
 from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile, WorkerPlugin
 
 from . import wheel_install
@@ -64,10 +66,15 @@ def dask_client(
             logger.info("Using this process's Dask client %s", client)
         else:
             with held:
+                forks = False
                 if config.cluster_factory() is distributed.LocalCluster:
-                    opened.enter_context(_worker_processes_environment())
-                cluster = opened.enter_context(_closed_at_exit(_start_cluster(config)))
+                    forks = opened.enter_context(_worker_processes_environment())
+                start_errors = opened.enter_context(_worker_start_errors(config))
+                cluster = opened.enter_context(
+                    _closed_at_exit(_start_cluster(config, forks))
+                )
                 client = opened.enter_context(_connect(cluster, config))
+                client.worker_start_errors = start_errors
             opened.push(_stop_workers_at_once_if_the_run_failed(cluster, client))
         _log_dashboard(client, started=not address and active is None, config=config)
         opened.callback(held.__enter__)  # the first step out
@@ -96,6 +103,70 @@ def credentials_in_the_clear(
         f"tcp://: anyone on that network can read them. Use a TLS scheduler "
         f"(tls://) with dask_client.security (tls_ca_file, tls_client_cert, "
         f"tls_client_key), or keep scheduler and workers on this machine."
+    )
+
+
+def workers_failed_to_start(client: distributed.Client) -> str | None:
+    """A paragraph when the cluster this run started has tried to start workers
+    and every one failed to: its manager does not try again, so no worker would
+    ever come (an ``sbatch`` that refuses the job script, for one)."""
+    cluster = getattr(client, "cluster", None)
+    # A SpecCluster's workers (dask-jobqueue's jobs) that failed to start keep
+    # the status they were created with.
+    tried = list(getattr(cluster, "workers", {}).values())
+    if not tried or any(getattr(w, "status", None) != Status.created for w in tried):
+        return None
+    errors = getattr(client, "worker_start_errors", [])
+    error = f" ({_one_line(errors[-1])})" if errors else ""
+    return (
+        f"{type(cluster).__name__} could not start any of the {len(tried)} Dask "
+        f"workers it tried to{error} and does not try again, so the run was "
+        f"stopped and its cluster closed. Check dask_client.cluster_kwargs "
+        f"against what the cluster accepts (for a batch queue: the partition or "
+        f"queue, memory, cores and walltime a job may ask for)."
+    )
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(f"{type(error).__name__}: {error}".split())
+
+
+@contextmanager
+def _worker_start_errors(config: DaskClientConfig) -> Iterator[list[BaseException]]:
+    """Collects the errors that the cluster manager's own code raises in the
+    event loop while the cluster runs. A SpecCluster (dask-jobqueue's, for one)
+    starts workers in a callback there, so an ``sbatch`` that refuses a job
+    reaches only Tornado's log of failed callbacks, as a long traceback: each
+    is logged in one line instead, and kept for the run's error.
+
+    Not for distributed's own clusters: they start their workers before the
+    run, and raise what goes wrong there."""
+    factory = config.cluster_factory()
+    package = factory.__module__.split(".")[0]
+    errors: list[BaseException] = []
+
+    def collect(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if error is None or not _raised_in(error, package):
+            return True
+        errors.append(error)
+        logger.warning("%s failed: %s", factory.__name__, _one_line(error))
+        return False
+
+    tornado_log = logging.getLogger("tornado.application")
+    if package != distributed.__name__:
+        tornado_log.addFilter(collect)
+    try:
+        yield errors
+    finally:
+        tornado_log.removeFilter(collect)
+
+
+def _raised_in(error: BaseException, package: str) -> bool:
+    """Whether ``error`` was raised inside the code of ``package``."""
+    return any(
+        (frame.f_globals.get("__name__") or "").split(".")[0] == package
+        for frame, _ in traceback.walk_tb(error.__traceback__)
     )
 
 
@@ -157,7 +228,7 @@ def _what_to_check(error: Exception) -> str:
     return "Check dask_client.cluster_kwargs."
 
 
-def _start_cluster(config: DaskClientConfig) -> Any:
+def _start_cluster(config: DaskClientConfig, forks_workers: bool) -> Any:
     factory = config.cluster_factory()
     name = f"{factory.__module__}.{factory.__qualname__}"
     kwargs = dict(config.cluster_kwargs)
@@ -166,7 +237,7 @@ def _start_cluster(config: DaskClientConfig) -> Any:
         kwargs.setdefault("silence_logs", False)
         kwargs["plugins"] = {*kwargs.get("plugins", ()), _ExitWithoutFinalCollection()}
         kwargs.update(_dashboard_on_loopback(kwargs))
-        if kwargs.get("processes") is not False and _forks_workers():
+        if kwargs.get("processes") is not False and forks_workers:
             # A forked worker inherits the environment the forkserver started
             # with, maybe an earlier run's (a notebook's second run, other
             # variables set): its nanny sets this one before the worker starts.
@@ -281,7 +352,7 @@ root:
 
 
 @contextmanager
-def _worker_processes_environment() -> Iterator[None]:
+def _worker_processes_environment() -> Iterator[bool]:
     """Environment variables for the worker processes of a LocalCluster, set for
     its whole life (a worker that dies is started again): Dask's own messages at
     the driver's level for them (so their start-up banners don't drown the run's
@@ -291,8 +362,10 @@ def _worker_processes_environment() -> Iterator[None]:
     The worker processes fork from Dask's forkserver where the platform has one:
     it imports Dask, numpy and pandas once, where each spawned worker imports them
     again. That took 5 s off the example's ``kedro run`` on 2 cores (26.9 and
-    37.6 s spawned, 21.7 and 31.8 s forked, interleaved).
+    37.6 s spawned, 21.7 and 31.8 s forked, interleaved). Yields whether they
+    fork.
     """
+    forks = _forks_workers()
     level = logging.getLevelName(logging.getLogger("distributed").getEffectiveLevel())
     with (
         _environment(
@@ -301,9 +374,9 @@ def _worker_processes_environment() -> Iterator[None]:
                 "KEDRO_LOGGING_CONFIG": str(_worker_logging_file()),
             }
         ),
-        dask.config.set({_START_METHOD: "forkserver"} if _forks_workers() else {}),
+        dask.config.set({_START_METHOD: "forkserver"} if forks else {}),
     ):
-        yield
+        yield forks
 
 
 @functools.cache
@@ -353,6 +426,10 @@ class _Client(distributed.Client):
     so only for OSError; after any other error (e.g. a tls:// address without TLS
     settings) the half-made client is closed at interpreter exit, which waits
     2 x timeout and prints a traceback after the run's error."""
+
+    #: What the cluster manager of a cluster this run started hit in starting
+    #: workers (see ``workers_failed_to_start``).
+    worker_start_errors: Sequence[BaseException] = ()
 
     def start(self, **kwargs: Any) -> None:
         try:

@@ -31,7 +31,7 @@ from kedro.runner import AbstractRunner
 from pluggy import PluginManager
 
 from .client_config import DaskClientConfig, DaskRunError, DaskSetupError
-from .cluster import credentials_in_the_clear, dask_client
+from .cluster import credentials_in_the_clear, dask_client, workers_failed_to_start
 from .kedro_internals import _NullPluginManager
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
@@ -157,11 +157,9 @@ class DaskRunner(AbstractRunner):
             raise DaskRunError(
                 _scheduler_lost(submitted, len(done_nodes), len(pipeline.nodes))
             )
-        if waited := self._seconds_without_workers(client):
+        if reason := self._no_worker_to_come(client, len(done_nodes), pipeline):
             self._stop(submitted, pipeline, catalog, done_nodes)
-            raise DaskRunError(
-                _no_workers(waited, len(done_nodes), len(pipeline.nodes))
-            )
+            raise DaskRunError(reason)
         overdue = clock.overdue()
         if overdue:
             name, seconds, tag = overdue
@@ -174,19 +172,26 @@ class DaskRunner(AbstractRunner):
                 f"running, restart the worker if the node never returns."
             )
 
-    def _seconds_without_workers(self, client: distributed.Client) -> float | None:
-        """How long the cluster has had no worker, once that exceeds
+    def _no_worker_to_come(
+        self, client: distributed.Client, done: int, pipeline: Pipeline
+    ) -> str | None:
+        """Why the run should stop waiting for a worker: the cluster manager
+        failed to start every one it tried, or none has been connected for
         ``no_worker_timeout`` (asked of the scheduler at most once a second)."""
-        limit = self._config.no_worker_timeout
         now = time.monotonic()
-        if limit is None or now - self._workers_checked < _WORKER_CHECK_SECONDS:
+        if now - self._workers_checked < _WORKER_CHECK_SECONDS:
             return None
         self._workers_checked = now
         if client.scheduler_info(n_workers=0)["n_workers"]:
             self._workers_last_seen = now
             return None
+        if reason := workers_failed_to_start(client):
+            return reason
+        limit = self._config.no_worker_timeout
         waited = now - self._workers_last_seen
-        return waited if waited > limit else None
+        if limit is None or waited <= limit:
+            return None
+        return _no_workers(waited, done, len(pipeline.nodes))
 
     def _stop(
         self,
@@ -299,10 +304,10 @@ def _no_workers(waited: float, done: int, total: int) -> str:
     return (
         f"No Dask worker was connected for {waited:.0f} s while {total - done} of "
         f"{total} nodes waited, so the run was stopped and the cluster it started "
-        f"closed (which cancels its queued batch jobs). The cluster manager could "
-        f"not start workers: look above for its error (e.g. sbatch refusing a "
-        f"partition, memory or walltime), check that cluster_kwargs ask for no "
-        f"more than the queue gives (squeue shows why a job is PENDING), or raise "
+        f"closed (which cancels its queued batch jobs). The cluster manager did "
+        f"not get workers started: check that cluster_kwargs ask for no more "
+        f"than the queue gives (squeue shows why a job is PENDING), look above "
+        f"for an error of the cluster manager, or raise "
         f"dask_client.no_worker_timeout (null waits for ever) for a busy queue."
     )
 

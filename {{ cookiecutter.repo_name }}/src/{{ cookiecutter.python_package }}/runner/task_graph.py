@@ -201,9 +201,9 @@ class TaskGraph:
         """
         resources = resources or {}
         providers = self._pipeline_inputs(client)
-        layers: dict[tuple, dict[str | tuple[str], tuple]] = {}
+        layers: dict[tuple, dict[tuple[str], tuple]] = {}
         node_keys: dict[tuple[str], Node] = {}
-        finished: dict[Node, str | tuple[str]] = {}
+        finished: dict[Node, tuple[str]] = {}
         awaited = {parent for parents in self._waits_for.values() for parent in parents}
         for node in self.nodes:
             task = self._tasks[node]
@@ -223,10 +223,10 @@ class TaskGraph:
             if len(outputs) == 1:
                 providers[outputs[0]] = key
             for index, name in enumerate(outputs if len(outputs) > 1 else ()):
-                providers[name] = f"output-{self._run.token}-{name}"
+                providers[name] = _helper_key("output", self._run.token, name)
                 layer[providers[name]] = (operator.getitem, key, index)
             if node in awaited and outputs:  # wait for it without fetching its data
-                finished[node] = f"finished-{self._run.token}-{node.name}"
+                finished[node] = _helper_key("finished", self._run.token, node.name)
                 layer[finished[node]] = (_nothing, key)
             elif node in awaited:
                 finished[node] = key
@@ -268,7 +268,7 @@ class TaskGraph:
         return providers
 
 
-def _high_level_graph(layers: dict[tuple, dict[str, tuple]]) -> HighLevelGraph:
+def _high_level_graph(layers: dict[tuple, dict[tuple[str], tuple]]) -> HighLevelGraph:
     """The tasks as one graph: a layer per resource request, annotated with it.
 
     Tasks refer to each other by key across layers; Dask needs no order between
@@ -302,6 +302,14 @@ def _task_key(node: Node, token: str) -> tuple[str]:
     name = re.sub(r"\W+", "_", getattr(func, "__name__", type(func).__name__))
     name = name.strip("_") or "node"
     return (f"{name if name[0].isalpha() else 'node_' + name}-{token}-{node.name}",)
+
+
+def _helper_key(kind: str, token: str, name: str) -> tuple[str]:
+    """The key of a task that takes one output out of a node's result, or that
+    waits for a node without its data: a group of its own too, or Dask would
+    take a node's many outputs for root tasks and move its result to take them
+    out elsewhere."""
+    return (f"{kind}-{token}-{name}",)
 
 
 def _is_small(value: Any) -> bool:
