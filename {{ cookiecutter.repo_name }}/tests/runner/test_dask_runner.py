@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import os
+import queue
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ from kedro.pipeline import Node, Pipeline
 
 from {{ cookiecutter.python_package }}.runner import DaskClientConfig, DaskRunner, DaskSetupError
 from {{ cookiecutter.python_package }}.runner.cluster import in_the_clear
+from {{ cookiecutter.python_package }}.runner.dask_runner import _not_lost_any_more
 from {{ cookiecutter.python_package }}.runner.interrupts import CtrlCHeldBack
 
 from . import parity_pipelines as cases
@@ -209,6 +211,25 @@ class TestLifecycle:
         runner.run(_doubled(), _catalog(seed=1))
         with Client(process_cluster, set_as_default=False) as client:
             assert len(client.scheduler_info()["workers"]) == 2
+
+    def test_a_lost_node_is_followed_again_once_dask_recomputes_it(self):
+        """A node's result lost with its worker before the driver saw it finish:
+        Dask computes it again, and the driver waits for that."""
+
+        class NodeFuture:  # only what the bookkeeping reads of a dask Future
+            def __init__(self, status: str) -> None:
+                self.status, self.followed = status, 0
+
+            def add_done_callback(self, _: object) -> None:
+                self.followed += 1
+
+        still_lost, computing, computed = map(
+            NodeFuture, ("lost", "pending", "finished")
+        )
+        lost = [still_lost, computing, computed]
+        assert _not_lost_any_more(lost, queue.SimpleQueue()) == [computed]
+        assert lost == [still_lost]
+        assert (computing.followed, computed.followed) == (1, 0)
 
 
 class TestRunOptions:

@@ -14,6 +14,7 @@ Examples (the same keys go in the ``dask_client`` block of ``parameters.yml``)::
 
 from __future__ import annotations
 
+import queue
 import sys
 import time
 import uuid
@@ -112,23 +113,25 @@ class DaskRunner(AbstractRunner):
     ) -> None:
         """Logs each finished node; on the first failure, stops the run and raises.
 
-        Between completions it checks, every ``_POLL_SECONDS``, that the
-        scheduler is still there and that no node outran its time limit.
+        At least every ``_POLL_SECONDS`` it checks that the scheduler is still
+        there and that no node outran its time limit.
         """
         done_nodes: list[Node] = []
         total = len(submitted.node_futures)
         self._workers_last_seen = time.monotonic()
         self._workers_checked = 0.0
         completions = _following(submitted)
-        while not completions.is_empty():
-            finished = completions.next_batch(block=False)
-            if not finished:
+        lost: list[distributed.Future] = []
+        checked = time.monotonic()
+        while submitted.node_futures:
+            finished = _next_completions(completions)
+            if not finished or time.monotonic() - checked >= _POLL_SECONDS:
                 self._check_progress(submitted, pipeline, catalog, done_nodes, clock)
-                _wait_for_a_completion(completions)
-            for future in finished:
-                if future.status in ("lost", "pending"):
+                checked = time.monotonic()
+            for future in [*finished, *_not_lost_any_more(lost, completions)]:
+                if future.status == "lost":
                     # Its worker died after it finished: Dask computes it again.
-                    completions.add(future)
+                    lost.append(future)
                     continue
                 if future.status != "finished":
                     self._fail(submitted, pipeline, catalog, done_nodes, run)
@@ -291,8 +294,8 @@ class DaskRunner(AbstractRunner):
                 self._logger.info("Wrote the Dask performance report to %s", path)
 
 
-#: How often the driver checks the scheduler and the time limits while no node
-#: finishes; a completion wakes it at once.
+#: How often the driver checks the scheduler and the time limits; a completion
+#: wakes it at once.
 _POLL_SECONDS = 0.1
 
 
@@ -312,29 +315,54 @@ def _no_workers(waited: float, done: int, total: int) -> str:
     )
 
 
-def _following(submitted: SubmittedGraph) -> distributed.as_completed:
-    """An ``as_completed`` of the node futures, filled in the client's event
-    loop: from there, following a future costs no wake-up of the loop (from this
-    thread, each one would).
+def _following(submitted: SubmittedGraph) -> queue.SimpleQueue[distributed.Future]:
+    """A queue that each node future enters once it is no longer pending
+    (finished, erred, lost or cancelled).
 
+    The callbacks are registered from the client's event loop: from this thread,
+    each one would wake the loop up. Cheaper than ``as_completed``, which starts
+    several coroutines per future: at 1,000 nodes that cost a tenth of the run.
     No other reference to the futures: a finished node's in-memory outputs are
     freed as soon as its consumers are done with them.
     """
-    completions = distributed.as_completed(loop=submitted.client.loop)
+    completions: queue.SimpleQueue[distributed.Future] = queue.SimpleQueue()
 
     async def follow(futures: list[distributed.Future]) -> None:
-        completions.update(futures)
+        for future in futures:
+            future.add_done_callback(completions.put)
 
     submitted.client.sync(follow, list(submitted.node_futures))
     return completions
 
 
-def _wait_for_a_completion(completions: distributed.as_completed) -> None:
-    # as_completed queues a finished future, then notifies under this condition:
-    # checking the queue under it cannot miss a completion.
-    with completions.thread_condition:
-        if not completions.has_ready():
-            completions.thread_condition.wait(timeout=_POLL_SECONDS)
+def _next_completions(
+    completions: queue.SimpleQueue[distributed.Future],
+) -> list[distributed.Future]:
+    """The futures completed since the last call; waits up to ``_POLL_SECONDS``
+    for the first."""
+    try:
+        batch = [completions.get(timeout=_POLL_SECONDS)]
+    except queue.Empty:
+        return []
+    while not completions.empty():
+        batch.append(completions.get())
+    return batch
+
+
+def _not_lost_any_more(
+    lost: list[distributed.Future], completions: queue.SimpleQueue[distributed.Future]
+) -> list[distributed.Future]:
+    """Takes out of ``lost`` the futures Dask has computed again (returned) or is
+    computing again (followed again). A lost future's callback would fire at
+    once: it only waits while the future is pending."""
+    found = []
+    for future in [f for f in lost if f.status != "lost"]:
+        lost.remove(future)
+        if future.status == "pending":
+            future.add_done_callback(completions.put)
+        else:
+            found.append(future)
+    return found
 
 
 def _scheduler_lost(submitted: SubmittedGraph, done: int, total: int) -> str:
