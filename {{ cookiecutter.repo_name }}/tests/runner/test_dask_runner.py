@@ -67,6 +67,16 @@ def _parent_command(_: object) -> str:
     return _command(psutil.Process().parent())
 
 
+def _how_the_worker_started(_: object) -> dict[str, bool]:
+    return {
+        "pipelines imported": PIPELINE_MODULE in sys.modules,
+        "Ctrl-C blocked": signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, []),
+    }
+
+
+PIPELINE_MODULE = "{{ cookiecutter.python_package }}.pipelines.iris.nodes"
+
+
 class TestSettings:
     def test_unknown_key_is_named_with_the_valid_ones(self):
         with pytest.raises(DaskSetupError) as error:
@@ -179,6 +189,15 @@ class TestLifecycle:
         runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
         parent = runner.run(pipeline, _catalog(seed=0))["parent"].load()
         assert "forkserver" in parent
+
+    def test_its_workers_start_with_the_pipelines_imported_and_ctrl_c_blocked(self):
+        """The forkserver, started when the runner is created, imports the
+        project's pipelines once for every worker, and is born with SIGINT
+        blocked, which the workers it forks inherit (see runner/interrupts.py)."""
+        pipeline = Pipeline([Node(_how_the_worker_started, "seed", "how")])
+        runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+        how = runner.run(pipeline, _catalog(seed=0))["how"].load()
+        assert how == {"pipelines imported": True, "Ctrl-C blocked": True}
 
     def test_workers_see_this_processs_environment_in_every_run(self, monkeypatch):
         """The forkserver keeps the environment it started with: the runner must

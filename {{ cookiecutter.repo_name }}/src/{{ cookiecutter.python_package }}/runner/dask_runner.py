@@ -32,7 +32,12 @@ from kedro.runner import AbstractRunner
 from pluggy import PluginManager
 
 from .client_config import DaskClientConfig, DaskRunError, DaskSetupError
-from .cluster import credentials_in_the_clear, dask_client, workers_failed_to_start
+from .cluster import (
+    credentials_in_the_clear,
+    dask_client,
+    start_worker_forkserver,
+    workers_failed_to_start,
+)
 from .kedro_internals import _NullPluginManager
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
@@ -49,7 +54,9 @@ class DaskRunner(AbstractRunner):
     """
 
     def __init__(self, is_async: bool = False, **dask_client: Any) -> None:
-        """Checks the settings now, so a bad one fails before anything starts.
+        """Checks the settings now, so a bad one fails before anything starts,
+        and for a LocalCluster starts the process its workers will fork from, so
+        that it imports the project's code while Kedro loads the project.
 
         Args:
             is_async: Load and save each node's datasets with threads.
@@ -58,6 +65,7 @@ class DaskRunner(AbstractRunner):
         """
         super().__init__(is_async=is_async)
         self._config = DaskClientConfig.from_options(dask_client)
+        start_worker_forkserver(self._config)
         # When a worker was last seen connected, and last looked for.
         self._workers_last_seen = self._workers_checked = 0.0
 
