@@ -20,7 +20,10 @@ from kedro.pipeline import Node, Pipeline
 
 from {{ cookiecutter.python_package }}.runner import DaskClientConfig, DaskRunner, DaskSetupError
 from {{ cookiecutter.python_package }}.runner.cluster import in_the_clear
-from {{ cookiecutter.python_package }}.runner.dask_runner import _not_lost_any_more
+from {{ cookiecutter.python_package }}.runner.dask_runner import (
+    _not_lost_any_more,
+    add_memory_datasets,
+)
 from {{ cookiecutter.python_package }}.runner.interrupts import CtrlCHeldBack
 
 from . import parity_pipelines as cases
@@ -171,6 +174,59 @@ class TestUpFrontChecks:
         catalog = DataCatalog(datasets={"source": SingleProcessDataset()})
         with pytest.raises(DaskSetupError, match="dataset 'source'"):
             DaskRunner(processes=False).run(pipeline, catalog)
+
+
+def _chain(length: int) -> Pipeline:
+    return Pipeline(
+        [
+            Node(cases.add_one, f"d{i}", f"d{i + 1}", name=f"step_{i}")
+            for i in range(length)
+        ]
+    )
+
+
+class TestCatalogBeforeTheRun:
+    """DaskRunner adds the pipeline's in-memory datasets to the catalog itself
+    (add_memory_datasets) before Kedro's warm-up, which then finds them there."""
+
+    def test_the_catalog_gets_what_kedros_warm_up_would_make(self):
+        pipeline = Pipeline(
+            [_chain(4), Node(cases.double, "d2", "doubled_assigned", name="twice")]
+        )
+        patterns = {"{name}_assigned": {"type": "MemoryDataset", "copy_mode": "assign"}}
+        ours = DataCatalog.from_config(patterns)
+        kedros = DataCatalog.from_config(patterns)
+        ours["d0"] = kedros["d0"] = MemoryDataset(1)
+        add_memory_datasets(pipeline, ours)
+        for catalog in (ours, kedros):
+            for name in pipeline.datasets():  # Kedro's warm-up in AbstractRunner.run
+                catalog.get(name, fallback_to_runtime_pattern=True)
+        assert sorted(ours.keys()) == sorted(kedros.keys())
+        for name in pipeline.datasets():
+            assert repr(ours.get(name)) == repr(kedros.get(name)), name
+        assert ours.get("doubled_assigned")._copy_mode == "assign"
+        datasets = [ours.get(name) for name in pipeline.datasets()]
+        assert len({id(dataset) for dataset in datasets}) == len(datasets)
+
+    def test_kedro_makes_only_the_first_in_memory_dataset(self, monkeypatch):
+        """Making each from the pattern's config costs 0.4 ms (Kedro imports its
+        class anew every time): the rest are copies."""
+        made = []
+        from_config = AbstractDataset.from_config.__func__
+
+        def counted(cls, name, *args, **kwargs):
+            made.append(name)
+            return from_config(cls, name, *args, **kwargs)
+
+        monkeypatch.setattr(AbstractDataset, "from_config", classmethod(counted))
+        catalog = _catalog(d0=1)
+        add_memory_datasets(_chain(50), catalog)
+        assert len(made) == 1
+        assert all(isinstance(catalog.get(f"d{i}"), MemoryDataset) for i in range(51))
+
+    def test_a_missing_pipeline_input_still_fails_the_run(self):
+        with pytest.raises(ValueError, match=r"Pipeline input\(s\) \{'d0'\} not found"):
+            DaskRunner(processes=False).run(_chain(3), DataCatalog())
 
 
 class TestLifecycle:

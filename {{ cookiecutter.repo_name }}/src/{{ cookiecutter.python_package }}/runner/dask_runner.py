@@ -14,6 +14,7 @@ Examples (the same keys go in the ``dask_client`` block of ``parameters.yml``)::
 
 from __future__ import annotations
 
+import copy
 import queue
 import sys
 import time
@@ -26,7 +27,7 @@ from typing import Any
 import dask.utils
 import distributed
 import kedro.framework.project as kedro_project
-from kedro.io import CatalogProtocol
+from kedro.io import CatalogProtocol, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
 from pluggy import PluginManager
@@ -68,6 +69,22 @@ class DaskRunner(AbstractRunner):
         start_worker_forkserver(self._config)
         # When a worker was last seen connected, and last looked for.
         self._workers_last_seen = self._workers_checked = 0.0
+
+    def run(
+        self,
+        pipeline: Pipeline,
+        catalog: CatalogProtocol,
+        hook_manager: PluginManager | None = None,
+        run_id: str | None = None,
+        only_missing_outputs: bool = False,
+    ) -> dict[str, Any]:
+        """Kedro's ``AbstractRunner.run``, with the in-memory datasets of the
+        pipeline added to the catalog first, at a fraction of the cost of Kedro's
+        warm-up (see ``add_memory_datasets``)."""
+        add_memory_datasets(pipeline, catalog)
+        return super().run(
+            pipeline, catalog, hook_manager, run_id, only_missing_outputs
+        )
 
     def _get_executor(self, max_workers: int) -> None:
         """Dask schedules the nodes: there is no ``concurrent.futures`` executor."""
@@ -300,6 +317,36 @@ class DaskRunner(AbstractRunner):
                 with client.as_current():
                     report.__exit__(None, None, None)
                 self._logger.info("Wrote the Dask performance report to %s", path)
+
+
+def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
+    """Adds to ``catalog`` what Kedro's warm-up in ``AbstractRunner.run`` would:
+    a dataset for each of the pipeline's datasets the catalog lacks, made from
+    the catalog's runtime pattern (``MemoryDataset`` by default).
+
+    Kedro makes each one from the pattern's config, finding the dataset class
+    by trying to import it under several package prefixes: 0.4 ms per dataset,
+    a fifth of a 1,000-node run of trivial nodes. Here Kedro makes the first;
+    when that is a ``MemoryDataset`` (just made, so empty), every other name
+    whose config Kedro resolves to the same gets a copy of it, which is what
+    Kedro would make.
+    Pipeline inputs are left to Kedro, so that its check that every input is
+    in the catalog still fails a run that lacks one.
+    """
+    if not isinstance(catalog, DataCatalog):
+        return
+    model: MemoryDataset | None = None
+    model_config: dict[str, Any] | None = None
+    for name in sorted(pipeline.datasets() - pipeline.inputs()):
+        if name in catalog:
+            continue
+        config = catalog.config_resolver.resolve_pattern(name)
+        if model is not None and config == model_config:
+            catalog[name] = copy.copy(model)
+            continue
+        dataset = catalog.get(name, fallback_to_runtime_pattern=True)
+        if model is None and type(dataset) is MemoryDataset:
+            model, model_config = dataset, config
 
 
 #: How often the driver checks the scheduler and the time limits; a completion
