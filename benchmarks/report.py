@@ -693,21 +693,24 @@ NOTES = """## Reading the numbers
   raw `distributed`'s whole run (3.4-3.8 s against 3.5-3.8 s at N=3000, task
   streams outside this suite): the gap is before the first node starts. What
   it adds:
-  - before anything is sent, Kedro's `AbstractRunner.run` warm-up, which every
-    Kedro runner pays: a `MemoryDataset` materialised per dataset from the
-    `{default}` pattern, 0.15–0.2 ms per dataset (1.4–1.7 s at N=10,000,
-    measured outside this suite), then DaskRunner's own checks (every node and
-    dataset pickled once: 0.14–0.27 s at N=10,000);
-  - the single graph message: the scheduler deserialises, orders and creates the
-    tasks of the whole pipeline before any node runs, while raw `distributed`'s
-    first node starts as it goes on submitting. The "First node started" column
-    shows the price, and at N=100 and N=1000 it is most of the gap to raw
-    `distributed`;
+  - before anything is sent, the catalog's in-memory datasets. Kedro's
+    `AbstractRunner.run` warm-up makes one per dataset from the `{default}`
+    pattern, and each costs 0.4 ms, because Kedro imports the dataset class
+    anew under three package prefixes every time (0.43 s of a 2.09 s run at
+    N=1000 under cProfile). DaskRunner adds them before that warm-up, which
+    then finds them: Kedro makes the first, the others with the same resolved
+    config are copies of it (0.12 s at N=1000, most of it Kedro's own
+    `resolve_pattern` per name, kept so that catalog patterns still apply);
+    by hand, interleaved on one cluster, N=1000 went from 2.09 to 1.66 s;
+  - a fixed cost per run, which weighs at N=100 and which the "marginal"
+    column excludes (cProfile of the driver, N=100: connecting a `Client` 5
+    ms, closing it 12 ms, gathering the free outputs 9 ms, the in-memory
+    datasets 16 ms, submitting 5 ms);
   - on the worker, Kedro's `Task` around the function (a small catalog, hooks
     around every load, save and node run, the copy Kedro's `MemoryDataset` makes
-    on every load): 0.385 ms of compute per task against 0.051 ms for the bare
-    function (the scheduler's task-prefix durations at N=100, 10 runs, outside
-    this suite).
+    on every load): 0.058 ms per trivial node against 0.0001 ms for the bare
+    function (2,000 calls in one process, outside this suite), small beside
+    Dask's own 1-2 ms per task here.
   Both name their keys `<function>-<run token>-<node>`, as `dask.delayed`
   does, so Dask groups the tasks by function (DaskRunner's key is a one-element
   tuple of that, which gives each node a task group of its own: with a group
@@ -726,17 +729,13 @@ NOTES = """## Reading the numbers
   `distributed` is itself not flat in N (see the growth table). Measured and not
   done: sending the graph in chunks, so that nodes start while the rest is sent,
   would win at most the time between "Graph at the scheduler" and "First node
-  started" (under 0.5 s at N=10,000, 0.04 s at N=1000), and a cheaper warm-up
-  would mean preparing the catalog differently from Kedro's runners. The
-  driver's peak memory at N=10,000 stays around half a GiB, scheduler included.
+  started". The driver's peak memory at N=10,000 stays around half a GiB,
+  scheduler included.
   The SequentialRunner rows show Kedro's bookkeeping without any scheduler.
   Their per-node time grows with N because Kedro's `_release_datasets`
   recomputes `pipeline.inputs()` (O(N)) for every dataset it releases, so a run
   costs O(N²); ThreadRunner and ParallelRunner share that loop, DaskRunner does
-  not use it. DaskRunner also has a fixed cost per run
-  (connecting a `Client`, subscribing to the node-log topic, checking that nodes
-  and datasets can be pickled, gathering the free outputs), which weighs on
-  small N: the "marginal" column excludes it.
+  not use it.
 - **B (cpu-wide).** Pure-Python nodes hold the GIL, so threads give no
   speed-up; processes can. On 2 cores the best possible run is half the
   sequential time plus the join, a speed-up just under 2×, and the driver and
@@ -755,40 +754,43 @@ NOTES = """## Reading the numbers
   keeps each array on the worker that made it and runs the next node there.
   ParallelRunner pickles every array through its manager process on each save
   and load.
-- **D (end to end).** The example: four scikit-learn grid searches (about 3 s
-  of one core each) in independent branches, and a 3.2-million-row
-  `dask.dataframe` built, saved as Parquet and scored. SequentialRunner runs the
-  searches one after another and the dask.dataframe parts on its local threads
-  (both cores). Measured inside one `kedro run` of each on this machine (quiet,
-  2 cores): before the first node both spend about 1.4 s importing Kedro and 2.3
-  s loading the project; DaskRunner then starts the LocalCluster (1.3 s) and
-  waits 2.35 s for its first node, which is every worker importing what the
-  project's nodes import (scikit-learn, dask.dataframe, matplotlib,
-  kedro-datasets' dask datasets) again, after the driver did; the nodes then take
-  10.6 s against Sequential's 14.8 s (the searches run two at a time; the
-  Parquet partitions and the scoring share the same two cores with them); the
-  close takes about 0.1 s. So DaskRunner's 3.6 s of fixed cost eats most of the
-  4.2 s it wins on the nodes: with 2 cores the speed-up on the nodes is at most
-  2×, and the fixed cost is mostly CPU (three processes importing the same
-  libraries), so it cannot hide behind Kedro's start-up either. Starting the
-  cluster in a background thread as soon as the runner exists, with the workers
-  importing the project's pipeline modules as they start, was measured
-  interleaved (3 runs each): 18.0 s median against 17.7 s without, i.e. no gain
-  here, and was not kept. On a machine with more cores than worker processes
-  both the node speed-up and that overlap would grow; the target needs either
-  that or a pipeline with more work per fixed second. The phase figures above
-  are from an earlier environment (Sequential then took 18.8 s); in the run of
-  this page both runners are faster and DaskRunner's fixed cost weighs more.
-  Whether the example's two dask nodes leaving their worker's thread pool
-  (dask collections, E) costs time here was checked by turning it off in a
-  rendered project: 15.3 / 14.9 s with it, 15.4 / 13.9 s without (two runs
-  each), not told apart from the noise.
-  What did cut the fixed cost: the runner's LocalCluster now forks its worker
-  processes from Dask's forkserver, which imports Dask, numpy and pandas once,
-  instead of spawning each worker to import them again. Measured by hand,
-  interleaved, on a slower hour of this machine: spawned 37.6 / 26.9 s, forked
-  31.8 / 21.7 s, Sequential 21.6 / 20.5 s. This page's D table is of the
-  forked workers.
+- **D (end to end).** The example: four scikit-learn grid searches (about 2 s
+  of one core each here) in independent branches, and a 3.2-million-row
+  `dask.dataframe` built, saved as Parquet and scored with the best model.
+  Phases of one `kedro run` of each, from timestamps in their logs (by hand, 2
+  cores): SequentialRunner starts its first node 2.25 s after Kedro's logging
+  does; its dataframe nodes take 1.65 s (simulate) and 2.3 s (score) on local
+  threads, both cores; its searches 2.26, 1.40, 2.38 and 1.90 s, one after
+  another: 14.9 s in all, 19.1 s of CPU. DaskRunner starts the cluster 2.7-2.9
+  s in (0.3-0.6 s after Sequential's first node: the forkserver below imports
+  on the other core meanwhile), its first node has finished 1.0-1.2 s later,
+  the searches run two at a time (two on each worker in every run looked at),
+  and the dataframe nodes' partitions share the two worker threads with them;
+  the scoring takes 3.5-4.5 s against Sequential's 2.3 s (32 partitions of
+  0.13 s of predicting each, read and reduced across two processes instead of
+  local threads in one). So DaskRunner wins on the searches only (about 8 s of
+  one core, run two at a time), since Sequential already runs the dataframe
+  parts on both cores, and it pays about 1.5 s of fixed cost (the later start,
+  the cluster, the first node) and slower dataframe parts: on 2 cores that
+  leaves it ahead of Sequential but well short of 0.75x. The target needs more
+  cores than worker processes, or more search work per simulated row.
+  What cut the fixed cost: the runner's LocalCluster forks its worker
+  processes from Dask's forkserver instead of spawning them (spawned 37.6 /
+  26.9 s, forked 31.8 / 21.7 s, Sequential 21.6 / 20.5 s, by hand on a slow
+  hour), and DaskRunner now starts that forkserver when it is created, before
+  Kedro loads the project, with the project's pipelines imported there
+  (`runner/worker_imports.py`), so that workers no longer import
+  scikit-learn, matplotlib and dask.dataframe after the cluster has started:
+  cluster start to first finished node went from 3.3-3.8 s to 1.0-1.2 s, and
+  whole `kedro run`s from 17.2 / 17.7 / 20.1 s to 15.6 / 15.8 / 16.3 s
+  (interleaved, by hand). The forkserver must get Dask's pre-spawn variables
+  (one OpenMP and one BLAS thread): without them scikit-learn, loaded there,
+  ran two OpenMP threads in each worker and the searches took up to twice as
+  long. Tried and not kept: starting the whole cluster in a background thread
+  (18.0 s median against 17.7 s without), 8 partitions instead of 32 (not told
+  apart from the noise: the same command varied by 2-4 s within minutes on
+  this machine), the dask nodes keeping their worker thread instead of leaving
+  the pool (15.3 / 14.9 s with, 15.4 / 13.9 s without, two runs each).
 - **E (dask collections).** The node's task leaves its worker's thread pool
   while it waits (see the generated `runner/dask_collections.py`), so both
   worker threads compute partitions, as when a plain `Client` computes the same
