@@ -442,7 +442,9 @@ def calibrate_burn(seconds: float) -> int:
 
 def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every runner x pipeline (x size) but D's that the arguments ask for, in
-    run order."""
+    run order: by pipeline, then size, so that the runners compared at one size
+    run minutes apart at most, not across the whole pipeline (this machine's
+    speed drifts by tens of percent within the hour)."""
     common = {"repeat": args.repeat, "warmup": args.warmup}
     configs = []
     for pipeline in (p for p in args.pipelines if p != "D"):  # D: measure_kedro_runs
@@ -463,7 +465,8 @@ def configurations(args: argparse.Namespace) -> list[dict[str, Any]]:
             for size in sizes:
                 config = {"runner": runner, "pipeline": pipeline, "size": size}
                 configs.append({**config, **common})
-    return configs
+    order = list(args.pipelines)
+    return sorted(configs, key=lambda c: (order.index(c["pipeline"]), c["size"]))
 
 
 def run_configuration(
