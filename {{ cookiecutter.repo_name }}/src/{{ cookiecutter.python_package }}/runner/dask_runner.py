@@ -80,8 +80,11 @@ class DaskRunner(AbstractRunner):
     ) -> dict[str, Any]:
         """Kedro's ``AbstractRunner.run``, with the in-memory datasets of the
         pipeline added to the catalog first, at a fraction of the cost of Kedro's
-        warm-up (see ``add_memory_datasets``)."""
-        add_memory_datasets(pipeline, catalog)
+        warm-up (see ``add_memory_datasets``). With ``only_missing_outputs``,
+        Kedro first drops nodes from the pipeline: its warm-up does it all then.
+        """
+        if not only_missing_outputs:
+            add_memory_datasets(pipeline, catalog)
         return super().run(
             pipeline, catalog, hook_manager, run_id, only_missing_outputs
         )
