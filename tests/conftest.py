@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
+import ipaddress
 import os
 import pickle
 import shutil
@@ -11,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -192,13 +194,17 @@ def cli_cluster(
     worker_cwd: Path | None = None,
     tls: dict[str, str] | None = None,
     python: Path | None = None,
+    worker_resources: list[str] | None = None,
 ) -> Iterator[CliCluster]:
     """Starts `dask scheduler` and `n_workers` `dask worker` processes (with
     nannies), waits until all workers are connected, and stops them all on exit.
 
     ``tls`` holds ``ca``, ``cert`` and ``key`` file paths to start a TLS cluster;
-    ``python``, the interpreter of another environment to run them in.
+    ``python``, the interpreter of another environment to run them in;
+    ``worker_resources``, each worker's `--resources` (and so their number).
     """
+    if worker_resources:
+        n_workers = len(worker_resources)
     dask = [str(BIN / "dask")]
     if python:
         dask = [str(python), "-m", "dask"]
@@ -258,6 +264,11 @@ def cli_cluster(
                     "--no-dashboard",
                     f"--name=worker-{index}",
                     *tls_args,
+                    *(
+                        [f"--resources={worker_resources[index]}"]
+                        if worker_resources
+                        else []
+                    ),
                 ],
                 f"worker-{index}",
                 worker_env or ENV,
@@ -278,3 +289,106 @@ def cli_cluster(
         yield cluster
     finally:
         _stop(cluster.processes)
+
+
+def make_tls_files(
+    folder: Path, addresses: Sequence[str] = ("127.0.0.1",)
+) -> dict[str, str]:
+    """A CA, and a certificate and key signed by it for ``addresses`` (IPs) and
+    localhost: what `cli_cluster(tls=...)` and `dask_client.security` take; one
+    certificate for every process, as a test needs no more."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=2)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kedro-dask test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, addresses[0])])
+        )
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(end)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in addresses),
+                    x509.DNSName("localhost"),
+                ]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+            critical=False,
+        )
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    files = {
+        "ca": folder / "ca.pem",
+        "cert": folder / "cert.pem",
+        "key": folder / "key.pem",
+    }
+    files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files["key"].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files["key"].chmod(0o600)
+    return {name: str(path) for name, path in files.items()}

@@ -5,9 +5,7 @@ stopped with a bounded wait (see `cli_cluster` and `run_command` in conftest).""
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
-import ipaddress
 import os
 import re
 import time
@@ -27,6 +25,7 @@ from .conftest import (
     data_files,
     free_port,
     kedro,
+    make_tls_files,
     render,
 )
 
@@ -142,104 +141,6 @@ def write_conf(project: Path, env: str, text: str) -> None:
     (folder / "parameters.yml").write_text(text)
 
 
-def make_tls_files(folder: Path) -> dict[str, str]:
-    """A CA, and a certificate and key signed by it for 127.0.0.1 and localhost:
-    what `cli_cluster(tls=...)` and `dask_client.security` take."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(days=1), now + datetime.timedelta(days=2)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kedro-dask test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.DNSName("localhost"),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
-            critical=False,
-        )
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    files = {
-        "ca": folder / "ca.pem",
-        "cert": folder / "cert.pem",
-        "key": folder / "key.pem",
-    }
-    files["ca"].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files["key"].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    files["key"].chmod(0o600)
-    return {name: str(path) for name, path in files.items()}
-
-
 # --- fixtures ----------------------------------------------------------------
 
 
@@ -297,6 +198,9 @@ def _through_conf(project: Path, address: str) -> tuple[list[str], dict]:
     text = remote.read_text()
     assert REMOTE_PLACEHOLDER in text
     remote.write_text(text.replace(REMOTE_PLACEHOLDER, address))
+    # The workers of this scheduler share this machine's disk: the project's
+    # own data folder is the "shared storage" conf/remote points the data to.
+    (project / "conf" / "remote" / "globals.yml").write_text("data_root: data\n")
     return ["--env=remote"], ENV
 
 

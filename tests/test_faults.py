@@ -394,7 +394,9 @@ def test_20_runs_in_a_row_leave_the_scheduler_as_they_found_it(
     assert rss_now - rss[1] < 50 * MB, [round(value / MB, 1) for value in rss]
     # What each run leaves behind must not pile up on a long-lived scheduler.
     assert after["worker_plugins"] <= before["worker_plugins"] + 1, (before, after)
-    assert after["scheduler_plugins"] <= before["scheduler_plugins"] + 1, (
+    # The project's upload, and the marker of recomputed nodes (run_setup):
+    # one each for every run.
+    assert after["scheduler_plugins"] <= before["scheduler_plugins"] + 2, (
         before,
         after,
     )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -21,6 +20,7 @@ from kedro.runner import AbstractRunner
 from kedro.utils import load_obj
 
 from .runner import DaskRunError, DaskRunner, DaskSetupError
+from .runner.client_config import merged
 from .runner.kedro_internals import _resolve_runner_kwargs, config_loader
 
 logger = logging.getLogger(__name__)
@@ -113,15 +113,5 @@ def _instantiate_runner(
     runner_kwargs = _resolve_runner_kwargs(is_async, runner_params)
     if isinstance(runner_class, type) and issubclass(runner_class, DaskRunner):
         parameters = config_loader(session)["parameters"]
-        runner_kwargs = _merged(parameters.get("dask_client") or {}, runner_kwargs)
+        runner_kwargs = merged(parameters.get("dask_client") or {}, runner_kwargs)
     return runner_class(**runner_kwargs)  # type: ignore[no-any-return]
-
-
-def _merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merged(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

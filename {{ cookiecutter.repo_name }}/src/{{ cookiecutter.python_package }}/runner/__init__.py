@@ -2,14 +2,14 @@
 
 import logging
 
-# Importing distributed sets its loggers to INFO: keep the level that Kedro's
-# logging configuration (conf/logging.yml) gave them before.
+# Importing distributed sets its loggers to INFO: keep the level the project's
+# logging configuration (conf/logging.yml) gave them, else WARNING, so that
+# Dask's messages about its own workings do not drown the run's.
 _configured_level = logging.getLogger("distributed").level
 
 from .client_config import DaskClientConfig, DaskRunError, DaskSetupError  # noqa: E402
 from .dask_runner import DaskRunner  # noqa: E402
 
-if _configured_level != logging.NOTSET:
-    logging.getLogger("distributed").setLevel(_configured_level)
+logging.getLogger("distributed").setLevel(_configured_level or logging.WARNING)
 
 __all__ = ["DaskClientConfig", "DaskRunError", "DaskRunner", "DaskSetupError"]

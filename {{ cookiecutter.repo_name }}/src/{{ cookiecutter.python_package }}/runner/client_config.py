@@ -117,6 +117,10 @@ class DaskClientConfig:
     #: Let pip also install the wheel's missing requirements there (it needs an
     #: index the cluster's machines reach); without it, only the wheel itself.
     install_requirements: bool = False
+    #: Before any node runs, check that every worker sees this machine's files
+    #: at the paths of the run's local datasets (``shared_storage``); a
+    #: LocalCluster the runner starts shares them by nature.
+    check_shared_storage: bool = True
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DaskClientConfig:
@@ -165,6 +169,7 @@ class DaskClientConfig:
             _mapping(self.security, "security")
         _check_type(self.performance_report, (str, type(None)), "performance_report")
         _check_type(self.upload_project, (bool, type(None)), "upload_project")
+        _check_type(self.check_shared_storage, (bool,), "check_shared_storage")
         self._check_wheel()
         if not isinstance(self.timeout, Real) or self.timeout <= 0:
             raise DaskSetupError(
@@ -324,3 +329,15 @@ def _mapping(value: Any, name: str) -> Mapping[str, Any]:
             f"dask_client.{name} must be a mapping of keyword arguments, got {value!r}."
         )
     return value
+
+
+def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override`` applied key by key, nested mappings too: how
+    ``--runner-params`` (and a runner's own keywords) override ``dask_client``."""
+    result = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = value
+    return result

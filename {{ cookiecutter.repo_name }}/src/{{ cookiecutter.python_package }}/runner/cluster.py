@@ -6,6 +6,7 @@ connected, never a scheduler that was already running or a client it was handed.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import atexit
 import contextlib
@@ -19,6 +20,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import traceback
@@ -82,7 +84,11 @@ def dask_client(
         opened.callback(held.__enter__)  # the first step out
         if config.install_wheel:
             _install_wheel(client, config)
-        elif _should_upload(config, address) and package_name:
+        elif package_name and (
+            config.upload_project
+            if config.upload_project is not None
+            else not workers_share_this_machine(config)
+        ):
             _upload_package(client, package_name)
         yield client
 
@@ -277,6 +283,37 @@ def _what_to_check(error: Exception) -> str:
     return "Check dask_client.cluster_kwargs."
 
 
+def _unguarded_script() -> str | None:
+    """What to change when the run was started by a script whose run is not
+    under ``if __name__ == "__main__":``: a worker process imports the script as
+    it starts (Python's multiprocessing), which starts it all again."""
+    path = getattr(sys.modules["__main__"], "__file__", None)
+    try:
+        tree = ast.parse(Path(path).read_text()) if path else None
+    except (OSError, SyntaxError, ValueError):
+        return None
+    if tree is None or any(
+        isinstance(statement, ast.If) and "__main__" in ast.unparse(statement.test)
+        for statement in tree.body
+    ):
+        return None
+    return (
+        f"The worker processes import {path} as they start (Python's "
+        f"multiprocessing), which would start this run again: put the code that "
+        f'runs the session under `if __name__ == "__main__":`.'
+    )
+
+
+def check_not_a_worker_starting() -> None:
+    """Refuses to start a run in a worker process that imports the script of an
+    unguarded run (see ``_unguarded_script``), before it makes anything."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise DaskSetupError(
+            "A Dask worker process is starting a Kedro run: the script that runs "
+            'the session needs `if __name__ == "__main__":` around the run.'
+        )
+
+
 def _start_cluster(config: DaskClientConfig, forks_workers: bool) -> Any:
     factory = config.cluster_factory()
     name = f"{factory.__module__}.{factory.__qualname__}"
@@ -297,7 +334,8 @@ def _start_cluster(config: DaskClientConfig, forks_workers: bool) -> Any:
     except Exception as exc:
         raise DaskSetupError(
             f"Could not start {name} with {_kwargs_text(config) or 'no arguments'}: "
-            f"{type(exc).__name__}: {exc}. {_what_to_check(exc)}"
+            f"{type(exc).__name__}: {str(exc).rstrip('.')}. "
+            f"{_unguarded_script() or _what_to_check(exc)}"
         ) from exc
     if config.adapt is not None:
         try:
@@ -434,10 +472,21 @@ def _worker_logging_file() -> Path:
     forkserver keeps the environment it started with, so workers of a later run
     in this process read this path too."""
     folder = tempfile.mkdtemp(prefix="kedro-dask-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    atexit.register(_remove_after_the_forkserver, folder)
     path = Path(folder) / "worker-logging.yml"
     path.write_text(_WORKER_START_LOGGING)
     return path
+
+
+def _remove_after_the_forkserver(folder: str) -> None:
+    """Stops the forkserver first: a run that failed before its cluster started
+    ends while the forkserver still imports the project, which reads the file."""
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if pid := getattr(server, "_forkserver_pid", None):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 _START_METHOD = "distributed.worker.multiprocessing-method"
@@ -579,16 +628,26 @@ class _ExitWithoutFinalCollection(WorkerPlugin):
             gc.freeze()
 
 
-def _should_upload(config: DaskClientConfig, address: str | None) -> bool:
-    """By default, only workers that may not share this machine get the package."""
-    if config.upload_project is not None:
-        return config.upload_project
-    if address:
-        return not address.startswith("inproc://")  # workers in this very process
+def workers_in_this_process(config: DaskClientConfig) -> bool:
+    """Whether the run's workers are threads of this process (``inproc://``)."""
+    if address := _scheduler_address(config):
+        return address.startswith("inproc://")
+    if not config.starts_cluster and (active := _active_client()) is not None:
+        return str(active.scheduler.address).startswith("inproc://")
     return (
-        config.starts_cluster
-        and config.cluster_factory() is not distributed.LocalCluster
+        config.cluster_factory() is distributed.LocalCluster
+        and config.cluster_kwargs.get("processes") is False
     )
+
+
+def workers_share_this_machine(config: DaskClientConfig) -> bool:
+    """Whether the run's workers surely run on this machine: those of a
+    LocalCluster the runner starts or this process runs, or in this very process."""
+    if address := _scheduler_address(config):
+        return address.startswith("inproc://")
+    if not config.starts_cluster and (active := _active_client()) is not None:
+        return isinstance(getattr(active, "cluster", None), distributed.LocalCluster)
+    return config.cluster_factory() is distributed.LocalCluster
 
 
 def _upload_package(client: distributed.Client, package_name: str) -> None:

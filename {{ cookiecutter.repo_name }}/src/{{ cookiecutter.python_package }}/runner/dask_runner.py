@@ -15,12 +15,13 @@ Examples (the same keys go in the ``dask_client`` block of ``parameters.yml``)::
 from __future__ import annotations
 
 import copy
+import os
 import queue
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +33,23 @@ from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
 from pluggy import PluginManager
 
-from .client_config import DaskClientConfig, DaskRunError, DaskSetupError
+from .client_config import DaskClientConfig, DaskRunError, DaskSetupError, merged
 from .cluster import (
+    check_not_a_worker_starting,
     credentials_in_the_clear,
     dask_client,
     start_worker_forkserver,
     workers_failed_to_start,
+    workers_in_this_process,
+    workers_share_this_machine,
 )
-from .kedro_internals import _NullPluginManager
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
+from .run_setup import workers_prepared
+from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph
 from .time_limits import NodeClock, time_limits
+from .worker_hooks import worker_hooks
 
 
 class DaskRunner(AbstractRunner):
@@ -65,8 +71,12 @@ class DaskRunner(AbstractRunner):
                 ``distributed.LocalCluster`` / ``distributed.Client``.
         """
         super().__init__(is_async=is_async)
+        check_not_a_worker_starting()
+        self._options = dask_client
         self._config = DaskClientConfig.from_options(dask_client)
         start_worker_forkserver(self._config)
+        #: What the run's plugins change here is sent to the workers (``worker_hooks``).
+        self._environment = dict(os.environ)
         # When a worker was last seen connected, and last looked for.
         self._workers_last_seen = self._workers_checked = 0.0
 
@@ -82,7 +92,14 @@ class DaskRunner(AbstractRunner):
         pipeline added to the catalog first, at a fraction of the cost of Kedro's
         warm-up (see ``add_memory_datasets``). With ``only_missing_outputs``,
         Kedro first drops nodes from the pipeline: its warm-up does it all then.
+
+        The project's ``dask_client`` parameters, from the catalog, are the base
+        of the runner's keywords: Kedro's own ``kedro run --runner=...`` builds
+        the runner with ``--runner-params`` only.
         """
+        if "params:dask_client" in catalog:
+            project = catalog.get("params:dask_client").load() or {}
+            self._config = DaskClientConfig.from_options(merged(project, self._options))
         if not only_missing_outputs:
             add_memory_datasets(pipeline, catalog)
         return super().run(
@@ -102,23 +119,34 @@ class DaskRunner(AbstractRunner):
     ) -> None:
         if not pipeline.nodes:
             return
+        token = uuid.uuid4().hex[:12]
+        package_name = kedro_project.PACKAGE_NAME
+        datasets = {name: catalog.get(name) for name in pipeline.datasets()}
+        hooks = None
+        if not workers_in_this_process(self._config):  # else they fire the driver's
+            hooks = worker_hooks(hook_manager, self._environment)
+        storage = None
+        if self._config.check_shared_storage and not workers_share_this_machine(
+            self._config
+        ):
+            storage = SharedStorage.of(datasets)
         run = RunContext(
-            token=uuid.uuid4().hex[:12],
+            token=token,
             run_id=run_id,
-            package_name=kedro_project.PACKAGE_NAME,
-            fire_hooks=not isinstance(hook_manager, (_NullPluginManager, type(None))),
+            is_async=self._is_async,
+            prepared=hooks is not None or storage is not None,
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
         )
         clock = NodeClock(time_limits(pipeline.nodes, self._config.tag_timeouts))
-        graph = TaskGraph(
-            pipeline, catalog, run, self._is_async, frozenset(clock.limits)
-        )
+        graph = TaskGraph(pipeline, datasets, run, frozenset(clock.limits), storage)
         with (
-            dask_client(self._config, run.package_name) as client,
-            forward_node_logs(client, run.token),
-            clock.running(client, run.token),
+            storage.marked(token) if storage else nullcontext() as storage,
+            dask_client(self._config, package_name) as client,
+            forward_node_logs(client, token),
+            clock.running(client, token),
             self._performance_report(client),
+            workers_prepared(client, token, hook_manager, hooks, storage),
         ):
             if warning := credentials_in_the_clear(graph.with_credentials, client):
                 self._logger.warning(warning)
@@ -126,7 +154,7 @@ class DaskRunner(AbstractRunner):
             self._check_resources(client, resources)
             submitted = graph.submit(client, self._config.retries, resources)
             try:
-                self._wait_for_nodes(submitted, pipeline, catalog, run, clock)
+                self._wait_for_nodes(submitted, pipeline, catalog, package_name, clock)
                 self._keep_free_outputs(submitted, catalog)
             finally:
                 submitted.cancel()
@@ -136,7 +164,7 @@ class DaskRunner(AbstractRunner):
         submitted: SubmittedGraph,
         pipeline: Pipeline,
         catalog: CatalogProtocol,
-        run: RunContext,
+        package_name: str | None,
         clock: NodeClock,
     ) -> None:
         """Logs each finished node; on the first failure, stops the run and raises.
@@ -162,7 +190,7 @@ class DaskRunner(AbstractRunner):
                     lost.append(future)
                     continue
                 if future.status != "finished":
-                    self._fail(submitted, pipeline, catalog, done_nodes, run)
+                    self._fail(submitted, pipeline, catalog, done_nodes, package_name)
                 node = submitted.node_futures.pop(future)
                 done_nodes.append(node)
                 clock.finished(node.name)
@@ -241,7 +269,7 @@ class DaskRunner(AbstractRunner):
         pipeline: Pipeline,
         catalog: CatalogProtocol,
         done_nodes: list[Node],
-        run: RunContext,
+        package_name: str | None,
     ) -> None:
         """Stops the run and raises the error of the failed node (the first in
         run order: later ones may only have inherited its error)."""
@@ -259,10 +287,10 @@ class DaskRunner(AbstractRunner):
             raise DaskRunError(
                 _scheduler_lost(submitted, len(done_nodes), len(pipeline.nodes))
             )
-        if missing := _missing_project(error, run.package_name):
+        if missing := _missing_project(error, package_name):
             raise DaskSetupError(
                 f"The Dask workers cannot import the project package "
-                f"'{run.package_name}' ({missing}). In dask_client, set "
+                f"'{package_name}' ({missing}). In dask_client, set "
                 f"`upload_project: true` to send its code with the run, or "
                 f"`install_wheel: dist/<the wheel kedro package builds>` to "
                 f"pip-install it there; or install the project on the workers."

@@ -15,7 +15,6 @@ from kedro.framework.hooks.manager import (
     _create_hook_manager,
     _NullPluginManager,
     _register_hooks,
-    _register_hooks_entry_points,
 )
 from kedro.framework.session import KedroSession
 from kedro.io.memory_dataset import _infer_copy_mode
@@ -23,10 +22,12 @@ from kedro.io.memory_dataset import _infer_copy_mode
 # What each is for:
 # - _resolve_runner_kwargs: `kedro run`'s own reading of --async and
 #   --runner-params, so `cli.py` builds runner keywords exactly as Kedro does.
-# - _create_hook_manager, _register_hooks, _register_hooks_entry_points: a worker
-#   process builds the hook manager a KedroSession would (settings.HOOKS and
-#   plugin hooks), so node and dataset hooks fire there; Kedro has no public
-#   factory for it.
+# - _create_hook_manager: a worker process builds a hook manager with Kedro's
+#   hook specifications for its copies of the driver's plugins (worker_hooks);
+#   Kedro has no public factory for it. _register_hooks: the project's tests
+#   build the driver's manager as a KedroSession does.
+# - Node._copy: a node recomputed after its worker was lost runs without its
+#   `confirms` (run_setup, node_task): they happened when it first ran.
 # - _NullPluginManager: the manager Kedro passes when no hooks should fire; the
 #   runner checks for it so as not to fire hooks for a run without them.
 # - _infer_copy_mode: MemoryDataset's own choice of copy mode, so that data
@@ -49,7 +50,6 @@ __all__ = [
     "_create_hook_manager",
     "_infer_copy_mode",
     "_register_hooks",
-    "_register_hooks_entry_points",
     "_resolve_runner_kwargs",
     "config_loader",
 ]

@@ -20,7 +20,8 @@ from typing import Any
 import distributed
 
 TOPIC = "kedro-node-logs"
-_RUN_FIELD = "kedro_run"
+#: The field of a forwarded record that names its run.
+RUN_FIELD = "kedro_run"
 _PLAIN_TYPES = (str, int, float, bool, type(None))
 _PROCESS_UUID = uuid.uuid4().hex
 WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
@@ -41,11 +42,15 @@ def driver_logging_levels() -> dict[str, int]:
 
 
 class _NodeLogForwarder(logging.Handler):
-    """Root handler in a worker process: forwards records of threads running a node."""
+    """Root handler in a worker process: forwards the records of nodes."""
 
     def __init__(self) -> None:
         super().__init__()
         self._runs: dict[int, str] = {}
+        self._worker: distributed.Worker | None = None
+        #: Every run whose nodes ran here: Dask's own report of their failures
+        #: is dropped, the driver reports them (``_not_a_node_failure``).
+        self.tokens: set[str] = set()
         self.levels: dict[str, int] | None = None
         #: Set when the runner is about to close this worker: levels stay quiet.
         self.closing = False
@@ -53,24 +58,33 @@ class _NodeLogForwarder(logging.Handler):
     @contextmanager
     def forwarding(self, run_token: str) -> Iterator[None]:
         thread = threading.get_ident()
+        # Other threads than the task's have no worker context: keep it.
+        self._worker = distributed.get_worker()
         self._runs[thread] = run_token
+        self.tokens.add(run_token)
         try:
             yield
         finally:
             self._runs.pop(thread, None)
 
-    def forwards(self, record: logging.LogRecord) -> bool:
-        return record.thread in self._runs
+    def run_of(self, record: logging.LogRecord) -> str | None:
+        """The run a record belongs to: that of the node its thread runs, or,
+        from another thread that is not Dask's own (those of Kedro's ``--async``
+        loads and saves, or that a node started), the one run under way here."""
+        token = self._runs.get(record.thread or 0)
+        if token is None and not record.name.startswith(_DASKS_OWN):
+            running = set(list(self._runs.values()))
+            token = running.pop() if len(running) == 1 else None
+        return token
 
     def emit(self, record: logging.LogRecord) -> None:
-        run_token = self._runs.get(record.thread or 0)
-        if run_token is None:
-            return
-        try:
-            worker = distributed.get_worker()
-        except ValueError:
-            return
-        worker.log_event(TOPIC, _record_fields(record, run_token))
+        run_token = self.run_of(record)
+        if run_token is not None and self._worker is not None:
+            self._worker.log_event(TOPIC, _record_fields(record, run_token))
+
+
+#: The loggers of what a worker runs besides nodes.
+_DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
 
 
 _forwarder = _NodeLogForwarder()
@@ -115,10 +129,20 @@ def _take_levels(levels: dict[str, int]) -> None:
         root.removeHandler(handler)
     local = logging.StreamHandler()
     local.setFormatter(logging.Formatter(WORKER_FORMAT))
-    local.addFilter(lambda record: not _forwarder.forwards(record))
+    local.addFilter(lambda record: _forwarder.run_of(record) is None)
     root.addHandler(local)
+    logging.getLogger("distributed.worker").addFilter(_not_a_node_failure)
     root.addHandler(_forwarder)
     _forwarder.levels = levels
+
+
+def _not_a_node_failure(record: logging.LogRecord) -> bool:
+    """Drops Dask's "Compute Failed" report of a node: the driver raises the
+    node's error, named, as SequentialRunner does."""
+    if not str(record.msg).startswith("Compute Failed") or not record.args:
+        return True
+    key = str(record.args[0] if isinstance(record.args, tuple) else record.args)
+    return not any(f"-{token}-" in key for token in _forwarder.tokens)
 
 
 def _record_fields(record: logging.LogRecord, run_token: str) -> dict[str, Any]:
@@ -131,7 +155,7 @@ def _record_fields(record: logging.LogRecord, run_token: str) -> dict[str, Any]:
     }
     fields.update(msg=record.getMessage(), args=None, exc_info=None)
     fields.pop("message", None)
-    fields[_RUN_FIELD] = run_token
+    fields[RUN_FIELD] = run_token
     return fields
 
 
@@ -141,7 +165,7 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
 
     def emit(event: tuple[float, dict[str, Any]]) -> None:
         _, fields = event
-        if fields.get(_RUN_FIELD) != run_token:
+        if fields.get(RUN_FIELD) != run_token:
             return
         record = logging.makeLogRecord(fields)
         target = logging.getLogger(record.name)
@@ -154,3 +178,19 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
     finally:
         if client.status == "running":  # else the scheduler went, and this with it
             client.unsubscribe_topic(TOPIC)
+
+
+def _not_routine(record: logging.LogRecord) -> bool:
+    """Drops what Dask's scheduler says at WARNING about every run that uses a
+    P2P shuffle, and about the results a lost worker took with it (a node
+    recomputed for them says so itself, ``run_setup``)."""
+    return not str(record.msg).startswith(_ROUTINE)
+
+
+_ROUTINE = (
+    "Shuffle %s initialized by task",
+    "Shuffle %s deactivated due to stimulus",
+    "Removing worker",
+)
+for _name in ("distributed.scheduler", "distributed.shuffle._scheduler_plugin"):
+    logging.getLogger(_name).addFilter(_not_routine)

@@ -10,30 +10,29 @@ returned to Dask.
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
 
-import kedro.framework.project as kedro_project
+import distributed
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline.node import Node
 from kedro.runner import Task
-from pluggy import PluginManager
 
+from .client_config import DaskRunError
 from .dask_collections import (
     has_dask_collection,
     leave_the_worker_thread_pool,
     refuse_persisted,
 )
-from .kedro_internals import (
-    _create_hook_manager,
-    _infer_copy_mode,
-    _NullPluginManager,
-    _register_hooks,
-    _register_hooks_entry_points,
-)
-from .log_forwarding import node_logs_to_driver
+from .kedro_internals import _infer_copy_mode, _NullPluginManager
+from .log_forwarding import node_logs_to_driver, this_process
+from .run_setup import RunSetup, recomputing
 from .time_limits import announce_start
+from .worker_hooks import HooksOnWorker, driver_hook_managers, mlflow_runs_left_open
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,11 @@ class RunContext:
     #: Unique per run: part of every Dask key and tag of every forwarded log record.
     token: str
     run_id: str | None
-    #: The project whose ``settings.HOOKS`` fire on the workers.
-    package_name: str | None
-    #: False when the run was given no hook manager: then no node hook fires.
-    fire_hooks: bool
+    #: Kedro's ``is_async``: load and save each node's datasets with threads.
+    is_async: bool
+    #: Whether each worker was prepared for the run (``run_setup.RunSetup``):
+    #: then a node runs only where that is under way.
+    prepared: bool
     #: The driver's logger levels, which workers take.
     logging_levels: dict[str, int]
     #: ``this_process()`` of the driver: a worker in that process logs directly.
@@ -59,7 +59,6 @@ class NodeTask:
 
     node: Node
     run: RunContext
-    is_async: bool
     #: Datasets the node loads, saves or confirms itself, on the worker.
     persisted: dict[str, AbstractDataset]
     #: ``(name, copy_mode)`` of the inputs Dask passes as task arguments, in order.
@@ -70,6 +69,8 @@ class NodeTask:
     announces_start: bool = False
     #: Whether the node's code or datasets compute dask collections.
     computes_dask_collections: bool = False
+    #: Whether the node loads or saves files of this machine (``shared_storage``).
+    uses_local_files: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,20 +93,41 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         announce_start(task.run.token, task.node.name)
     if task.computes_dask_collections or has_dask_collection(upstream):
         leave_the_worker_thread_pool()
-    hook_manager = _hook_manager(task.run)
+    recomputed = recomputing()
+    if recomputed and not task.memory_outputs:
+        return None  # what it saved is saved: nothing to compute again
     inputs = {
         name: _memory_dataset_holding(value, copy_mode)
         for (name, copy_mode), value in zip(task.memory_inputs, upstream)
     }
-    outputs = {name: _empty_memory_dataset("assign") for name in task.memory_outputs}
-    catalog = DataCatalog(datasets={**task.persisted, **inputs, **outputs})
-    with node_logs_to_driver(
-        task.run.token, task.run.logging_levels, task.run.driver_process
+    node, persisted, hook_manager = task.node, task.persisted, _hook_manager(task)
+    if recomputed:  # its saves, confirms and hooks happened when it first ran
+        node = node._copy(confirms=None) if node.confirms else node
+        persisted = {n: d for n, d in persisted.items() if n not in node.outputs}
+        hook_manager = _NullPluginManager()
+    outputs = {
+        name: _empty_memory_dataset("assign")
+        for name in node.outputs
+        if name in task.memory_outputs or recomputed
+    }
+    catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
+    with (
+        node_logs_to_driver(
+            task.run.token, task.run.logging_levels, task.run.driver_process
+        ),
+        mlflow_runs_left_open(),
     ):
+        if recomputed:
+            logger.warning(
+                "Kedro node '%s' finished before, on a Dask worker that was lost "
+                "since with its in-memory outputs: computing them again, without "
+                "saving its datasets or firing its hooks again.",
+                node.name,
+            )
         Task(
-            node=task.node,
+            node=node,
             catalog=catalog,
-            is_async=task.is_async,
+            is_async=task.run.is_async,
             hook_manager=hook_manager,
             run_id=task.run.run_id,
         ).execute()
@@ -160,23 +182,32 @@ def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
     return _inferred_copy_modes[kind]
 
 
-_setup_lock = threading.Lock()
-_hook_managers: dict[str | None, PluginManager] = {}
+_copies_lock = threading.Lock()
 
 
-def _hook_manager(run: RunContext) -> Any:
-    """The project's hook manager in this process, built once."""
-    if not run.fire_hooks:
+def _hook_manager(task: NodeTask) -> Any:
+    """The hook manager of the run on this worker (``run_setup``): the driver's
+    own in its process, else copies of its plugins, made once. Refuses a node
+    that uses files this worker does not see as the driver does."""
+    run = task.run
+    if run.driver_process == this_process():
+        return driver_hook_managers.get(run.token) or _NullPluginManager()
+    if not run.prepared:
         return _NullPluginManager()
-    with _setup_lock:
-        if run.package_name not in _hook_managers:
-            if run.package_name and kedro_project.PACKAGE_NAME != run.package_name:
-                # A worker process starts with empty settings: load the project's.
-                kedro_project.configure_project(run.package_name, preserve_logging=True)
-            manager = _create_hook_manager()
-            _register_hooks(manager, kedro_project.settings.HOOKS)
-            _register_hooks_entry_points(
-                manager, kedro_project.settings.DISABLE_HOOKS_FOR_PLUGINS
-            )
-            _hook_managers[run.package_name] = manager
-        return _hook_managers[run.package_name]
+    worker = distributed.get_worker()
+    setup = worker.plugins.get(RunSetup.name_for(run.token))
+    if setup is None:
+        raise RuntimeError(
+            f"This Dask worker is not prepared for Kedro run {run.token}: the run "
+            f"is over, or preparing the worker failed (its log says why)."
+        )
+    if setup.error is not None:
+        raise setup.error
+    if setup.unseen and task.uses_local_files:
+        raise DaskRunError(setup.storage.refusal({worker.address: setup.unseen}))
+    if setup.plugins is None:
+        return _NullPluginManager()
+    with _copies_lock:
+        if setup.hooks_on_worker is None:
+            setup.hooks_on_worker = HooksOnWorker(setup.plugins)
+    return setup.hooks_on_worker.manager

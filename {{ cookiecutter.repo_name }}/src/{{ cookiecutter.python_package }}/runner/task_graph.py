@@ -19,13 +19,14 @@ import distributed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.sizeof import sizeof
 from distributed.protocol.pickle import dumps
-from kedro.io import AbstractDataset, CatalogProtocol, MemoryDataset
+from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
 from .client_config import DaskSetupError
 from .dask_collections import computes_dask_collections
 from .node_task import Inline, NodeTask, RunContext, run_node_task
+from .shared_storage import SharedStorage
 
 #: Pipeline inputs (parameters, pre-filled ``MemoryDataset``s) up to this size
 #: travel inside the task of every node that takes them.
@@ -79,22 +80,22 @@ class TaskGraph:
     def __init__(
         self,
         pipeline: Pipeline,
-        catalog: CatalogProtocol,
+        datasets: dict[str, AbstractDataset],
         run: RunContext,
-        is_async: bool,
         timed_nodes: frozenset[str] = frozenset(),
+        storage: SharedStorage | None = None,
     ) -> None:
         self._pipeline = pipeline
+        self._storage = storage
         self._run = run
-        datasets = {name: catalog.get(name) for name in pipeline.datasets()}
+        self._datasets = datasets
         self._memory = {
             name: getattr(dataset, "_copy_mode", None)
             for name, dataset in datasets.items()
             if isinstance(dataset, MemoryDataset)
         }
-        self._catalog = catalog
         self._tasks = {
-            node: self._node_task(node, datasets, is_async, node.name in timed_nodes)
+            node: self._node_task(node, datasets, node.name in timed_nodes)
             for node in pipeline.nodes
         }
         self._waits_for = self._order_only_parents()
@@ -116,7 +117,6 @@ class TaskGraph:
         self,
         node: Node,
         datasets: dict[str, AbstractDataset],
-        is_async: bool,
         timed: bool,
     ) -> NodeTask:
         own = {*node.inputs, *node.outputs, *node.confirms}
@@ -124,7 +124,6 @@ class TaskGraph:
         return NodeTask(
             node=node,
             run=self._run,
-            is_async=is_async,
             persisted=persisted,
             memory_inputs=tuple(
                 (name, self._memory[name])
@@ -134,6 +133,7 @@ class TaskGraph:
             memory_outputs=tuple(name for name in node.outputs if name in self._memory),
             announces_start=timed,
             computes_dask_collections=computes_dask_collections(node, persisted),
+            uses_local_files=bool(self._storage and self._storage.uses(persisted)),
         )
 
     def _order_only_parents(self) -> dict[Node, list[Node]]:
@@ -259,7 +259,7 @@ class TaskGraph:
         """
         providers: dict[str, Any] = {}
         for name in sorted(self._pipeline.inputs() & self._memory.keys()):
-            value = self._catalog.get(name).load()
+            value = self._datasets[name].load()
             if _is_small(value):
                 providers[name] = Inline(value)
             else:

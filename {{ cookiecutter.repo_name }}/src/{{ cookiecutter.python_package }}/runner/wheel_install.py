@@ -9,6 +9,7 @@ import nothing but the standard library and distributed.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import os
 import socket
@@ -34,7 +35,31 @@ def install_wheel(
 ) -> None:
     """pip-installs the wheel into this process's environment and makes its
     package importable at once, even where an older build of it was imported
-    (but in the driver's own process: a cluster of threads keeps its code)."""
+    (but in the driver's own process: a cluster of threads keeps its code).
+
+    Processes that share an environment (the scheduler and workers of one
+    machine, or a shared file system) install one after the other, and each
+    build once: two pips replacing the same package at once break it.
+    """
+    digest = hashlib.sha256(content).hexdigest()[:16]
+    installed = Path(sys.prefix, ".kedro-dask-wheels", f"{filename}.{digest}")
+    installed.parent.mkdir(exist_ok=True)
+    import fcntl  # noqa: PLC0415 (POSIX: here, on the cluster, not on Windows)
+
+    with open(installed.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not installed.exists():
+            _pip_install(filename, content, requirements)
+            installed.touch()
+    importlib.invalidate_caches()
+    if this_process() == driver:
+        return
+    package = filename.split("-", maxsplit=1)[0]
+    for name in [n for n in sys.modules if n.split(".")[0] == package]:
+        del sys.modules[name]  # the next node imports the new code
+
+
+def _pip_install(filename: str, content: bytes, requirements: bool) -> None:
     with tempfile.TemporaryDirectory() as folder:
         wheel = Path(folder) / filename
         wheel.write_bytes(content)
@@ -52,12 +77,6 @@ def install_wheel(
                     f"`pip install {filename}` failed in {sys.executable} "
                     f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
                 )
-    importlib.invalidate_caches()
-    if this_process() == driver:
-        return
-    package = filename.split("-", maxsplit=1)[0]
-    for name in [n for n in sys.modules if n.split(".")[0] == package]:
-        del sys.modules[name]  # the next node imports the new code
 
 
 class _Wheel:

@@ -7,6 +7,7 @@ at once write whole lines.
 from __future__ import annotations
 
 import os
+import threading
 
 from kedro.framework.hooks import hook_impl
 
@@ -48,3 +49,42 @@ class RecordingHooks:
     @hook_impl
     def after_dataset_saved(self, dataset_name, node):
         _record("after_dataset_saved", node.name, dataset_name)
+
+
+class StatefulPlugin:
+    """Keeps state from one hook to the next, as kedro-mlflow and kedro-viz do:
+    ``run_name`` is set by a run-level hook, the node and dataset hooks read it
+    and collect into a dict, a list and a set, summarised after the run."""
+
+    def __init__(self) -> None:
+        self.run_name: str | None = None
+        self.seen: dict[str, tuple] = {}
+        self.loaded: list[str] = []
+        self.finished: set[str] = set()
+
+    @hook_impl
+    def before_node_run(self, node):
+        setting = os.environ.get("STATEFUL_PLUGIN_SETTING")
+        self.seen[node.name] = (self.run_name, setting)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name):
+        self.loaded.append(dataset_name)
+
+    @hook_impl
+    def after_node_run(self, node):
+        self.finished.add(node.name)
+
+    def summary(self) -> tuple:
+        return self.seen, sorted(self.loaded), self.finished
+
+
+class UnpicklablePlugin:
+    """A plugin with node hooks and a lock: it cannot be copied to a worker."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+    @hook_impl
+    def before_node_run(self, node):
+        pass

@@ -1,0 +1,31 @@
+"""The example's per-model metrics as two floats per branch, for kedro-mlflow's
+``MlflowMetricDataset`` (tests/plugins writes this file into the project as the
+pipeline package ``plugin_tracked``; a user would add such nodes the same way)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from ..iris.pipeline import MODELS
+
+
+def split_metrics(metrics: dict) -> tuple[float, float]:
+    """A branch's cross-validated and held-out accuracy."""
+    return float(metrics["cv_accuracy"]), float(metrics["test_accuracy"])
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    branch = Pipeline(
+        [
+            Node(
+                split_metrics,
+                inputs="metrics",
+                outputs=["cv_accuracy", "test_accuracy"],
+                name="track_metrics",
+            )
+        ]
+    )
+    return Pipeline(
+        [
+            Pipeline(branch, namespace=model, inputs={"metrics": f"{model}_metrics"})
+            for model in MODELS
+        ]
+    )

@@ -1,0 +1,108 @@
+"""What a user sees in the console of a Dask run: Kedro's own lines, the nodes'
+log records in every mode, one error for a failure, and nothing Dask prints
+about its own workings."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import DASK_RUNNER, ENV, kedro, render, run_command
+
+#: A node's records as Kedro's console prints them, and as Dask's plain worker
+#: format would (date, time, logger, level), which must not appear.
+KEDRO_LOADING = re.compile(r"INFO\s+Loading data from iris ")
+PLAIN_FORMAT = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ - \S+ - \w+ - ", re.M)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return render(tmp_path_factory.mktemp("console"))
+
+
+def _run(project: Path, *args: str, env: dict | None = None):
+    (project / "info.log").unlink(missing_ok=True)
+    return kedro("run", *args, cwd=project, env=env)
+
+
+def _lines(text: str, pattern: str) -> int:
+    return sum(1 for line in text.splitlines() if pattern in line)
+
+
+def test_async_node_logs_are_forwarded_like_sync_ones(project: Path):
+    _run(project, "--async")
+    sequential_log = (project / "info.log").read_text()
+    dask = _run(project, "--async", f"--runner={DASK_RUNNER}")
+    dask_log = (project / "info.log").read_text()
+    assert dask.returncode == 0, dask.output
+    assert not PLAIN_FORMAT.search(dask.output), dask.output
+    assert KEDRO_LOADING.search(dask.output), dask.output
+    for line in ("Loading data from", "Saving data to", "Running node:"):
+        assert _lines(dask_log, line) == _lines(sequential_log, line), line
+
+
+def test_a_failing_node_shows_kedros_error_as_sequential_does(project: Path):
+    failing = "--params=random_forest.model_options.estimator=tree"
+    sequential = _run(project, failing)
+    result = _run(project, f"--runner={DASK_RUNNER}", failing)
+    assert result.returncode == 1
+    assert "random_forest.tune_model" in result.output
+    assert "Compute Failed" not in result.output
+    assert "Removing worker" not in result.output
+    error = "Unknown estimator 'tree'"
+    assert result.output.count(error) == sequential.output.count(error) == 2
+
+
+def test_no_warnings_that_sequential_does_not_print(project: Path):
+    sequential = _run(project)
+    dask = _run(project, f"--runner={DASK_RUNNER}")
+    assert dask.returncode == 0, dask.output
+    assert "Shuffle" not in dask.output, dask.output
+    assert _lines(dask.output, "WARNING") == _lines(sequential.output, "WARNING")
+
+
+def test_a_run_that_fails_before_its_cluster_starts_shows_one_error(
+    project: Path, tmp_path: Path
+):
+    env = {**ENV, "TMPDIR": str(tmp_path)}
+    result = _run(project, f"--runner={DASK_RUNNER}", "--pipelines=nope", env=env)
+    assert result.returncode == 1
+    assert "FileNotFoundError" not in result.output, result.output
+    assert result.output.count("Traceback") == 1, result.output
+    assert not list(tmp_path.glob("kedro-dask-*")), "a temporary folder was left"
+
+
+UNGUARDED = """\
+from pathlib import Path
+
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+
+bootstrap_project(Path.cwd())
+from iris_dask.runner import DaskRunner  # noqa: E402
+
+with KedroSession.create() as session:
+    session.run(runner=DaskRunner(), node_names=["split_data"])
+"""
+
+
+def test_a_script_without_a_main_guard_is_told_to_add_it(project: Path, tmp_path: Path):
+    script = project / "unguarded.py"
+    script.write_text(UNGUARDED)
+    try:
+        result = run_command(
+            [sys.executable, str(script)],
+            project,
+            env={**ENV, "TMPDIR": str(tmp_path)},
+            timeout=120,
+        )
+    finally:
+        script.unlink()
+    assert result.returncode == 1
+    final = " ".join(result.output.split()[-80:])
+    assert 'if __name__ == "__main__":' in final, result.output[-3000:]
+    assert "unguarded.py" in final
+    assert not list(tmp_path.glob("kedro-dask-*")), "a temporary folder was left"

@@ -1,0 +1,177 @@
+"""A worker that dies after its node finished: Dask computes the node again to
+rebuild the in-memory output lost with the worker, and the run must still save
+the node's datasets and fire its hooks once, as SequentialRunner does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from .conftest import DASK_RUNNER, ENV, PACKAGE, cli_cluster, kedro, render
+from .faults import finish, started_kedro, tail, wait_for
+
+NODES = '''\
+"""A pipeline whose first node appends rows to a file and passes a token on."""
+
+import time
+
+import pandas as pd
+from kedro.pipeline import Pipeline, node
+
+
+def append_rows() -> tuple[pd.DataFrame, str]:
+    return pd.DataFrame({"row": [1, 2, 3]}), "token"
+
+
+def use_now(token: str) -> dict:
+    return {"used": token}
+
+
+def wait(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def use_later(token: str, waited: float) -> dict:
+    return {"used": token, "after": waited}
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            node(append_rows, None, ["appended_rows", "token"], name="append_rows",
+                 tags=["first"]),
+            node(use_now, "token", "used_now", name="use_now", tags=["first"]),
+            node(wait, "params:wait_seconds", "waited", name="wait", tags=["second"]),
+            node(use_later, ["token", "waited"], "used_later", name="use_later"),
+        ]
+    )
+'''
+
+HOOKS = '''\
+"""Appends one line per node hook call to the file named in $NODE_HOOK_LOG."""
+
+import os
+
+from kedro.framework.hooks import hook_impl
+
+
+class NodeHookLog:
+    def __init__(self) -> None:
+        self.path = os.environ.get("NODE_HOOK_LOG")
+
+    def _write(self, *fields: str) -> None:
+        if self.path:
+            with open(self.path, "a", encoding="utf-8") as log:
+                log.write(" ".join(fields) + "\\n")
+
+    @hook_impl
+    def before_node_run(self, node):
+        self._write("before_node_run", node.name)
+
+    @hook_impl
+    def after_node_run(self, node):
+        self._write("after_node_run", node.name)
+'''
+
+CATALOG = """\
+appended_rows:
+  type: pandas.CSVDataset
+  filepath: data/09_lost/appended_rows.csv
+  save_args: {header: false, index: false}
+  fs_args:
+    open_args_save: {mode: ab}
+
+used_now:
+  type: json.JSONDataset
+  filepath: data/09_lost/used_now.json
+
+used_later:
+  type: json.JSONDataset
+  filepath: data/09_lost/used_later.json
+"""
+
+
+def lost_worker_project(folder: Path) -> Path:
+    project = render(folder)
+    package = project / "src" / PACKAGE
+    (package / "pipelines" / "lost").mkdir()
+    (package / "pipelines" / "lost" / "__init__.py").write_text(NODES)
+    (package / "node_hook_log.py").write_text(HOOKS)
+    settings = package / "settings.py"
+    settings.write_text(
+        settings.read_text()
+        + f"\nfrom {PACKAGE}.node_hook_log import NodeHookLog\n\nHOOKS = (NodeHookLog(),)\n"
+    )
+    (project / "conf/base/catalog_lost.yml").write_text(CATALOG)
+    (project / "conf/base/parameters_lost.yml").write_text("wait_seconds: 0\n")
+    return project
+
+
+def hook_calls(log: Path) -> list[str]:
+    return sorted(log.read_text().splitlines())
+
+
+def test_a_node_recomputed_after_its_worker_died_saves_and_fires_hooks_once(
+    tmp_path: Path,
+):
+    sequential = lost_worker_project(tmp_path / "sequential")
+    sequential_log = tmp_path / "sequential-hooks.log"
+    env = {**ENV, "NODE_HOOK_LOG": str(sequential_log)}
+    result = kedro("run", "--pipelines=lost", cwd=sequential, env=env)
+    assert result.returncode == 0, result.output[-3000:]
+
+    project = lost_worker_project(tmp_path / "dask")
+    dask_log = tmp_path / "dask-hooks.log"
+    env = {**ENV, "NODE_HOOK_LOG": str(dask_log)}
+    # One worker may run the first branch, the other the waiting node: the
+    # first worker holds the token when it is killed, and its replacement (the
+    # nanny restarts it with the same resources) computes the token again.
+    with cli_cluster(
+        tmp_path / "cluster", worker_resources=["first=1", "second=1"]
+    ) as cluster:
+        first = _worker_pid(cluster, "first")
+        run_log = tmp_path / "run.log"
+        with started_kedro(
+            project,
+            "run",
+            f"--runner={DASK_RUNNER}",
+            "--pipelines=lost",
+            "--params=wait_seconds=8,dask_client.address="
+            f"{cluster.address},dask_client.tag_resources.first.first=1,"
+            "dask_client.tag_resources.second.second=1",
+            log=run_log,
+            env=env,
+        ) as process:
+            wait_for(
+                lambda: (project / "data/09_lost/used_now.json").exists(),
+                60,
+                "the first branch to finish",
+            )
+            os.kill(first, signal.SIGKILL)
+            killed_at = time.monotonic()
+            assert finish(process, 60, run_log) == 0, tail(run_log)
+        output = run_log.read_text()
+    # The token was computed again after the kill, not the whole run.
+    assert time.monotonic() - killed_at < 60
+    assert "finished before, on a Dask worker that was lost" in output, output
+    # Kedro logs it running again; its saves and hooks do not happen again.
+    assert output.count("Running node: append_rows") == 2, output
+    rows = project / "data/09_lost/appended_rows.csv"
+    assert (
+        rows.read_text() == (sequential / "data/09_lost/appended_rows.csv").read_text()
+    )
+    assert rows.read_text().splitlines() == ["1", "2", "3"]
+    assert hook_calls(dask_log) == hook_calls(sequential_log)
+    assert len(hook_calls(dask_log)) == 8
+
+
+def _worker_pid(cluster, resource: str) -> int:
+    """The process id of the worker that has ``resource``."""
+    with cluster.client() as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        pids = client.run(os.getpid)
+    (address,) = [a for a, w in workers.items() if resource in w.get("resources", {})]
+    return pids[address]

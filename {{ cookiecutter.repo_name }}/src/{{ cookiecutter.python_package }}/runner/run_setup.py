@@ -1,0 +1,181 @@
+"""What every worker needs for one run, and what the driver does around it.
+
+A run registers two plugins with the cluster:
+
+- ``RunSetup`` (a worker plugin, for the run): each worker, those that join later
+  included, takes the environment the run's plugins set on the driver and
+  checks that it sees the run's local files (``shared_storage``); its first node
+  builds the copies of the driver's plugins (``worker_hooks``). Once the run is over the driver collects what those
+  copies learnt and removes the plugin: a node task that starts after that does
+  not run.
+- ``MarkRecomputed`` (a scheduler plugin, for good): Dask recomputes a finished
+  node whose in-memory outputs were lost with their worker; the scheduler marks
+  that task, so that its worker recomputes the outputs without saving the node's
+  datasets or firing its hooks a second time.
+
+Both travel by value (cloudpickle, registered below): a worker that joins later
+unpickles its plugins before the project's package reaches it
+(``upload_project``), and a plugin that fails to unpickle there stops the worker
+from starting. So what they run uses nothing of the project but this module and
+``shared_storage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import cloudpickle
+import distributed
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
+
+from .client_config import DaskSetupError
+from .shared_storage import SharedStorage
+from .worker_hooks import WorkerHooks, driver_hook_managers, merge_additions
+
+#: The annotation the scheduler gives a node task it computes again.
+RECOMPUTED = "kedro-recomputed"
+
+
+class RunSetup(WorkerPlugin):
+    """One run's state on one worker (see the module docstring)."""
+
+    def __init__(
+        self,
+        token: str,
+        plugins: bytes | None,
+        environment: dict[str, str | None],
+        storage: SharedStorage | None,
+        driver_registry: str,
+    ) -> None:
+        self.token = token
+        #: The driver's plugins with node or dataset hooks, pickled.
+        self.plugins = plugins
+        self.environment = environment
+        self.storage = storage
+        #: The module whose ``driver_hook_managers`` the driver's process fills.
+        self.driver_registry = driver_registry
+        #: The copies of the plugins, made by this worker's first node of the run.
+        self.hooks_on_worker: Any = None
+        #: The directories of the run's local files this worker does not see:
+        #: its nodes that use them stop the run instead of running.
+        self.unseen: list[str] = []
+        #: What went wrong preparing this worker: its nodes raise it.
+        self.error: BaseException | None = None
+        self._saved: dict[str, str | None] = {}
+
+    @staticmethod
+    def name_for(token: str) -> str:
+        return f"kedro-run-{token}"
+
+    async def setup(self, worker: distributed.Worker) -> None:
+        """Never raises: a worker plugin that fails here would fail the start of
+        a worker that joins later."""
+        try:
+            registry = sys.modules.get(self.driver_registry)
+            if self.token not in getattr(registry, "driver_hook_managers", {}):
+                self._saved = {name: os.environ.get(name) for name in self.environment}
+                _set_environment(self.environment)
+            if self.storage is not None:  # off the event loop: a mount may be slow
+                self.unseen = await asyncio.to_thread(self.storage.unseen)
+        except Exception as exc:
+            self.error = exc
+
+    def teardown(self, worker: distributed.Worker) -> None:
+        self.finish()
+
+    def finish(self) -> dict[str, Any]:
+        """Ends the run here: gives back the environment and returns what the
+        plugins' copies added to their attributes."""
+        copies, self.hooks_on_worker = self.hooks_on_worker, None
+        _set_environment(self._saved)
+        self._saved = {}
+        return copies.additions() if copies is not None else {}
+
+
+def _set_environment(variables: dict[str, str | None]) -> None:
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:
+    setup = dask_worker.plugins.get(RunSetup.name_for(token))
+    return setup.unseen if setup else []
+
+
+def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
+    setup = dask_worker.plugins.get(RunSetup.name_for(token))
+    return setup.finish() if setup else {}
+
+
+class MarkRecomputed(SchedulerPlugin):
+    """On the scheduler: marks a node task that finished and lost its result
+    with its worker, as Dask sends it to be computed again."""
+
+    name = "kedro-mark-recomputed-nodes"
+    idempotent = True
+
+    async def start(self, scheduler: distributed.Scheduler) -> None:
+        self._tasks = scheduler.tasks
+
+    def transition(self, key: Any, start: str, finish: str, *_: Any, **__: Any) -> None:
+        if (start, finish) != ("memory", "released"):
+            return
+        task = self._tasks.get(key)
+        function = getattr(task.run_spec, "func", None) if task else None
+        if getattr(function, "__name__", None) == "run_node_task":
+            task.annotations = {**(task.annotations or {}), RECOMPUTED: True}
+
+
+def recomputing() -> bool:
+    """In a node task: whether the scheduler marked it as computed again."""
+    try:
+        worker = distributed.get_worker()
+    except ValueError:
+        return False
+    task = worker.state.tasks.get(worker.get_current_task())
+    return bool(task is not None and (task.annotations or {}).get(RECOMPUTED))
+
+
+@contextlib.contextmanager
+def workers_prepared(
+    client: distributed.Client,
+    token: str,
+    hook_manager: Any,
+    hooks: WorkerHooks | None,
+    storage: SharedStorage | None,
+) -> Iterator[None]:
+    """Registers the run's plugins (refusing the run if a worker does not see its
+    files); afterwards merges what the workers' copies of the driver's plugins
+    learnt into the driver's, and removes the run from the workers."""
+    client.register_plugin(MarkRecomputed(), name=MarkRecomputed.name)
+    driver_hook_managers[token] = hook_manager  # for workers in this process
+    name = RunSetup.name_for(token)
+    plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})
+    setup = RunSetup(token, plugins, dict(environment), storage, WorkerHooks.__module__)
+    try:
+        if hooks is not None or storage is not None:
+            client.register_plugin(setup, name=name)
+        unseen = client.run(_unseen, token) if storage is not None else {}
+        if unseen := {worker: folders for worker, folders in unseen.items() if folders}:
+            raise DaskSetupError(storage.refusal(unseen))  # type: ignore[union-attr]
+        yield
+    finally:
+        driver_hook_managers.pop(token, None)
+        if client.status == "running" and (hooks is not None or storage is not None):
+            with contextlib.suppress(Exception):
+                for additions in client.run(_finish, token).values():
+                    merge_additions(hook_manager, additions)
+            with contextlib.suppress(Exception):
+                client.unregister_worker_plugin(name)
+
+
+for _module in (sys.modules[__name__], sys.modules[SharedStorage.__module__]):
+    cloudpickle.register_pickle_by_value(_module)

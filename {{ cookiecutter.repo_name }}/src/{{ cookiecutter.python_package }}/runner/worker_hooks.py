@@ -1,0 +1,219 @@
+"""Kedro hooks on Dask workers: the driver's plugins, as its run made them.
+
+Plugins keep state from one hook to the next: kedro-mlflow opens its MLflow run in
+``before_pipeline_run`` and logs each node's parameters into it; kedro-viz keeps
+the catalog from ``after_catalog_created``, collects dataset statistics in the
+dataset hooks and writes them in ``after_pipeline_run``. Pipeline hooks fire on
+the driver, node and dataset hooks where the node runs, so (README, "Hooks and
+plugins"):
+
+- Workers fire node and dataset hooks on copies of the driver's plugin instances,
+  pickled once when the run starts, after ``before_pipeline_run``.
+- What the copies add to dict, list and set attributes is merged into the
+  driver's instances before ``after_pipeline_run`` (or ``on_pipeline_error``).
+- Environment variables set on the driver since the runner was created (MLflow's
+  tracking URI and credentials, for one) are set on the workers for the run.
+- Workers in the driver's own process (``processes: false``) fire the driver's
+  instances themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+from pluggy import PluginManager
+
+from .client_config import DaskSetupError
+from .kedro_internals import _create_hook_manager
+
+#: The hooks Kedro fires where a node runs.
+NODE_HOOKS = frozenset(
+    {
+        "before_node_run",
+        "after_node_run",
+        "on_node_error",
+        "before_dataset_loaded",
+        "after_dataset_loaded",
+        "before_dataset_saved",
+        "after_dataset_saved",
+    }
+)
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """What the workers need to fire a run's node and dataset hooks."""
+
+    #: The plugins that implement node or dataset hooks, by name, pickled.
+    plugins: bytes
+    #: Variables the driver's environment gained (or lost: None) since the
+    #: runner was created.
+    environment: Mapping[str, str | None]
+
+
+def worker_hooks(
+    hook_manager: Any, environment_before: Mapping[str, str]
+) -> WorkerHooks | None:
+    """The run's plugins and environment for the workers; None if there is
+    nothing to send."""
+    plugins = {}
+    if isinstance(hook_manager, PluginManager):
+        plugins = {
+            name: plugin
+            for name, plugin in hook_manager.list_name_plugin()
+            if NODE_HOOKS & {c.name for c in hook_manager.get_hookcallers(plugin) or ()}
+        }
+    environment: dict[str, str | None] = {
+        name: value
+        for name, value in os.environ.items()
+        if environment_before.get(name) != value
+    }
+    environment.update(
+        {name: None for name in environment_before if name not in os.environ}
+    )
+    if not plugins and not environment:
+        return None
+    return WorkerHooks(_pickled(plugins, hook_manager), environment)
+
+
+#: The driver's hook managers of the runs under way in this process, by run
+#: token: workers in the driver's own process fire these.
+driver_hook_managers: dict[str, Any] = {}
+
+
+class HooksOnWorker:
+    """A worker process's copies of one run's plugins."""
+
+    def __init__(self, plugins: bytes) -> None:
+        # Unpickling imports the plugins' modules: what they warn about as they
+        # are imported, the driver has shown already.
+        with import_warnings_silenced():
+            self._as_sent = cloudpickle.loads(plugins)
+        self._plugins = cloudpickle.loads(plugins)
+        self.manager = _create_hook_manager()
+        for name, plugin in self._plugins.items():
+            self.manager.register(plugin, name=name)
+
+    def additions(self) -> dict[str, dict[str, Any]]:
+        """What the copies added to their dict, list and set attributes."""
+        found: dict[str, dict[str, Any]] = {}
+        for name, plugin in self._plugins.items():
+            sent = getattr(self._as_sent[name], "__dict__", {})
+            for attribute, value in getattr(plugin, "__dict__", {}).items():
+                added = _added(sent.get(attribute), value)
+                if added is not _NOTHING:
+                    found.setdefault(name, {})[attribute] = added
+        return found
+
+
+@contextmanager
+def import_warnings_silenced() -> Iterator[None]:
+    """Silences warnings meanwhile, also those of libraries that add filters of
+    their own or route warnings to logging as they are imported."""
+    captured = logging.getLogger("py.warnings")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        warnings.showwarning = lambda *args, **kwargs: None
+        captured.disabled = True
+        try:
+            yield
+        finally:
+            captured.disabled = False
+
+
+def merge_additions(hook_manager: Any, additions: Mapping[str, Mapping]) -> None:
+    """Merges what one worker's copies added into the driver's plugins."""
+    for name, attributes in additions.items():
+        plugin = hook_manager.get_plugin(name)
+        for attribute, added in attributes.items():
+            _merge(getattr(plugin, attribute, None), added)
+
+
+@contextmanager
+def mlflow_runs_left_open() -> Iterator[None]:
+    """Drops the MLflow runs a node's hooks opened in this worker thread.
+
+    kedro-mlflow's ``before_node_run`` re-opens the driver's MLflow run in the
+    thread that runs the node, and leaves it open there (as under ThreadRunner,
+    whose threads end with the run). A Dask worker thread outlives the run: the
+    next run's ``start_run`` would find the old run active there and fail. The
+    run is only dropped from the thread, not ended: the driver ends it.
+    """
+    fluent = sys.modules.get("mlflow.tracking.fluent")
+    depth = len(fluent._active_run_stack.get()) if fluent else 0
+    try:
+        yield
+    finally:
+        if fluent := sys.modules.get("mlflow.tracking.fluent"):
+            del fluent._active_run_stack.get()[depth:]
+
+
+_NOTHING = object()
+
+
+def _added(before: Any, after: Any) -> Any:
+    """What ``after`` adds to ``before``: new or changed keys of a dict (deeply),
+    items appended to a list, new items of a set; else ``_NOTHING``."""
+    try:
+        if isinstance(after, Mapping):
+            before = before if isinstance(before, Mapping) else {}
+            found = {}
+            for key, value in after.items():
+                if key not in before:
+                    found[key] = value
+                elif isinstance(value, Mapping):
+                    if (deeper := _added(before[key], value)) is not _NOTHING:
+                        found[key] = deeper
+                elif value != before[key]:
+                    found[key] = value
+            return found or _NOTHING
+        if isinstance(after, list) and isinstance(before, list):
+            if after[: len(before)] == before and len(after) > len(before):
+                return after[len(before) :]
+        if isinstance(after, set) and isinstance(before, set) and after - before:
+            return after - before
+    except Exception:  # values that cannot be compared are not merged
+        return _NOTHING
+    return _NOTHING
+
+
+def _merge(target: Any, added: Any) -> None:
+    if isinstance(target, MutableMapping):
+        for key, value in added.items():
+            if isinstance(value, Mapping) and isinstance(target.get(key), Mapping):
+                _merge(target[key], value)
+            else:
+                target[key] = value
+    elif isinstance(target, list):
+        target.extend(added)
+    elif isinstance(target, set):
+        target.update(added)
+
+
+def _pickled(plugins: dict[str, Any], hook_manager: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(plugins)
+    except Exception:
+        pass
+    problems = []
+    for name, plugin in plugins.items():
+        try:
+            cloudpickle.dumps(plugin)
+        except Exception as exc:
+            problems.append(f"{name} ({type(plugin).__qualname__}: {exc})")
+    raise DaskSetupError(
+        f"The Kedro plugins {'; '.join(problems)} have node or dataset hooks, "
+        f"which DaskRunner fires on the Dask workers with copies of the plugins, "
+        f"and they cannot be copied to another process. Run the nodes as threads "
+        f"of this process (dask_client.processes: false), make the plugin "
+        f"picklable (drop what cannot travel in __getstate__), or disable its hooks "
+        f"with DISABLE_HOOKS_FOR_PLUGINS in settings.py."
+    )

@@ -1,0 +1,70 @@
+"""Plugins on Dask workers: node and dataset hooks fire on copies of the driver's
+plugin instances as the run-level hooks left them; what the copies collect is
+merged back before the run returns; the environment the plugins set on the
+driver reaches the workers for the run only (runner/worker_hooks.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from distributed import Client, LocalCluster
+from kedro.runner import SequentialRunner
+
+from {{ cookiecutter.python_package }}.runner import DaskRunner, DaskSetupError
+from {{ cookiecutter.python_package }}.runner.kedro_internals import _create_hook_manager
+
+from . import parity_pipelines as cases
+from .recording_project.hooks import StatefulPlugin, UnpicklablePlugin
+
+
+def _run(runner, plugin, folder) -> tuple:
+    """Runs the fan-out case as a session would, with ``plugin`` registered and
+    given its run-level state."""
+    manager = _create_hook_manager()
+    manager.register(plugin)
+    plugin.run_name = "set before the run"
+    case = cases.fan_out_fan_in(width=6)
+    folder.mkdir()
+    runner.run(case.pipeline, case.catalog(folder), manager)
+    return plugin.summary()
+
+
+def test_plugins_state_goes_to_the_workers_and_comes_back(
+    cluster: LocalCluster, tmp_path, monkeypatch
+):
+    runner = DaskRunner(address=cluster.scheduler_address, upload_project=False)
+    # As kedro-mlflow sets MLFLOW_TRACKING_URI in after_context_created.
+    monkeypatch.setenv("STATEFUL_PLUGIN_SETTING", "set by a plugin")
+    expected = _run(SequentialRunner(), StatefulPlugin(), tmp_path / "seq")
+    actual = _run(runner, StatefulPlugin(), tmp_path / "dask")
+    assert actual == expected
+    assert set(expected[0].values()) == {("set before the run", "set by a plugin")}
+    with Client(cluster, set_as_default=False) as client:
+        if set(client.run(os.getpid).values()) != {os.getpid()}:  # processes
+            left = client.run(os.getenv, "STATEFUL_PLUGIN_SETTING")
+            assert set(left.values()) == {None}, "the environment stayed on workers"
+
+
+def test_a_plugin_that_cannot_be_copied_is_named_before_any_node_runs(
+    process_cluster: LocalCluster, tmp_path
+):
+    manager = _create_hook_manager()
+    manager.register(UnpicklablePlugin(), name="locked-plugin")
+    case = cases.fan_out_fan_in(width=2)
+    runner = DaskRunner(address=process_cluster.scheduler_address)
+    with pytest.raises(DaskSetupError, match="locked-plugin") as raised:
+        runner.run(case.pipeline, case.catalog(tmp_path), manager)
+    assert "processes: false" in str(raised.value)
+    assert not list(tmp_path.glob("*.json")), "a node ran"
+
+
+def test_workers_in_this_process_fire_a_plugin_that_cannot_be_copied(
+    thread_cluster: LocalCluster, tmp_path
+):
+    manager = _create_hook_manager()
+    manager.register(UnpicklablePlugin(), name="locked-plugin")
+    case = cases.fan_out_fan_in(width=2)
+    runner = DaskRunner(address=thread_cluster.scheduler_address)
+    runner.run(case.pipeline, case.catalog(tmp_path), manager)
+    assert list(tmp_path.glob("*.json")), "no node ran"
