@@ -12,7 +12,9 @@ nox -s format   # black and ruff --fix, applied through a rendered project
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,13 @@ import nox
 
 ROOT = Path(__file__).parent
 TEMPLATE = ROOT / "{{ cookiecutter.repo_name }}"
+CONTEXT = json.loads((ROOT / "cookiecutter.json").read_text())
+#: The Kedro versions the starter supports, written once in cookiecutter.json
+#: (the pre-generation hook and the package's dependency read it there too).
+KEDRO_VERSIONS = CONTEXT["_kedro_versions"]
+#: The oldest of them: the first Kedro with every private API in the generated
+#: runner/kedro_internals.py.
+OLDEST_KEDRO = re.search(r">=\s*([\w.]+)", KEDRO_VERSIONS).group(1)
 DEFAULTS = {
     "iris_dask": "python_package",
     "Iris Dask": "project_name",
@@ -35,33 +44,49 @@ TOOLS = [
     "cryptography",
 ]
 
+#: This repository's own Python, which `lint` checks and `format` formats.
+OWN_PYTHON = [
+    "noxfile.py",
+    "hatch_build.py",
+    "hooks",
+    "tests",
+    "benchmarks",
+    "kedro_dask_starter",
+]
+
 #: Their own session: they build a fresh virtual environment (~20 s even from
 #: pip's cache) and run the example four times, too slow to add to `tests`.
 PACKAGING_TESTS = "tests/test_packaging.py"
-
-#: The oldest Kedro the template supports: the first with every private API in the
-#: generated runner/kedro_internals.py (the pre-generation hook checks the same).
-OLDEST_KEDRO = "1.6.0"
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
 
 
 def _install_generated_requirements(session: nox.Session) -> None:
-    """What a generated project needs, read from the template's requirements."""
-    kedro_version = "1.7.0"
+    """What a generated project needs, read from the template's requirements (with
+    cookiecutter.json's default Kedro)."""
     lines = (TEMPLATE / "requirements.txt").read_text().splitlines()
     session.install(
         *(
-            line.replace("{{ cookiecutter.kedro_version }}", kedro_version)
+            line.replace("{{ cookiecutter.kedro_version }}", CONTEXT["kedro_version"])
             for line in lines
         )
     )
 
 
-def _render(session: nox.Session, into: Path) -> Path:
+def _render(session: nox.Session, into: Path, **context: str) -> Path:
+    """The project with the defaults (and ``context``), rendered by the session's
+    own cookiecutter: nox runs this file in its own interpreter, without
+    cookiecutter, so the tests' ``render_as_is`` (tests/shared.py) cannot serve."""
+    values = [f"{key}={value}" for key, value in context.items()]
     session.run(
-        "cookiecutter", str(ROOT), "--no-input", "--output-dir", str(into), silent=True
+        "cookiecutter",
+        str(ROOT),
+        "--no-input",
+        "--output-dir",
+        str(into),
+        *values,
+        silent=True,
     )
     return into / "iris-dask"
 
@@ -139,7 +164,8 @@ def kedro_versions(session: nox.Session, kedro: str) -> None:
     if kedro == "oldest":
         session.install(f"kedro=={OLDEST_KEDRO}")
     else:
-        session.install("--upgrade", *(["--pre"] if kedro == "pre" else []), "kedro<2")
+        pre = ["--pre"] if kedro == "pre" else []
+        session.install("--upgrade", *pre, f"kedro{KEDRO_VERSIONS}")
     version = session.run(
         "python", "-c", "import kedro; print(kedro.__version__)", silent=True
     ).strip()
@@ -147,17 +173,7 @@ def kedro_versions(session: nox.Session, kedro: str) -> None:
         session.skip(f"no Kedro pre-release newer than {version}")
     session.log(f"Kedro {version}")
     with tempfile.TemporaryDirectory() as folder:
-        session.run(
-            "cookiecutter",
-            str(ROOT),
-            "--no-input",
-            "--output-dir",
-            folder,
-            f"kedro_version={version}",
-            silent=True,
-        )
-        project = Path(folder) / "iris-dask"
-        session.chdir(project)
+        session.chdir(_render(session, Path(folder), kedro_version=version))
         session.install("-r", "requirements.txt")
         session.run("python", "-m", "pytest", "-q", *session.posargs, env=QUIET_ENV)
 
@@ -195,10 +211,8 @@ def demo(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """black --check and ruff on this repo and on a freshly generated project."""
     session.install(*TOOLS)
-    own = ["noxfile.py", "hooks", "tests", "benchmarks", "kedro_dask_starter"]
-    own = [path for path in own if (ROOT / path).exists()]
-    session.run("black", "--check", *own)
-    session.run("ruff", "check", *own)
+    session.run("black", "--check", *OWN_PYTHON)
+    session.run("ruff", "check", *OWN_PYTHON)
     with tempfile.TemporaryDirectory() as folder:
         project = _render(session, Path(folder))
         session.chdir(project)  # so ruff reads the project's own settings
@@ -228,9 +242,7 @@ def format(session: nox.Session) -> None:
             if source.read_text() != text:
                 session.log(f"reformatted {relative}")
                 source.write_text(text)
-    session.run(
-        "black", "--quiet", "noxfile.py", "hooks", "tests", "kedro_dask_starter"
-    )
+    session.run("black", "--quiet", *OWN_PYTHON)
 
 
 @nox.session

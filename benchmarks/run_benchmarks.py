@@ -16,7 +16,8 @@ Every runner x pipeline configuration runs in a fresh process: warm-up runs, the
 ``--repeat`` timed runs of ``runner.run()`` alone. Dask clusters (and
 ParallelRunner's manager process) start before and close after the timed runs;
 their start and close times are reported separately. A-C and E log at WARNING.
-The template is rendered with cookiecutter to import ``DaskRunner`` and for D.
+The template is rendered as a user gets it (``tests.shared.render_as_is``) to
+import ``DaskRunner`` and for D.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ if str(ROOT) not in sys.path:  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import pipelines, report  # noqa: E402
+from tests.shared import render_as_is  # noqa: E402
 
 PACKAGE = "iris_dask"
 DASK_RUNNER = f"{PACKAGE}.runner.DaskRunner"
@@ -517,13 +519,6 @@ def check_outputs(results: list[dict[str, Any]]) -> None:
         seen.setdefault(key, (result["runner"], result["outputs"]))
 
 
-def render_project(into: Path) -> Path:
-    """The generated project, rendered with the template's defaults."""
-    from cookiecutter.main import cookiecutter
-
-    return Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(into)))
-
-
 def machine() -> dict[str, Any]:
     """What the numbers were measured on."""
     from importlib.metadata import PackageNotFoundError, version
@@ -629,7 +624,7 @@ def run_suite(args: argparse.Namespace) -> dict[str, Any]:
             project = Path(args.project).resolve()
         else:
             folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-"))
-            project = render_project(Path(folder))
+            project = render_as_is(Path(folder))
         # D runs `kedro run` as a user would: their environment, telemetry off.
         user_env = {**os.environ, **QUIET_ENV}
         # A-C, E: Dask's own log level in the worker processes, and the importable

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import keyword
+import operator
 import re
 import sys
 
@@ -15,9 +16,24 @@ CONTEXT = json.loads(r"""{{ cookiecutter | tojson }}""")
 
 # Importing the project package must not shadow what the project itself imports.
 _DEPENDENCIES = {"kedro", "kedro_datasets", "dask", "distributed", "pandas", "numpy"}
-# Kedro 1.6 is the oldest 1.x with the private APIs the generated project needs
-# (listed in its runner/kedro_internals.py); 2.x may change them.
-_SUPPORTED_KEDRO = re.compile(r"^1\.([6-9]|\d{2,})(\.|$)")
+_COMPARISONS = {">=": operator.ge, "<": operator.lt}
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """The leading numbers of a version, three of them: "1.7" -> (1, 7, 0)."""
+    numbers = [int(n) for n in re.findall(r"\d+", re.match(r"[\d.]*", version)[0])]
+    return tuple((numbers + [0, 0, 0])[:3])
+
+
+def kedro_supported(version: str, versions: str) -> bool:
+    """Whether Kedro ``version`` is in ``versions`` (cookiecutter.json's
+    ``_kedro_versions``, e.g. ">=1.6,<2": the oldest Kedro with the private APIs
+    listed in the project's runner/kedro_internals.py, and not 2.x, which may
+    change them), compared by release numbers; ">=" and "<" are understood."""
+    clauses = re.findall(r"(>=|<)\s*([\d.]+)", versions)
+    return all(
+        _COMPARISONS[op](_release(version), _release(bound)) for op, bound in clauses
+    )
 
 
 def problems(context: dict) -> list[str]:
@@ -50,11 +66,11 @@ def problems(context: dict) -> list[str]:
             f"repo_name {repo!r} is not a folder name. "
             f"Try repo_name={suggestion.replace('_', '-')!r}."
         )
-    version = str(context["kedro_version"])
-    if not _SUPPORTED_KEDRO.match(version):
+    version, versions = str(context["kedro_version"]), context["_kedro_versions"]
+    if not kedro_supported(version, versions):
         found.append(
-            f"This starter needs Kedro 1.6 or a newer 1.x, but kedro_version is "
-            f"{version!r}. Run `pip install 'kedro>=1.6,<2'` and `kedro new` again."
+            f"This starter needs Kedro {versions}, but kedro_version is {version!r}. "
+            f"Run `pip install 'kedro{versions}'` and `kedro new` again."
         )
     return found
 

@@ -1,4 +1,6 @@
-"""Shared helpers for the template's tests: rendering and bounded subprocesses."""
+"""Shared helpers for the template's tests: rendering, bounded subprocesses, Dask
+clusters of the `dask` CLI, and the CLI's error paragraph (what needs no pytest
+is in shared.py)."""
 
 from __future__ import annotations
 
@@ -7,24 +9,30 @@ import datetime
 import ipaddress
 import os
 import pickle
+import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import joblib
 import pytest
 import yaml
-from cookiecutter.main import cookiecutter
 from distributed import Client
 from distributed.security import Security
 
-ROOT = Path(__file__).resolve().parents[1]
+from .shared import (
+    ROOT,
+    free_port,
+    kill_group,
+    render_as_is,
+    stop_groups,
+    tail,
+    wait_for,
+)
+
 PACKAGE = "iris_dask"
 DASK_RUNNER = f"{PACKAGE}.runner.DaskRunner"
 ENV = {
@@ -42,27 +50,46 @@ class Finished:
     output: str
 
 
-def run_command(
-    args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None
-) -> Finished:
-    """Runs a command in its own process group; on timeout the whole group (Dask
-    workers included) is killed, so no test leaves processes behind."""
+def run_bounded(
+    args: Sequence[str],
+    cwd: Path,
+    timeout: float,
+    env: dict,
+    stderr: int = subprocess.STDOUT,
+    what: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Runs a command in its own process group to its end (stderr apart with
+    ``stderr=subprocess.PIPE``); on timeout the whole group (Dask workers
+    included) is killed and the test fails with the output's end (naming the
+    command, or ``what``), so no test leaves processes behind."""
     with subprocess.Popen(
         args,
         cwd=cwd,
-        env=env or ENV,
+        env=env,
+        stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=stderr,
         text=True,
         start_new_session=True,
     ) as process:
         try:
-            output, _ = process.communicate(timeout=timeout)
+            output, errors = process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            output, _ = process.communicate(timeout=30)
-            pytest.fail(f"{args} did not finish in {timeout} s:\n{output[-5000:]}")
-    return Finished(process.returncode, output)
+            kill_group(process)
+            output, errors = process.communicate(timeout=30)
+            pytest.fail(
+                f"{what or list(args)} did not finish in {timeout} s:\n"
+                f"{output[-5000:]}{(errors or '')[-5000:]}"
+            )
+    return subprocess.CompletedProcess(args, process.returncode, output, errors)
+
+
+def run_command(
+    args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None
+) -> Finished:
+    """``run_bounded``, stdout and stderr together."""
+    done = run_bounded(args, cwd, timeout, env or ENV)
+    return Finished(done.returncode, done.stdout)
 
 
 def kedro(
@@ -76,20 +103,12 @@ EXAMPLE_OUTPUTS = 15
 
 
 def render(output_dir: Path, **extra_context: str) -> Path:
-    """Renders the template with plain cookiecutter, as `--no-input` does, and
-    gives its example the small settings of the project's ``conf/test`` in
-    ``conf/base`` (Kedro replaces a whole parameter block given in another
-    environment, or in part with ``--params``, so they go where the tests'
-    ``--params`` and ``--env`` leave them alone)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    project = Path(
-        cookiecutter(
-            str(ROOT),
-            no_input=True,
-            output_dir=str(output_dir),
-            extra_context=extra_context,
-        )
-    )
+    """Renders the template as `--no-input` does (``render_as_is``), and gives its
+    example the small settings of the project's ``conf/test`` in ``conf/base``
+    (Kedro replaces a whole parameter block given in another environment, or in
+    part with ``--params``, so they go where the tests' ``--params`` and
+    ``--env`` leave them alone)."""
+    project = render_as_is(output_dir, **extra_context)
     use_small_settings(project)
     return project
 
@@ -99,12 +118,6 @@ def use_small_settings(project: Path) -> None:
     base = project / "conf/base/parameters.yml"
     small = yaml.safe_load((project / "conf/test/parameters.yml").read_text())
     base.write_text(yaml.safe_dump({**yaml.safe_load(base.read_text()), **small}))
-
-
-def render_as_is(output_dir: Path) -> Path:
-    """Renders the template exactly as a user gets it."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(output_dir)))
 
 
 def data_files(project: Path) -> dict[str, bytes]:
@@ -146,10 +159,24 @@ def copy_template(destination: Path) -> Path:
     return destination
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def error_paragraph(output: str) -> str:
+    """The CLI's error: one paragraph starting with "Error: ", ending the output,
+    with no traceback anywhere."""
+    assert "Traceback" not in output, output
+    found = re.search(r"^Error: ", output, flags=re.MULTILINE)
+    assert found, output
+    message = output[found.start() :].strip()
+    assert "\n\n" not in message, message
+    return " ".join(message.split())  # undo any line wrapping
+
+
+def refusal(result: Finished, starting_with: str) -> str:
+    """The error paragraph of a run that must have exited with 1, saying
+    ``starting_with`` first."""
+    assert result.returncode == 1, result.output
+    message = error_paragraph(result.output)
+    assert message.startswith(starting_with), message
+    return message
 
 
 @dataclass
@@ -171,19 +198,16 @@ class CliCluster:
             return client.run(os.getpid)
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
-    """SIGTERM to each process group, then SIGKILL what is left after 10 s."""
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    for process in processes:
-        try:
-            process.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+def dask_tls_args(tls: Mapping[str, str] | None) -> list[str]:
+    """The `dask scheduler` and `dask worker` options for the TLS files ``tls``
+    (``ca``, ``cert``, ``key``: see ``make_tls_files``); none without."""
+    if not tls:
+        return []
+    return [
+        f"--tls-ca-file={tls['ca']}",
+        f"--tls-cert={tls['cert']}",
+        f"--tls-key={tls['key']}",
+    ]
 
 
 @contextlib.contextmanager
@@ -210,14 +234,9 @@ def cli_cluster(
         dask = [str(python), "-m", "dask"]
     logs.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    tls_args: list[str] = []
+    tls_args = dask_tls_args(tls)
     security = None
     if tls:
-        tls_args = [
-            f"--tls-ca-file={tls['ca']}",
-            f"--tls-cert={tls['cert']}",
-            f"--tls-key={tls['key']}",
-        ]
         security = Security(
             tls_ca_file=tls["ca"],
             tls_client_cert=tls["cert"],
@@ -274,21 +293,25 @@ def cli_cluster(
                 worker_env or ENV,
                 worker_cwd,
             )
-        deadline = time.monotonic() + 60
-        while True:
-            try:
+
+        def connected() -> bool:
+            with contextlib.suppress(OSError, TimeoutError):
                 with cluster.client() as client:
-                    client.wait_for_workers(
-                        n_workers, timeout=max(1, deadline - time.monotonic())
-                    )
-                break
-            except (OSError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+                    client.wait_for_workers(n_workers, timeout=5)
+                return True
+            return False
+
+        wait_for(
+            connected,
+            60,
+            f"{n_workers} workers at {cluster.address}",
+            0.2,
+            lambda: tail(logs / "scheduler.log"),
+        )
         yield cluster
     finally:
-        _stop(cluster.processes)
+        # SIGTERM (Dask's clean shutdown), SIGKILL what is left after 10 s.
+        stop_groups(cluster.processes, 10)
 
 
 def make_tls_files(

@@ -5,22 +5,18 @@ start `kedro run` on it as a user's terminal would and watch it."""
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import psutil
 import pytest
 
 from .conftest import BIN, DASK_RUNNER, ENV, PACKAGE, render
-
-T = TypeVar("T")
+from .shared import kill_group, tail
 
 # The fault pipelines, added to a rendered project as the module
 # <package>/fault_nodes.py and one pipeline package per pipeline.
@@ -280,20 +276,6 @@ def outputs(files: dict[str, bytes], folder: str) -> dict[str, bytes]:
     }
 
 
-def wait_for(
-    probe: Callable[[], T], timeout: float, what: str, interval: float = 0.05
-) -> T:
-    """Polls ``probe`` until it returns something truthy; fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"Timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-
-
 # Starts a command with SIGINT at its default action, as a terminal starts its
 # foreground job. A test run from a shell's background job (`cmd &` in a script)
 # inherits SIGINT ignored, and so would every `kedro run` it starts: Ctrl-C could
@@ -325,10 +307,7 @@ def started_kedro(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
+        kill_group(process)
 
 
 @dataclass
@@ -367,10 +346,6 @@ def finish(process: subprocess.Popen[bytes], timeout: float, log: Path) -> int:
         pytest.fail(f"kedro run did not finish in {timeout} s:\n{tail(log)}")
 
 
-def tail(log: Path, size: int = 6000) -> str:
-    return log.read_text(errors="replace")[-size:]
-
-
 def markers(folder: Path) -> dict[str, list[int]]:
     """The nodes that started, each with the process ids it started in."""
     started: dict[str, list[int]] = {}
@@ -399,12 +374,3 @@ def is_worker(process: psutil.Process) -> bool:
     with contextlib.suppress(psutil.Error):
         return "spawn_main" in " ".join(process.cmdline())
     return False
-
-
-def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for process in processes:
-        with contextlib.suppress(psutil.Error):
-            if process.is_running() and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-    return alive

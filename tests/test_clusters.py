@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,14 +19,14 @@ from .conftest import (
     EXAMPLE_OUTPUTS,
     PACKAGE,
     CliCluster,
-    Finished,
     cli_cluster,
     data_files,
-    free_port,
     kedro,
     make_tls_files,
+    refusal,
     render,
 )
+from .shared import free_port, wait_for
 
 RUN = ("run", f"--runner={DASK_RUNNER}")
 
@@ -37,26 +36,6 @@ REMOTE_PLACEHOLDER = "tcp://dask-scheduler:8786"
 
 
 # --- helpers -----------------------------------------------------------------
-
-
-def error_paragraph(output: str) -> str:
-    """The CLI's error: one paragraph starting with "Error: ", ending the output,
-    with no traceback anywhere."""
-    assert "Traceback" not in output, output
-    found = re.search(r"^Error: ", output, flags=re.MULTILINE)
-    assert found, output
-    message = output[found.start() :].strip()
-    assert "\n\n" not in message, message
-    return " ".join(message.split())  # undo any line wrapping
-
-
-def refusal(result: Finished, starting_with: str) -> str:
-    """The error paragraph of a run that must have exited with 1, saying
-    ``starting_with`` first."""
-    assert result.returncode == 1, result.output
-    message = error_paragraph(result.output)
-    assert message.startswith(starting_with), message
-    return message
 
 
 def refused_promptly(project: Path, params: str, starting_with: str) -> str:
@@ -103,15 +82,12 @@ def assert_cluster_intact_and_clean(
     assert cluster.worker_pids() == worker_pids
     with cluster.client() as client:
         # The runner's client closes asynchronously: its tasks go soon after.
-        deadline = time.monotonic() + 10
-        while True:
-            tasks = client.run_on_scheduler(
+        def tasks() -> list[str]:
+            return client.run_on_scheduler(
                 lambda dask_scheduler: sorted(map(str, dask_scheduler.tasks))
             )
-            if not tasks or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert tasks == []
+
+        wait_for(lambda: not tasks(), 10, "no task left", 0.2, lambda: str(tasks()))
         assert list(client.list_datasets()) == []
 
 
@@ -318,11 +294,9 @@ def test_workers_without_the_project_and_no_upload_fail_clearly(
         cwd=project,
     )
 
-    assert result.returncode == 1, result.output
-    message = error_paragraph(result.output)
-    assert message.startswith(
-        f"Error: The Dask workers cannot import the project package '{PACKAGE}'"
-    ), message
+    message = refusal(
+        result, f"Error: The Dask workers cannot import the project package '{PACKAGE}'"
+    )
     assert "upload_project: true" in message
     assert not (project / "data/08_reporting/model_comparison.csv").exists()
     assert_cluster_intact_and_clean(running, worker_pids)
@@ -416,12 +390,13 @@ dask_client:
     assert "Traceback" not in result.output
     assert data_files(project) == sequential_outputs
     if Path("/proc/self/cwd").exists():  # the runner closed the cluster it started
-        deadline = time.monotonic() + 10
-        while (left := processes_working_in(project.resolve())) and (
-            time.monotonic() < deadline
-        ):
-            time.sleep(0.2)
-        assert left == []
+        wait_for(
+            lambda: not processes_working_in(project.resolve()),
+            10,
+            "the cluster's processes to exit",
+            0.2,
+            lambda: str(processes_working_in(project.resolve())),
+        )
 
 
 # --- 5. settings that must be refused --------------------------------------------

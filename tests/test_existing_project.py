@@ -19,8 +19,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from .conftest import ENV, ROOT, data_files, run_command
-from .test_clusters import error_paragraph
+from .conftest import ENV, ROOT, data_files, refusal, run_command
 from .test_packaging import kedro_in, tree, venv  # noqa: F401  (venv: a fixture)
 
 SMALL_CLUSTER = (
@@ -244,10 +243,7 @@ def test_init_adds_the_runner_and_a_plain_project_runs_on_dask(
 
     assert set(sequential) == SMALL_OUTPUTS
     assert dask == sequential  # same files, same bytes (pickles by value)
-    assert refused.returncode == 1, refused.output
-    assert error_paragraph(refused.output).startswith(
-        "Error: Unknown key(s) in dask_client: bogus_key."
-    )
+    refusal(refused, "Error: Unknown key(s) in dask_client: bogus_key.")
 
 
 def test_a_second_init_changes_no_file_and_says_so(

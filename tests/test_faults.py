@@ -38,7 +38,6 @@ from .faults import (
     OTHER_ENV,
     OTHER_FOLDER,
     WIDTH,
-    alive,
     downstream_of,
     fault_project,
     finish,
@@ -48,9 +47,8 @@ from .faults import (
     start_times,
     started_dask_run,
     started_kedro,
-    tail,
-    wait_for,
 )
+from .shared import alive, tail, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -190,11 +188,7 @@ def test_a_failing_node_among_200_stops_the_run_within_seconds(tmp_path: Path):
         ),
         log=log,
     ) as process:
-        deadline = time.monotonic() + 180
-        while process.poll() is None:
-            if time.monotonic() > deadline:
-                pytest.fail(f"kedro run did not finish in 180 s:\n{tail(log)}")
-            time.sleep(0.01)
+        finish(process, 180, log)
         ended = time.time()
     output = log.read_text(errors="replace")
     assert process.returncode == 1, output

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import tomllib
 from pathlib import Path
 
@@ -33,6 +34,14 @@ EXPECTED_FILES = {
     "tests/test_cli.py",
     "tests/runner/test_parity.py",
 }
+#: What the generated modules define at their top level, for the README, the
+#: generated README and `kedro run` (the post-generation hook checks only what a
+#: user's `kedro new` could lose: that the runner exports DaskRunner, cli.py).
+DEFINED = {
+    "src/{pkg}/runner/__init__.py": {"DaskRunner", "__all__"},
+    "src/{pkg}/runner/dask_runner.py": {"DaskRunner"},
+    "src/{pkg}/cli.py": {"cli", "run", "_instantiate_runner"},
+}
 DATA_FOLDERS = [
     f"data/{name}"
     for name in (
@@ -58,6 +67,9 @@ def assert_project(project: Path, package: str, name: str) -> None:
     metadata = tomllib.loads((project / "pyproject.toml").read_text())["tool"]["kedro"]
     assert metadata["package_name"] == package
     assert metadata["project_name"] == name
+    for path, names in DEFINED.items():
+        defined = top_level_names(project / path.format(pkg=package))
+        assert names <= defined, f"{path} lacks {sorted(names - defined)}"
     parameters = yaml.safe_load((project / "conf/base/parameters.yml").read_text())
     assert isinstance(parameters["dask_client"], dict)
     for path in project.rglob("*"):
@@ -65,6 +77,19 @@ def assert_project(project: Path, package: str, name: str) -> None:
             assert "cookiecutter" not in path.read_text().replace(
                 "cookiecutter.json", ""
             ), f"{path} mentions cookiecutter"
+
+
+def top_level_names(module: Path) -> set[str]:
+    """The names a module defines or imports at its top level."""
+    names = set()
+    for statement in ast.parse(module.read_text(encoding="utf-8")).body:
+        if isinstance(statement, (ast.FunctionDef, ast.ClassDef)):
+            names.add(statement.name)
+        elif isinstance(statement, ast.ImportFrom):
+            names.update(alias.asname or alias.name for alias in statement.names)
+        elif isinstance(statement, ast.Assign):
+            names.update(t.id for t in statement.targets if isinstance(t, ast.Name))
+    return names
 
 
 def test_cookiecutter_no_input(rendered: Path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import re
 import shutil
 from pathlib import Path
 from types import ModuleType
@@ -13,6 +15,7 @@ from cookiecutter.exceptions import FailedHookException
 
 from .conftest import ROOT, copy_template, render
 
+KEDRO_VERSIONS = json.loads((ROOT / "cookiecutter.json").read_text())["_kedro_versions"]
 GOOD_CONTEXT = {
     "project_name": "Iris Dask",
     "repo_name": "iris-dask",
@@ -20,6 +23,7 @@ GOOD_CONTEXT = {
     "kedro_version": "1.7.0",
     "tools": "['None']",
     "example_pipeline": "False",
+    "_kedro_versions": KEDRO_VERSIONS,
 }
 
 
@@ -48,10 +52,32 @@ class TestPreGeneration:
     def test_a_good_context_passes(self, tmp_path):
         assert rendered_hook("pre_gen_project", tmp_path).problems(GOOD_CONTEXT) == []
 
-    @pytest.mark.parametrize("version", ["1.6.0", "1.7.0", "1.10.2"])
-    def test_every_supported_kedro_passes(self, tmp_path, version):
+    def test_the_supported_kedro_versions_are_a_range_the_hook_reads(self):
+        assert re.fullmatch(r"(>=|<)[\d.]+(,(>=|<)[\d.]+)*", KEDRO_VERSIONS)
+
+    @pytest.mark.parametrize(
+        "version, supported",
+        [
+            ("1.6.0", True),
+            ("1.6", True),
+            ("1.7.0", True),
+            ("1.8.0rc1", True),
+            ("1.10.2", True),
+            ("0.19.14", False),
+            ("1.5.9", False),
+            ("2.0.0rc1", False),
+            ("2.0.0", False),
+        ],
+    )
+    def test_kedro_versions_are_compared_by_release(self, tmp_path, version, supported):
         hook = rendered_hook("pre_gen_project", tmp_path)
-        assert hook.problems({**GOOD_CONTEXT, "kedro_version": version}) == []
+        assert hook.kedro_supported(version, ">=1.6,<2") is supported
+
+    def test_an_unsupported_kedro_says_what_to_install(self, tmp_path):
+        hook = rendered_hook("pre_gen_project", tmp_path)
+        [found] = hook.problems({**GOOD_CONTEXT, "kedro_version": "0.19.14"})
+        assert f"This starter needs Kedro {KEDRO_VERSIONS}, but" in found
+        assert f"Run `pip install 'kedro{KEDRO_VERSIONS}'`" in found
 
     @pytest.mark.parametrize(
         "changes, expected",
@@ -65,9 +91,6 @@ class TestPreGeneration:
             ({"python_package": "json"}, "standard library"),
             ({"python_package": "pandas"}, "would shadow the pandas package"),
             ({"repo_name": "a/b"}, "is not a folder name"),
-            ({"kedro_version": "0.19.14"}, "pip install 'kedro>=1.6,<2'"),
-            ({"kedro_version": "1.5.0"}, "needs Kedro 1.6 or a newer 1.x"),
-            ({"kedro_version": "2.0.0"}, "needs Kedro 1.6 or a newer 1.x"),
         ],
     )
     def test_bad_names_say_what_to_type_instead(self, tmp_path, changes, expected):
@@ -89,28 +112,32 @@ class TestPostGeneration:
     def test_every_missing_piece_is_reported(self, rendered, tmp_path):
         project = tmp_path / "broken"
         shutil.copytree(rendered, project)
-        runner = project / "src" / "iris_dask" / "runner"
-        (runner / "__init__.py").write_text("__all__ = []\n")
-        (project / "src" / "iris_dask" / "cli.py").write_text("def cli():\n    pass\n")
-        (project / "conf" / "base" / "parameters.yml").write_text("split: [\n")
+        package = project / "src" / "iris_dask"
+        (package / "runner" / "__init__.py").write_text("__all__ = []\n")
+        (package / "cli.py").unlink()
         (project / "README.md").write_text("{" + "{ cookiecutter.project_name }}\n")
         found = rendered_hook("post_gen_project", tmp_path).problems(
             project, "iris_dask"
         )
-        text = "\n".join(found)
-        assert "__init__.py does not define DaskRunner" in text
-        assert "does not list DaskRunner in __all__" in text
-        assert "cli.py does not define _instantiate_runner" in text
-        assert "cli.py does not define run" in text
-        assert "parameters.yml is not valid YAML" in text
-        assert "README.md still holds cookiecutter variables" in text
+        assert found == [
+            "src/iris_dask/cli.py is missing",
+            "src/iris_dask/runner/__init__.py does not export DaskRunner (in __all__)",
+            "README.md still holds cookiecutter variables",
+        ]
+
+    def test_a_missing_runner_package_is_reported(self, rendered, tmp_path):
+        project = tmp_path / "broken"
+        shutil.copytree(rendered, project)
+        shutil.rmtree(project / "src" / "iris_dask" / "runner")
+        found = rendered_hook("post_gen_project", tmp_path).problems(
+            project, "iris_dask"
+        )
+        assert found == ["src/iris_dask/runner/__init__.py is missing"]
 
     def test_cookiecutter_removes_a_broken_project(self, tmp_path):
         template = copy_template(tmp_path / "template")
         package = template / "{{ cookiecutter.repo_name }}" / "src"
-        (
-            package / "{{ cookiecutter.python_package }}" / "runner" / "dask_runner.py"
-        ).unlink()
+        (package / "{{ cookiecutter.python_package }}" / "cli.py").unlink()
         with pytest.raises(FailedHookException):
             from cookiecutter.main import cookiecutter
 

@@ -24,15 +24,13 @@ import pytest
 from .faults import (
     ANY_DASHBOARD_PORT,
     SLOW_NODES,
-    alive,
     fault_project,
     finish,
     is_worker,
     markers,
     started_dask_run,
-    tail,
-    wait_for,
 )
+from .shared import alive, tail, wait_for
 
 # What a run must say before the moment of each case.
 CLUSTER_STARTING = "Starting a Dask cluster"

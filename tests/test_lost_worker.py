@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 from .conftest import DASK_RUNNER, ENV, PACKAGE, cli_cluster, kedro, render
-from .faults import finish, started_kedro, tail, wait_for
+from .faults import finish, started_kedro
+from .shared import tail, wait_for
 
 NODES = '''\
 """A pipeline whose first node appends rows to a file and passes a token on."""

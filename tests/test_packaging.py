@@ -10,6 +10,8 @@ layered over that one (see ``layered_venv``), so no test sees another's install.
 
 from __future__ import annotations
 
+import ast
+import json
 import shutil
 import sys
 import sysconfig
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import kedro
 import pytest
+from packaging.requirements import Requirement
 
 from .conftest import (
     ENV,
@@ -26,10 +29,10 @@ from .conftest import (
     ROOT,
     cli_cluster,
     data_files,
+    refusal,
     run_command,
     use_small_settings,
 )
-from .test_clusters import error_paragraph
 
 NAME = "Iris Dask"
 RUN_ON_DASK = f"--runner={PACKAGE}.runner.DaskRunner"
@@ -145,6 +148,19 @@ def test_kedro_starter_list_shows_the_dask_alias(venv: Path, tmp_path: Path):
     assert f"template_path: {next(template)}" in result.output  # a local folder
 
 
+def test_the_package_requires_the_supported_kedro_versions(venv: Path):
+    """hatch_build.py gives the package cookiecutter.json's Kedro versions."""
+    versions = json.loads((ROOT / "cookiecutter.json").read_text())["_kedro_versions"]
+    requires = (
+        "from importlib.metadata import requires as r; print(r('kedro-dask-starter'))"
+    )
+    shown = run_command([str(venv_python(venv)), "-c", requires], venv)
+    assert shown.returncode == 0, shown.output
+    assert [Requirement(r) for r in ast.literal_eval(shown.output)] == [
+        Requirement(f"kedro{versions}")
+    ]
+
+
 def test_the_alias_renders_what_the_repository_path_renders(
     venv: Path, from_alias: Path, tmp_path: Path
 ):
@@ -238,11 +254,10 @@ def test_install_wheel_puts_the_project_on_workers_that_lack_it(
                 lambda: __import__(PACKAGE).__file__, nanny=False
             ).values()
 
-    assert refused.returncode == 1, refused.output
-    message = error_paragraph(refused.output)
-    assert message.startswith(
-        f"Error: The Dask workers cannot import the project package '{PACKAGE}'"
-    ), message
+    message = refusal(
+        refused,
+        f"Error: The Dask workers cannot import the project package '{PACKAGE}'",
+    )
     assert "install_wheel: dist/" in message
     assert result.returncode == 0, result.output
     assert f"Installing {wheel.name} on the Dask cluster" in result.output

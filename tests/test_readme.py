@@ -1,7 +1,9 @@
-"""The README's two commands are the ones CI runs."""
+"""The README's two commands are the ones CI runs; its Kedro versions are
+cookiecutter.json's."""
 
 from __future__ import annotations
 
+import json
 import re
 
 from .conftest import ROOT
@@ -24,3 +26,11 @@ def test_ci_runs_both_readme_commands_verbatim():
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     for command in readme_commands():
         assert command in ci
+
+
+def test_the_readme_states_the_supported_kedro_versions():
+    context = json.loads((ROOT / "cookiecutter.json").read_text())
+    assert (
+        f"Kedro versions: `{context['_kedro_versions']}`"
+        in (ROOT / "README.md").read_text()
+    )

@@ -10,7 +10,8 @@ import psutil
 import pytest
 
 from .conftest import DASK_RUNNER, kedro, render
-from .faults import fault_project, markers, started_dask_run, tail, wait_for
+from .faults import fault_project, markers, started_dask_run
+from .shared import tail, wait_for
 
 
 @pytest.fixture(scope="module")

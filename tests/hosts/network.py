@@ -33,7 +33,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,8 @@ from typing import NoReturn
 
 import pytest
 
-from ..conftest import ENV, make_tls_files
+from ..conftest import ENV, dask_tls_args, make_tls_files, run_bounded
+from ..shared import group_alive, kill_group, stop_groups, tail, wait_for
 
 #: Every namespace this library makes is named PREFIX-<pid>-<token>-<host>.
 PREFIX = "kdhost"
@@ -133,12 +133,9 @@ def _kill_inside(namespace: str, timeout: float = 5.0) -> list[int]:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + timeout
-    while (left := [pid for pid in pids if pid_alive(pid)]) and (
-        time.monotonic() < deadline
-    ):
-        time.sleep(0.05)
-    return left
+    with contextlib.suppress(TimeoutError):
+        wait_for(lambda: not any(map(pid_alive, pids)), timeout, f"{namespace} empty")
+    return [pid for pid in pids if pid_alive(pid)]
 
 
 def sweep_dead_runs() -> list[str]:
@@ -171,20 +168,7 @@ class HostProcess:
 
     def alive(self) -> bool:
         """Whether anything of its process group still runs."""
-        self.popen.poll()  # reaps the leader, so that an exited group is empty
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-
-    def tail(self, lines: int = 40) -> str:
-        """The end of its log, for failure messages."""
-        try:
-            text = self.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
+        return group_alive(self.popen)
 
     def stop(self, grace: float = 5.0) -> None:
         """SIGTERM to its process group, SIGKILL after `grace` seconds."""
@@ -192,9 +176,7 @@ class HostProcess:
 
     def kill(self) -> None:
         """SIGKILL to its process group: a machine that dies, with no goodbye."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGKILL)
-        self.popen.wait(timeout=10)
+        kill_group(self.popen, timeout=10)
 
     def wait(self, timeout: float) -> int:
         """Its exit code; fails with its log's tail if it runs past `timeout`."""
@@ -203,37 +185,22 @@ class HostProcess:
         except subprocess.TimeoutExpired:
             raise HostCommandError(
                 f"{self.label} on {self.host} still runs after {timeout} s:\n"
-                + self.tail()
+                + tail(self.log, 4000)
             ) from None
 
-    def describe(self, lines: int = 40) -> str:
+    def describe(self, size: int = 4000) -> str:
         code = self.popen.poll()
         state = "running" if code is None else f"exited with {code}"
         return (
-            f"--- {self.host}: {self.label} ({state}), {self.log}\n{self.tail(lines)}"
+            f"--- {self.host}: {self.label} ({state}), {self.log}\n"
+            f"{tail(self.log, size)}"
         )
 
 
 def stop_processes(processes: Iterable[HostProcess], grace: float = 5.0) -> None:
-    """SIGTERM to each process group, SIGKILL to those not gone after `grace`
-    seconds: Dask shuts down cleanly on SIGTERM, and a hung one cannot hold up
-    the test."""
-    processes = list(processes)
-    for process in processes:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while any(process.alive() for process in processes):
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
-    for process in processes:
-        if process.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-    for process in processes:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.popen.wait(timeout=5)
+    """``stop_groups`` for processes on hosts: Dask shuts down cleanly on
+    SIGTERM, and a hung one cannot hold up the test."""
+    stop_groups([process.popen for process in processes], grace)
 
 
 def _paths(mounts: Mounts | None) -> dict[Path, Path]:
@@ -352,28 +319,14 @@ class Host:
     ) -> subprocess.CompletedProcess[str]:
         """Runs a command on this host to its end; on timeout its process group
         is killed and the test fails with its output."""
-        command = self.command(argv, cwd=cwd, mounts=mounts)
-        with subprocess.Popen(
-            command,
-            cwd=self.network.workdir,
-            env=dict(ENV if env is None else env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
+        return run_bounded(
+            self.command(argv, cwd=cwd, mounts=mounts),
+            self.network.workdir,
+            timeout,
+            dict(ENV if env is None else env),
             stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        ) as process:
-            try:
-                stdout, stderr = process.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                stdout, stderr = process.communicate(timeout=30)
-                pytest.fail(
-                    f"{list(map(str, argv))} on {self.name} did not finish in "
-                    f"{timeout} s:\n{stdout[-3000:]}\n{stderr[-3000:]}"
-                )
-        return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+            what=f"{list(map(str, argv))} on {self.name}",
+        )
 
     def python(
         self,
@@ -416,16 +369,6 @@ def dask_tls_env(tls: Mapping[str, str]) -> dict[str, str]:
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": tls["key"],
         "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
     }
-
-
-def _tls_args(tls: Mapping[str, str] | None) -> list[str]:
-    if not tls:
-        return []
-    return [
-        f"--tls-ca-file={tls['ca']}",
-        f"--tls-cert={tls['cert']}",
-        f"--tls-key={tls['key']}",
-    ]
 
 
 def _dask_command(python: PathLike | None) -> list[PathLike]:
@@ -608,9 +551,9 @@ class SimulatedNetwork:
         """Every process in each of the network's namespaces."""
         return {namespace: namespace_pids(namespace) for namespace in self.namespaces}
 
-    def describe(self, lines: int = 40) -> str:
+    def describe(self, size: int = 4000) -> str:
         """The state and log tail of every process started, for failure messages."""
-        return "\n".join(process.describe(lines) for process in self.processes)
+        return "\n".join(process.describe(size) for process in self.processes)
 
     # --- Dask -------------------------------------------------------------------
 
@@ -639,7 +582,7 @@ class SimulatedNetwork:
             f"--protocol={protocol}",
             f"--dashboard-address={host.address}:8787",  # HTTP routes run anyway
             "--dashboard" if dashboard else "--no-dashboard",
-            *_tls_args(tls),
+            *dask_tls_args(tls),
             *extra_args,
         ]
         process = host.start(args, label="scheduler", env=env, mounts=mounts)
@@ -678,7 +621,7 @@ class SimulatedNetwork:
             f"--local-directory={local}",
             "--no-dashboard",
             "--nanny" if nanny else "--no-nanny",
-            *_tls_args(scheduler.tls),
+            *dask_tls_args(scheduler.tls),
             *extra_args,
         ]
         if resources:

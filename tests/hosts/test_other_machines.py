@@ -26,7 +26,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -47,10 +46,11 @@ from ..conftest import (
     ROOT,
     data_files,
     kedro,
+    refusal,
     render,
     run_command,
 )
-from ..test_clusters import error_paragraph
+from ..shared import kill_group, wait_for
 from ..test_packaging import layered_venv
 from . import network
 from .network import (
@@ -138,10 +138,7 @@ class Started:
         return "".join(line for _, line in list(self.lines))
 
     def kill(self) -> None:
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
+        kill_group(self.process)
 
 
 @contextlib.contextmanager
@@ -422,16 +419,15 @@ def test_the_example_with_local_paths_is_refused_before_any_node(lan: Lan) -> No
         lan.driver, lan.project, *RUN, f"--params=dask_client.address={address}"
     )
 
-    assert result.returncode == 1, result.output
-    message = error_paragraph(result.output)
     workers = sorted(lan.addresses.values())
     folders = sorted(str(lan.project / folder) for folder in EXAMPLE_FOLDERS)
     datasets = sorted(name for names in EXAMPLE_FOLDERS.values() for name in names)
-    assert message.startswith(
+    message = refusal(
+        result,
         f"Error: The Dask workers {', '.join(workers)} do not see this machine's "
         f"files at the paths of the datasets {', '.join(datasets)} "
-        f"(under {', '.join(folders)}):"
-    ), message
+        f"(under {', '.join(folders)}):",
+    )
     assert "conf/remote/globals.yml: data_root" in message
     assert "check_shared_storage: false" in message
     assert "Running node" not in result.output
@@ -478,6 +474,50 @@ class WheelCluster:
 
 
 @contextlib.contextmanager
+def cluster_on_hosts(
+    lan: Lan,
+    port: int,
+    label: str,
+    *,
+    tls: Mapping[str, str] | None = None,
+    python: Path | None = None,
+    mounts: Mapping[str, network.Mounts] | None = None,
+) -> Iterator[tuple[DaskScheduler, list[DaskWorker]]]:
+    """A cluster of a test's own on the module's hosts: a scheduler on the
+    scheduler host at ``port`` and a worker ``<host>-<label>`` on each worker
+    host, set up as the module's (no PYTHONPATH, the workers working outside any
+    project), with ``tls``, run by ``python`` and with each host's ``mounts``
+    (by host name) when given; up once both workers joined, stopped on exit."""
+    net, mounts = lan.net, mounts or {}
+    scheduler = net.start_scheduler(
+        net.hosts["scheduler"],
+        port=port,
+        tls=tls,
+        python=python,
+        mounts=mounts.get("scheduler"),
+        env=worker_env(),
+    )
+    workers: list[DaskWorker] = []
+    try:
+        for name in lan.disks:
+            workers.append(
+                net.start_worker(
+                    net.hosts[name],
+                    scheduler,
+                    name=f"{name}-{label}",
+                    env=worker_env(),
+                    cwd=lan.elsewhere,
+                    python=python,
+                    mounts=mounts.get(name),
+                )
+            )
+        net.wait_for_workers(scheduler, 2)
+        yield scheduler, workers
+    finally:
+        stop_processes([scheduler.process, *(w.process for w in workers)])
+
+
+@contextlib.contextmanager
 def wheel_cluster(lan: Lan, port: int) -> Iterator[WheelCluster]:
     """A scheduler and two workers on the module's hosts, each running from its
     own copy of a virtual environment layered on the tests' one (mounted at the
@@ -490,32 +530,14 @@ def wheel_cluster(lan: Lan, port: int) -> Iterator[WheelCluster]:
         name: layered_venv(base, lan.tmp / f"venv-{name}").parent.parent
         for name in ("scheduler", *lan.disks)
     }
-    python = target / "bin" / "python"
-    net = lan.net
-    scheduler = net.start_scheduler(
-        net.hosts["scheduler"],
-        port=port,
-        python=python,
-        mounts={target: venvs["scheduler"]},
-        env=worker_env(),
-    )
-    workers = [
-        net.start_worker(
-            net.hosts[name],
-            scheduler,
-            name=f"{name}-wheel",
-            env=worker_env(),
-            cwd=lan.elsewhere,
-            python=python,
-            mounts={target: venvs[name]},
-        )
-        for name in lan.disks
-    ]
-    try:
-        net.wait_for_workers(scheduler, 2)
+    with cluster_on_hosts(
+        lan,
+        port,
+        "wheel",
+        python=target / "bin" / "python",
+        mounts={name: {target: venv} for name, venv in venvs.items()},
+    ) as (scheduler, workers):
         yield WheelCluster(scheduler, workers, venvs)
-    finally:
-        stop_processes([scheduler.process, *(w.process for w in workers)])
 
 
 def _installed_in(venv: Path) -> list[str]:
@@ -660,13 +682,17 @@ def test_a_worker_joining_mid_run_without_the_storage_stops_the_run_unwritten(
     empty = lan.tmp / "spare-disk"
     empty.mkdir()
     spare_host = net.add_host("spare", mounts={project: empty}, shared=[lan.shared])
-    spare = net.start_worker(
-        spare_host,
-        lan.scheduler,
-        env=worker_env(),
-        cwd=lan.elsewhere,
-        resources={"LATE": 1},
-    )
+
+    def late_worker(host: Host) -> DaskWorker:
+        return net.start_worker(
+            host,
+            lan.scheduler,
+            env=worker_env(),
+            cwd=lan.elsewhere,
+            resources={"LATE": 1},
+        )
+
+    spare = late_worker(spare_host)
     late_disk, late_shared_disk = lan.tmp / "late-disk", lan.tmp / "late-shared-disk"
     late_disk.mkdir()
     late_shared_disk.mkdir()
@@ -694,22 +720,15 @@ def test_a_worker_joining_mid_run_without_the_storage_stops_the_run_unwritten(
             env=ENV,
         ) as run:
             held = lan.shared.backing / "late-markers"
-            deadline = time.monotonic() + 90
-            while sorted(p.name for p in held.iterdir()) != [
-                "hold_first",
-                "hold_second",
-            ]:
+
+            def holding() -> bool:
                 assert run.process.poll() is None, run.text()
-                assert time.monotonic() < deadline, run.text()
-                time.sleep(0.1)
+                holders = sorted(p.name for p in held.iterdir())
+                return holders == ["hold_first", "hold_second"]
+
+            wait_for(holding, 90, "both holding nodes", 0.1, run.text)
             spare.process.stop()
-            late = net.start_worker(
-                late_host,
-                lan.scheduler,
-                env=worker_env(),
-                cwd=lan.elsewhere,
-                resources={"LATE": 1},
-            )
+            late = late_worker(late_host)
             # The spare gone, the late worker in: the LATE nodes have no other.
             by_address = workers_named(lan, ["late", "worker-1", "worker-2"])
             assert run.process.poll() is None, run.text()
@@ -719,13 +738,12 @@ def test_a_worker_joining_mid_run_without_the_storage_stops_the_run_unwritten(
         stop_processes([spare.process, *([late.process] if late else [])])
     late_address = next(a for a, name in by_address.items() if name == "late")
 
-    assert result.returncode == 1, result.output
-    message = error_paragraph(result.output)
     names = ", ".join(sorted(f"late_out_{i}" for i in range(LATE_WRITERS)))
-    assert message.startswith(
+    message = refusal(
+        result,
         f"Error: The Dask workers {late_address} do not see this machine's files "
-        f"at the paths of the datasets {names} (under {root.path / 'data'}):"
-    ), message
+        f"at the paths of the datasets {names} (under {root.path / 'data'}):",
+    )
     for address in lan.addresses.values():
         assert address not in message
     assert "Completed 2 out of 6 nodes" in result.output  # the holding nodes
@@ -744,20 +762,8 @@ def test_a_worker_joining_mid_run_without_the_storage_stops_the_run_unwritten(
 def test_tls_between_hosts_runs_with_security_and_is_refused_without(
     lan: Lan,
 ) -> None:
-    net = lan.net
-    tls = net.tls_files()
+    tls = lan.net.tls_files()
     port = 8788
-    scheduler = net.start_scheduler(net.hosts["scheduler"], port=port, tls=tls)
-    workers = [
-        net.start_worker(
-            net.hosts[name],
-            scheduler,
-            name=f"{name}-tls",
-            env=worker_env(),
-            cwd=lan.elsewhere,
-        )
-        for name in lan.disks
-    ]
     address = f"tls://{SCHEDULER_ALIAS}:{port}"
     security = ",".join(
         [
@@ -766,8 +772,7 @@ def test_tls_between_hosts_runs_with_security_and_is_refused_without(
             f"dask_client.security.tls_client_key={tls['key']}",
         ]
     )
-    try:
-        net.wait_for_workers(scheduler, 2)
+    with cluster_on_hosts(lan, port, "tls", tls=tls):
         root = lan.shared_root("tls")
         plain = kedro_on(
             lan.driver,
@@ -783,14 +788,10 @@ def test_tls_between_hosts_runs_with_security_and_is_refused_without(
             "--env=remote",
             f"--params=dask_client.address={address},{security}",
         )
-    finally:
-        stop_processes([scheduler.process, *(w.process for w in workers)])
 
-    assert plain.returncode == 1, plain.output
-    message = error_paragraph(plain.output)
-    assert message.startswith(
-        f"Error: Could not connect to the Dask scheduler at {address}"
-    ), message
+    message = refusal(
+        plain, f"Error: Could not connect to the Dask scheduler at {address}"
+    )
     assert "dask_client.security matches a TLS scheduler" in message
     assert secure.returncode == 0, secure.output
     assert f"Connecting to the Dask scheduler at {address}" in secure.output

@@ -10,19 +10,15 @@ SIGTERM, then SIGKILL after a bounded wait, whatever the tests did.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ..conftest import BIN, ENV, free_port
+from ..conftest import BIN, ENV
+from ..shared import free_port, stop_groups, wait_until_answers
 
 #: How long the server may take to answer (it takes 4-6 s here: it creates its
 #: database tables and imports FastAPI and MLflow's UI).
@@ -45,42 +41,6 @@ def _environment() -> dict[str, str]:
     # GenAI jobs only: not needed for runs, params, metrics and artifacts.
     env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
     return env
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _tail(log: Path, size: int = 4000) -> str:
-    return log.read_text(errors="replace")[-size:] if log.exists() else "(no log)"
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group, SIGKILL to what is left after
-    ``STOP_TIMEOUT`` s (uvicorn's worker is a child of the `mlflow` process)."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        pass
-    # The group, not only the leader: its children may outlive it.
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(process.pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-    if process.poll() is None:
-        process.wait(timeout=STOP_TIMEOUT)
 
 
 @contextlib.contextmanager
@@ -114,21 +74,12 @@ def mlflow_server(folder: Path) -> Iterator[MlflowServer]:
             start_new_session=True,
         )
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while not _answers(server.url):
-            if process.poll() is not None:
-                pytest.fail(
-                    f"mlflow server exited ({process.returncode}):\n{_tail(server.log)}"
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server did not answer at {server.url} in "
-                    f"{START_TIMEOUT} s:\n{_tail(server.log)}"
-                )
-            time.sleep(0.2)
+        health = f"{server.url}/health"
+        wait_until_answers(health, process, server.log, START_TIMEOUT, "mlflow server")
         yield server
     finally:
-        _stop(process)
+        # uvicorn's worker is a child of the `mlflow` process, in its group.
+        stop_groups([process], STOP_TIMEOUT)
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,8 @@ from ..conftest import (
     render,
     run_command,
 )
-from ..faults import finish, started_kedro, tail, wait_for
+from ..faults import finish, started_kedro
+from ..shared import tail, wait_for
 from . import records
 from .mlflow_server import MlflowServer, server  # noqa: F401  (a fixture)
 
@@ -304,12 +305,17 @@ def assert_same(dask: object, sequential: object, what: str, run: Run) -> None:
 
 
 def assert_same_records(dask: Run, sequential: Run) -> None:
-    assert dask.returncode == 0, dask.evidence
+    """The run's MLflow records are Sequential's, and no run went elsewhere."""
     # Stray runs elsewhere and stray stores first: they say where the missing
     # records of the run went.
     assert dask.elsewhere == sequential.elsewhere == {}, dask.evidence
     assert dask.stray == sequential.stray == {}, dask.evidence
     assert_same(dask.records, sequential.records, "MLflow records", dask)
+
+
+def assert_same_complete_records(dask: Run, sequential: Run) -> None:
+    assert dask.returncode == 0, dask.evidence
+    assert_same_records(dask, sequential)
 
 
 # --- fixtures: one project, one server, one reference run ------------------------------
@@ -356,31 +362,49 @@ def test_mlflow_local_cluster_logs_one_complete_run(
     """DaskRunner on a LocalCluster of worker processes: exactly one run per
     kedro run, FINISHED, with Sequential's params, metrics, artifacts and tags;
     no run elsewhere on the server, no store made by default."""
-    assert_same_records(dask_local, sequential)
+    assert_same_complete_records(dask_local, sequential)
+
+
+def _on_cli_cluster(
+    tracked: Tracked, folder: Path, *labels: str
+) -> tuple[str, list[Run]]:
+    """A kedro run for each label, one after another, on one `dask scheduler`
+    and `dask worker`s started from another folder with none of MLflow's
+    environment; returns the scheduler's address and the runs."""
+    elsewhere = folder / "elsewhere"
+    elsewhere.mkdir()
+    with cli_cluster(
+        folder / "logs", worker_env=_worker_env(), worker_cwd=elsewhere
+    ) as cluster:
+        options = [
+            f"--runner={DASK_RUNNER}",
+            f"--runner-params=address={cluster.address}",
+        ]
+        runs = [
+            tracked.run(label, options, worker_folders=(elsewhere,)) for label in labels
+        ]
+    return cluster.address, runs
+
+
+def assert_same_after_exit(tracked: Tracked, run: Run, sequential: Run) -> None:
+    """Sequential's records, read again after the workers exited (MLflow ends a
+    process's active run at exit)."""
+    after_exit = records.experiment_records(tracked.tracking_uri, run.experiment)
+    assert_same(
+        after_exit, sequential.records, "after the workers exited, records", run
+    )
 
 
 def test_mlflow_cli_cluster_with_workers_elsewhere(
     tracked: Tracked, sequential: Run, tmp_path: Path
 ) -> None:
     """DaskRunner on a `dask scheduler` and `dask worker`s started from another
-    folder, with none of MLflow's environment: the same one complete run. Read
-    again after the workers exit (MLflow ends a process's active run at exit)."""
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    with cli_cluster(
-        tmp_path / "logs", worker_env=_worker_env(), worker_cwd=elsewhere
-    ) as cluster:
-        run = tracked.run(
-            "dask-cli",
-            [f"--runner={DASK_RUNNER}", f"--runner-params=address={cluster.address}"],
-            worker_folders=(elsewhere,),
-        )
-    assert f"Connecting to the Dask scheduler at {cluster.address}" in run.output
-    assert_same_records(run, sequential)
-    after_exit = records.experiment_records(tracked.tracking_uri, run.experiment)
-    assert_same(
-        after_exit, sequential.records, "after the workers exited, records", run
-    )
+    folder, with none of MLflow's environment: the same one complete run, also
+    after the workers exit."""
+    address, [run] = _on_cli_cluster(tracked, tmp_path, "dask-cli")
+    assert f"Connecting to the Dask scheduler at {address}" in run.output
+    assert_same_complete_records(run, sequential)
+    assert_same_after_exit(tracked, run, sequential)
 
 
 def test_mlflow_two_dask_runs_in_a_row_on_one_scheduler(
@@ -388,24 +412,10 @@ def test_mlflow_two_dask_runs_in_a_row_on_one_scheduler(
 ) -> None:
     """Two kedro runs on one long-lived CLI cluster: two complete runs, each
     equal to Sequential's; the second logs nothing into the first's run."""
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    with cli_cluster(
-        tmp_path / "logs", worker_env=_worker_env(), worker_cwd=elsewhere
-    ) as cluster:
-        options = [
-            f"--runner={DASK_RUNNER}",
-            f"--runner-params=address={cluster.address}",
-        ]
-        first = tracked.run("dask-cli-first", options, worker_folders=(elsewhere,))
-        second = tracked.run("dask-cli-second", options, worker_folders=(elsewhere,))
-    assert_same_records(first, sequential)
-    assert_same_records(second, sequential)
-    for run in (first, second):
-        after_exit = records.experiment_records(tracked.tracking_uri, run.experiment)
-        assert_same(
-            after_exit, sequential.records, "after the workers exited, records", run
-        )
+    _, runs = _on_cli_cluster(tracked, tmp_path, "dask-cli-first", "dask-cli-second")
+    for run in runs:
+        assert_same_complete_records(run, sequential)
+        assert_same_after_exit(tracked, run, sequential)
 
 
 def test_mlflow_failing_node_fails_the_one_run(tracked: Tracked) -> None:
@@ -420,9 +430,7 @@ def test_mlflow_failing_node_fails_the_one_run(tracked: Tracked) -> None:
         assert "PlannedFailure" in run.output, run.evidence
     assert sequential.records["runs"] == 1, sequential.records
     assert sequential.records["records"][0]["status"] == "FAILED", sequential.records
-    assert dask.elsewhere == sequential.elsewhere == {}, dask.evidence
-    assert dask.stray == sequential.stray == {}, dask.evidence
-    assert_same(dask.records, sequential.records, "MLflow records", dask)
+    assert_same_records(dask, sequential)
     assert_same(dask.summary, sequential.summary, "the own hooks' summaries", dask)
     assert records.running_runs(tracked.tracking_uri).get(dask.experiment) is None
 
@@ -443,7 +451,7 @@ def test_mlflow_sqlite_tracking_uri_on_a_local_cluster(
     sequential = sqlite.run("sqlite-sequential", SEQUENTIAL)
     assert_complete(sequential)
     dask = sqlite.run("sqlite-dask", LOCAL_CLUSTER)
-    assert_same_records(dask, sequential)
+    assert_same_complete_records(dask, sequential)
 
 
 def _interrupted(
@@ -511,9 +519,7 @@ def test_mlflow_ctrl_c_leaves_no_run_running(tracked: Tracked, tmp_path: Path) -
     assert (
         records.running_runs(tracked.tracking_uri).get(dask.experiment) is None
     ), dask.evidence
-    assert dask.elsewhere == sequential.elsewhere == {}, dask.evidence
-    assert dask.stray == sequential.stray == {}, dask.evidence
-    assert_same(dask.records, sequential.records, "MLflow records", dask)
+    assert_same_records(dask, sequential)
 
 
 # --- kedro-viz -----------------------------------------------------------------------

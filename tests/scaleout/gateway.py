@@ -21,12 +21,8 @@ import contextlib
 import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +30,8 @@ from pathlib import Path
 import psutil
 from dask_gateway import BasicAuth, Gateway
 from dask_gateway.client import ClusterReport
+
+from ..shared import alive, free_ports, stop_groups, wait_until_answers
 
 # A gateway user; with ``SimpleAuthenticator`` any name is accepted, and every
 # name is a separate user who only sees (and may stop) their own clusters.
@@ -85,13 +83,6 @@ c.ClusterConfig.idle_timeout = {idle_timeout}
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 INHERITED_ENVIRONMENT = ["PATH", "PYTHONPATH", "VIRTUAL_ENV", "LANG", "LC_ALL", "HOME"]
-
-
-def free_port() -> int:
-    """A port nothing listens on now (the server binds it a moment later)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -210,13 +201,7 @@ def _processes_in(folder: Path, pid: int) -> list[psutil.Process]:
         ours = cwd == folder or cwd.is_relative_to(folder / "clusters")
         if ours and process.pid != os.getpid():
             found[process.pid] = process
-    return [p for p in found.values() if _alive(p)]
-
-
-def _alive(process: psutil.Process) -> bool:
-    with contextlib.suppress(psutil.Error):
-        return process.status() != psutil.STATUS_ZOMBIE
-    return False
+    return alive(found.values())
 
 
 def _kill(processes: list[psutil.Process], timeout: float) -> list[psutil.Process]:
@@ -236,18 +221,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     SIGKILL or a timeout: the server then stops its clusters itself."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
-
-
-def _tail(path: Path, size: int = 5000) -> str:
-    return path.read_text(errors="replace")[-size:] if path.exists() else ""
 
 
 @contextlib.contextmanager
@@ -277,7 +250,7 @@ def gateway_server(
     folder = folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "clusters").mkdir(exist_ok=True)
-    api_port, proxy_port, tcp_port = free_port(), free_port(), free_port()
+    api_port, proxy_port, tcp_port = free_ports(3)
     config = folder / "dask_gateway_config.py"
     config.write_text(
         SERVER_CONFIG.format(
@@ -317,17 +290,8 @@ def gateway_server(
         process=process,
     )
     try:
-        deadline = time.monotonic() + start_timeout
-        while not _answers(f"{server.address}/api/health"):
-            if process.poll() is not None:
-                raise RuntimeError(
-                    f"{command} exited with {process.returncode}:\n{_tail(log)}"
-                )
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"gateway not up in {start_timeout} s:\n{_tail(log)}"
-                )
-            time.sleep(0.2)
+        url = f"{server.address}/api/health"
+        wait_until_answers(url, process, log, start_timeout, "dask-gateway-server")
         yield server
     finally:
         _stop(server, stop_timeout)
@@ -340,15 +304,8 @@ def _stop(server: GatewayServer, timeout: float) -> None:
         if server.process.poll() is None:
             server.stop_clusters(timeout)
     left = server.processes()  # before the server goes, while it is their parent
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.process.pid, signal.SIGTERM)
-    try:
-        server.process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.process.pid, signal.SIGKILL)
-        server.process.wait(10)
-    remaining = {p.pid: p for p in [*left, *server.processes()] if _alive(p)}
+    stop_groups([server.process], timeout)
+    remaining = {p.pid: p for p in alive([*left, *server.processes()])}
     survivors = _kill(list(remaining.values()), timeout=10)
     if survivors:
         raise RuntimeError(f"processes left by the gateway: {survivors}")

@@ -25,16 +25,15 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
+
+from ..shared import free_ports, stop_groups, tail, wait_for
 
 DAEMONS = ("munged", "slurmctld", "slurmd")
 CLIENTS = ("sbatch", "squeue", "scancel", "sinfo")
@@ -228,25 +227,7 @@ class SlurmCluster:
         self.wait_for_no_jobs(timeout)
 
     def wait_for_no_jobs(self, timeout: float = 30) -> None:
-        _wait_until(lambda: not self.squeue_jobs(), timeout, "squeue to show no job")
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"waited {timeout} s for {what}")
-        time.sleep(0.25)
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports free on 127.0.0.1 now; all probes are held open together, so the
-    ports are distinct."""
-    with contextlib.ExitStack() as stack:
-        probes = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in probes]
+        wait_for(lambda: not self.squeue_jobs(), timeout, "squeue to show no job", 0.25)
 
 
 def _hardware() -> str:
@@ -269,10 +250,6 @@ class _Daemon:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def tail(self, lines: int = 20) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
 
 def _start(name: str, args: list[str], logs: Path) -> _Daemon:
     """Starts a daemon in the foreground, in a session of its own (so a terminal's
@@ -288,22 +265,6 @@ def _start(name: str, args: list[str], logs: Path) -> _Daemon:
             start_new_session=True,
         )
     return _Daemon(name, process, log)
-
-
-def _stop(daemons: list[_Daemon], timeout: float = 10) -> None:
-    """SIGTERM to each daemon's process group, in the order given, then SIGKILL
-    to whatever is left after ``timeout`` seconds."""
-    for daemon in daemons:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(daemon.process.pid, signal.SIGTERM)
-        try:
-            daemon.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        # Also what the daemon left in its group (slurmctld's slurmscriptd).
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(daemon.process.pid, signal.SIGKILL)
-        daemon.process.wait(timeout=timeout)
 
 
 def _kill_strays(folder: Path, conf: Path) -> list[str]:
@@ -362,7 +323,7 @@ def slurm_cluster(
         (folder / sub).mkdir(parents=True, exist_ok=True)
     logs = folder / "log"
     hardware = _hardware()
-    ctld_port, slurmd_port = _free_ports(2)
+    ctld_port, slurmd_port = free_ports(2)
     # A unix socket's path has at most 107 bytes, and munged refuses a socket
     # unless every directory above it is executable by all (pytest's
     # /tmp/pytest-of-root is 0700). So munged's socket, and slurmstepd's (made
@@ -409,10 +370,11 @@ def slurm_cluster(
                 logs,
             )
         )
-        _wait_until(
+        wait_for(
             lambda: munge_socket.exists() or daemons[0].process.poll() is not None,
             10,
             "munged's socket",
+            0.25,
         )
         daemons.append(_start("slurmctld", ["-D", "-f", str(conf)], logs))
         daemons.append(_start("slurmd", ["-D", "-N", NODE, "-f", str(conf)], logs))
@@ -422,18 +384,19 @@ def slurm_cluster(
                 if daemon.process.poll() is not None:
                     raise RuntimeError(
                         f"{daemon.name} exited with {daemon.process.returncode}:\n"
-                        + daemon.tail()
+                        + tail(daemon.log, 2000)
                     )
             with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 return cluster.node_state() == "idle"
             return False
 
-        try:
-            _wait_until(node_idle, start_timeout, f"sinfo to show {NODE} idle")
-        except TimeoutError as error:
-            raise TimeoutError(
-                f"{error}\n" + "\n".join(d.tail() for d in daemons)
-            ) from None
+        wait_for(
+            node_idle,
+            start_timeout,
+            f"sinfo to show {NODE} idle",
+            0.25,
+            lambda: "\n".join(f"--- {d.name}:\n{tail(d.log, 2000)}" for d in daemons),
+        )
         yield cluster
     finally:
         alive = [d.name for d in daemons if d.process.poll() is None]
@@ -443,7 +406,9 @@ def slurm_cluster(
             ):
                 # Without slurmd, jobs stay COMPLETING: no use waiting for them.
                 cluster.cancel_all(timeout=30 if "slurmd" in alive else 0)
-        # munged last: the others talk to it until they have stopped.
-        _stop(daemons[1:][::-1] + daemons[:1])
+        # One after another, munged last: the others talk to it until they have
+        # stopped. A group's leftovers (slurmctld's slurmscriptd) go too.
+        for daemon in daemons[1:][::-1] + daemons[:1]:
+            stop_groups([daemon.process], 10)
         cluster.strays = _kill_strays(folder, conf)
         shutil.rmtree(short, ignore_errors=True)

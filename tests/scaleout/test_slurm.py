@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from ..conftest import DASK_RUNNER, ENV, data_files, render
-from ..faults import finish, started_kedro, tail, wait_for
+from ..faults import finish, started_kedro
+from ..shared import tail, wait_for
 from .runs import counted, dask_run, sequential_outputs
 from .slurm import SlurmCluster, slurm_cluster, why_no_slurm
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import queue
 import signal
 import sys
 import threading
@@ -20,11 +19,9 @@ from kedro.pipeline import Node, Pipeline
 
 from {{ cookiecutter.python_package }}.runner import DaskClientConfig, DaskRunner, DaskSetupError
 from {{ cookiecutter.python_package }}.runner.cluster import in_the_clear
-from {{ cookiecutter.python_package }}.runner.dask_runner import (
-    _not_lost_any_more,
-    add_memory_datasets,
-)
+from {{ cookiecutter.python_package }}.runner.dask_runner import add_memory_datasets
 from {{ cookiecutter.python_package }}.runner.interrupts import CtrlCHeldBack
+from {{ cookiecutter.python_package }}.runner.task_graph import SubmittedGraph
 
 from . import parity_pipelines as cases
 
@@ -301,9 +298,10 @@ class TestLifecycle:
         still_lost, computing, computed = map(
             NodeFuture, ("lost", "pending", "finished")
         )
-        lost = [still_lost, computing, computed]
-        assert _not_lost_any_more(lost, queue.SimpleQueue()) == [computed]
-        assert lost == [still_lost]
+        submitted = SubmittedGraph(None, "", {}, {})
+        submitted._lost = [still_lost, computing, computed]
+        assert submitted.completed(timeout=0) == [computed]
+        assert submitted._lost == [still_lost]
         assert (computing.followed, computed.followed) == (1, 0)
 
 
@@ -421,6 +419,7 @@ class TestSafety:
             return module
 
         monkeypatch.setattr("importlib.import_module", importing)
+        monkeypatch.setitem(sys.modules, "replaces_sigint", module)
         before = signal.getsignal(signal.SIGINT)
         config = DaskClientConfig.from_options(
             {"cluster_class": "replaces_sigint.Cluster"}

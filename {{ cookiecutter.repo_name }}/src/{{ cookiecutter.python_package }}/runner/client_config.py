@@ -1,13 +1,15 @@
-"""The ``dask_client`` block of ``conf/base/parameters.yml``.
+"""The ``dask_client`` block of ``conf/base/parameters.yml``, and the runner's errors.
 
 Every key the runner understands is a field of ``DaskClientConfig``; the comments in
-``parameters.yml``, the README and the error for an unknown key all use these names.
+``parameters.yml``, the README and the error for an unknown key use these names.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
+import pydoc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from numbers import Real
@@ -22,8 +24,7 @@ from .interrupts import ctrl_c_kept
 
 class DaskSetupError(RuntimeError):
     """The run could not start and no node has run: a bad ``dask_client`` setting,
-    an unreachable scheduler, or nodes and datasets that Dask workers cannot receive.
-    """
+    an unreachable scheduler, or what Dask workers cannot receive or see."""
 
 
 class DaskRunError(RuntimeError):
@@ -32,19 +33,14 @@ class DaskRunError(RuntimeError):
     nodes that finished are kept, so the run can resume."""
 
 
-# The runner sets these itself; taking them from conf would break the run.
-_MANAGED_KEYWORDS = frozenset(
-    {"self", "asynchronous", "loop", "set_as_default", "start"}
-)
+#: The runner sets these itself; taking them from conf would break the run.
+_MANAGED = frozenset({"self", "asynchronous", "loop", "set_as_default", "start"})
 
 
 def _keywords(callable_: Callable[..., Any]) -> frozenset[str]:
-    named = {
-        parameter.name
-        for parameter in inspect.signature(callable_).parameters.values()
-        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
-    }
-    return frozenset(named) - _MANAGED_KEYWORDS
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    parameters = inspect.signature(callable_).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind in kinds) - _MANAGED
 
 
 # The old Kedro docs passed the whole block to ``distributed.Client``, which hands
@@ -55,18 +51,6 @@ LOCAL_CLUSTER_KEYWORDS = _keywords(distributed.LocalCluster) | {
     "local_directory",
 }
 CLIENT_KEYWORDS = _keywords(distributed.Client) - {"address", "timeout", "security"}
-
-_GPU_EXAMPLE = "{GPU: 1}"
-
-# Where to find the package that provides a cluster class, for the import error.
-_CLUSTER_PACKAGES = {
-    "dask_jobqueue": "dask-jobqueue",
-    "dask_kubernetes": "dask-kubernetes",
-    "dask_gateway": "dask-gateway",
-    "dask_cloudprovider": "dask-cloudprovider",
-    "dask_yarn": "dask-yarn",
-    "dask_mpi": "dask-mpi",
-}
 
 
 @dataclass(frozen=True)
@@ -82,7 +66,7 @@ class DaskClientConfig:
     #: ``DASK_SCHEDULER_ADDRESS`` when neither this nor ``cluster_class`` is set.
     address: str | None = None
     #: Dotted path of a cluster manager the runner starts and closes, e.g.
-    #: ``dask_jobqueue.SLURMCluster`` or ``distributed.LocalCluster``.
+    #: ``dask_jobqueue.SLURMCluster``, or of a method that returns a cluster.
     cluster_class: str | None = None
     #: Keyword arguments for ``cluster_class`` (or for the default LocalCluster).
     cluster_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -93,8 +77,7 @@ class DaskClientConfig:
     #: Seconds to wait for the scheduler before giving up.
     timeout: float = 30.0
     #: Seconds the run waits while nodes are pending and no worker is connected
-    #: (batch jobs queued or refused, pods not scheduled) before it fails and
-    #: closes the cluster it started; ``null`` waits for ever.
+    #: (batch jobs queued or refused) before it fails; ``null`` waits for ever.
     no_worker_timeout: float | None = 300.0
     #: TLS files, e.g. ``{tls_ca_file: ..., tls_client_cert: ..., tls_client_key: ...}``.
     security: dict[str, Any] | None = None
@@ -108,46 +91,45 @@ class DaskClientConfig:
     #: a node that takes longer (the smallest limit of its tags applies).
     tag_timeouts: dict[str, float] = field(default_factory=dict)
     #: Send the project's package to the workers. ``None`` means: yes, unless the
-    #: runner starts a LocalCluster on this machine or ``install_wheel`` is set.
+    #: workers run on this machine or ``install_wheel`` is set.
     upload_project: bool | None = None
-    #: The project's wheel (``kedro package`` writes it to ``dist/``) for pip to
-    #: install on the scheduler and the workers: for a cluster whose machines lack
-    #: the project, instead of ``upload_project``'s copy of the package's code.
+    #: The wheel ``kedro package`` writes to ``dist/``, for pip to install on the
+    #: scheduler and the workers (instead of ``upload_project``).
     install_wheel: str | None = None
-    #: Let pip also install the wheel's missing requirements there (it needs an
-    #: index the cluster's machines reach); without it, only the wheel itself.
+    #: Let pip also install the wheel's missing requirements there.
     install_requirements: bool = False
     #: Before any node runs, check that every worker sees this machine's files
-    #: at the paths of the run's local datasets (``shared_storage``); a
-    #: LocalCluster the runner starts shares them by nature.
+    #: at the paths of the run's local datasets (``shared_storage``).
     check_shared_storage: bool = True
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DaskClientConfig:
         """Reads a ``dask_client`` block, old-docs form included, and validates it."""
-        own_keys = {f.name for f in fields(cls)}
-        settings: dict[str, Any] = {}
-        shorthand_cluster_kwargs: dict[str, Any] = {}
-        shorthand_client_kwargs: dict[str, Any] = {}
+        own = {f.name for f in fields(cls)}
+        settings = {key: value for key, value in options.items() if key in own}
+        shorthand: dict[str, dict[str, Any]] = {
+            "cluster_kwargs": {},
+            "client_kwargs": {},
+        }
         unknown = []
         for key, value in options.items():
-            if key in own_keys:
-                settings[key] = value
-            elif key in LOCAL_CLUSTER_KEYWORDS:
-                shorthand_cluster_kwargs[key] = value
-            elif key in CLIENT_KEYWORDS:
-                shorthand_client_kwargs[key] = value
-            else:
+            if key in LOCAL_CLUSTER_KEYWORDS and key not in own:
+                shorthand["cluster_kwargs"][key] = value
+            elif key in CLIENT_KEYWORDS and key not in own:
+                shorthand["client_kwargs"][key] = value
+            elif key not in own:
                 unknown.append(key)
         if unknown:
-            raise DaskSetupError(_unknown_keys_message(unknown, own_keys))
-
-        for name, shorthand in (
-            ("cluster_kwargs", shorthand_cluster_kwargs),
-            ("client_kwargs", shorthand_client_kwargs),
-        ):
-            if shorthand:  # the explicit mapping wins over top-level keywords
-                settings[name] = {**shorthand, **_mapping(settings.get(name, {}), name)}
+            raise DaskSetupError(
+                f"Unknown key(s) in dask_client: {', '.join(sorted(unknown))}. Valid "
+                f"keys are: {', '.join(sorted(own))}; also accepted, as in the old "
+                f"Kedro docs, are the keywords of distributed.LocalCluster "
+                f"({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) and of "
+                f"distributed.Client ({', '.join(sorted(CLIENT_KEYWORDS))})."
+            )
+        for name, given in shorthand.items():
+            if given:  # the explicit mapping wins over top-level keywords
+                settings[name] = {**given, **_mapping(settings.get(name, {}), name)}
         config = cls(**settings)
         config.validate()
         return config
@@ -159,31 +141,50 @@ class DaskClientConfig:
 
     def validate(self) -> None:
         """Refuses wrong types and contradictory settings, saying what to change."""
-        _check_type(self.address, (str, type(None)), "address")
-        _check_type(self.cluster_class, (str, type(None)), "cluster_class")
-        _mapping(self.cluster_kwargs, "cluster_kwargs")
-        _mapping(self.client_kwargs, "client_kwargs")
-        if self.adapt is not None:
-            _mapping(self.adapt, "adapt")
-        if self.security is not None:
-            _mapping(self.security, "security")
-        _check_type(self.performance_report, (str, type(None)), "performance_report")
-        _check_type(self.upload_project, (bool, type(None)), "upload_project")
-        _check_type(self.check_shared_storage, (bool,), "check_shared_storage")
+        for name, types in _TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, types):
+                expected = " or ".join(_NAMES.get(t, t.__name__) for t in types)
+                raise DaskSetupError(
+                    f"dask_client.{name} must be {expected}, got {value!r}."
+                )
+        for name in ("cluster_kwargs", "client_kwargs", "adapt", "security"):
+            if getattr(self, name) is not None:
+                _mapping(getattr(self, name), name)
+        self._check_numbers()
+        for keyword in _MANAGED & {*self.cluster_kwargs, *self.client_kwargs}:
+            raise DaskSetupError(
+                f"dask_client cannot set `{keyword}`: the runner manages it."
+            )
+        if self.address and self.starts_cluster:
+            given = [
+                n
+                for n in ("cluster_class", "cluster_kwargs", "adapt")
+                if getattr(self, n)
+            ]
+            raise DaskSetupError(
+                f"dask_client sets both `address` and {', '.join(given)}: `address` "
+                f"connects to a scheduler that is already running, while "
+                f"{', '.join(given)} describe a cluster for the runner to start "
+                f"(LocalCluster keywords such as n_workers count as cluster_kwargs). "
+                f"Keep one of the two."
+            )
         self._check_wheel()
-        if not isinstance(self.timeout, Real) or self.timeout <= 0:
+        self.security_object()
+        self.cluster_factory()
+
+    def _check_numbers(self) -> None:
+        if self.timeout <= 0:
             raise DaskSetupError(
                 f"dask_client.timeout must be a positive number of seconds, "
                 f"got {self.timeout!r}."
             )
-        if self.no_worker_timeout is not None and (
-            not isinstance(self.no_worker_timeout, Real) or self.no_worker_timeout <= 0
-        ):
+        if self.no_worker_timeout is not None and self.no_worker_timeout <= 0:
             raise DaskSetupError(
                 f"dask_client.no_worker_timeout must be a positive number of seconds "
                 f"or null (wait for ever), got {self.no_worker_timeout!r}."
             )
-        if not isinstance(self.retries, int) or self.retries < 0:
+        if self.retries < 0:
             raise DaskSetupError(
                 f"dask_client.retries must be a whole number >= 0, got {self.retries!r}."
             )
@@ -193,7 +194,7 @@ class DaskClientConfig:
             ):
                 raise DaskSetupError(
                     f"dask_client.tag_resources.{tag} must map resource names to "
-                    f"amounts, e.g. `gpu: {_GPU_EXAMPLE}`; got {resources!r}."
+                    f"amounts, e.g. `gpu: {_GPU}`; got {resources!r}."
                 )
         for tag, seconds in _mapping(self.tag_timeouts, "tag_timeouts").items():
             if not isinstance(seconds, Real) or seconds <= 0:
@@ -201,31 +202,8 @@ class DaskClientConfig:
                     f"dask_client.tag_timeouts.{tag} must be a positive number of "
                     f"seconds, e.g. `slow: 600`; got {seconds!r}."
                 )
-        for keyword in _MANAGED_KEYWORDS & (
-            set(self.cluster_kwargs) | set(self.client_kwargs)
-        ):
-            raise DaskSetupError(
-                f"dask_client cannot set `{keyword}`: the runner manages it."
-            )
-        if self.address and self.starts_cluster:
-            given = [
-                name
-                for name in ("cluster_class", "cluster_kwargs", "adapt")
-                if getattr(self, name)
-            ]
-            raise DaskSetupError(
-                f"dask_client sets both `address` and {', '.join(given)}: `address` "
-                f"connects to a scheduler that is already running, while "
-                f"{', '.join(given)} describe a cluster for the runner to start "
-                f"(LocalCluster keywords such as n_workers count as cluster_kwargs). "
-                f"Keep one of the two."
-            )
-        self.security_object()
-        self.cluster_factory()
 
     def _check_wheel(self) -> None:
-        _check_type(self.install_wheel, (str, type(None)), "install_wheel")
-        _check_type(self.install_requirements, (bool,), "install_requirements")
         if self.install_wheel is None:
             if self.install_requirements:
                 raise DaskSetupError(
@@ -251,10 +229,8 @@ class DaskClientConfig:
         """The ``distributed.Security`` for the TLS settings, if any."""
         if self.security is None:
             return None
-        options = dict(self.security)
-        options.setdefault("require_encryption", True)
         try:
-            return Security(**options)
+            return Security(**{"require_encryption": True, **self.security})
         except (TypeError, ValueError) as exc:
             raise DaskSetupError(
                 f"dask_client.security is not valid: {exc}. Use the keyword names of "
@@ -263,64 +239,54 @@ class DaskClientConfig:
             ) from exc
 
     def cluster_factory(self) -> Callable[..., Any]:
-        """What the runner makes its cluster with (LocalCluster by default): a
-        class, or a class's method that returns a cluster, such as
-        ``dask_gateway.GatewayCluster.from_name``."""
-        if not self.cluster_class:
-            return distributed.LocalCluster
-        if "." not in self.cluster_class:
-            raise DaskSetupError(
-                f"dask_client.cluster_class must be a dotted path such as "
-                f"dask_jobqueue.SLURMCluster, got {self.cluster_class!r}."
-            )
-        try:
-            with ctrl_c_kept():
-                return _imported(self.cluster_class)
-        except ImportError as exc:
-            top_level = self.cluster_class.split(".")[0]
-            package = _CLUSTER_PACKAGES.get(top_level, top_level.replace("_", "-"))
-            raise DaskSetupError(
-                f"dask_client.cluster_class {self.cluster_class!r} cannot be imported "
-                f"({exc}). Install its package, e.g. `pip install {package}`, and add "
-                f"it to requirements.txt."
-            ) from exc
-        except AttributeError as exc:
-            raise DaskSetupError(
-                f"dask_client.cluster_class {self.cluster_class!r}: {exc}."
-            ) from None
+        """What the runner makes its cluster with (LocalCluster by default)."""
+        return _cluster_factory(self.cluster_class)
 
 
-def _imported(path: str) -> Any:
-    """The object at a dotted path: an attribute of a module, or of an
-    attribute of one (``package.module.Class.method``)."""
-    owner_path, _, name = path.rpartition(".")
-    try:
-        owner = importlib.import_module(owner_path)
-    except ModuleNotFoundError as exc:
-        if exc.name != owner_path or "." not in owner_path:
-            raise  # a package that is not installed
-        owner = _imported(owner_path)
-    if not hasattr(owner, name):
-        raise AttributeError(f"{owner.__name__!r} has no {name!r}")
-    return getattr(owner, name)
-
-
-def _unknown_keys_message(unknown: list[str], own_keys: set[str]) -> str:
-    return (
-        f"Unknown key(s) in dask_client: {', '.join(sorted(unknown))}. "
-        f"Valid keys are: {', '.join(sorted(own_keys))}; also accepted, as in the "
-        f"old Kedro docs, are the keywords of distributed.LocalCluster "
-        f"({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) and of distributed.Client "
-        f"({', '.join(sorted(CLIENT_KEYWORDS))})."
-    )
-
-
-def _check_type(value: Any, types: tuple[type, ...], name: str) -> None:
-    if not isinstance(value, types):
-        expected = " or ".join(
-            "null" if kind is type(None) else kind.__name__ for kind in types
+@functools.cache
+def _cluster_factory(path: str | None) -> Callable[..., Any]:
+    if not path:
+        return distributed.LocalCluster
+    if "." not in path:
+        raise DaskSetupError(
+            f"dask_client.cluster_class must be a dotted path such as "
+            f"dask_jobqueue.SLURMCluster, got {path!r}."
         )
-        raise DaskSetupError(f"dask_client.{name} must be {expected}, got {value!r}.")
+    try:
+        with ctrl_c_kept():  # importing dask_jobqueue replaces the SIGINT handler
+            importlib.import_module(path.split(".")[0])
+            found = pydoc.locate(path)
+    except (ImportError, pydoc.ErrorDuringImport) as exc:
+        top = path.split(".")[0]
+        raise DaskSetupError(
+            f"dask_client.cluster_class {path!r} cannot be imported ({exc}). Install "
+            f"its package, e.g. `pip install {top.replace('_', '-')}`, and add it to "
+            f"requirements.txt."
+        ) from exc
+    if found is None:
+        owner, _, name = path.rpartition(".")
+        raise DaskSetupError(
+            f"dask_client.cluster_class {path!r}: {owner.split('.')[-1]!r} has no "
+            f"{name!r}."
+        )
+    return found  # type: ignore[no-any-return]
+
+
+#: The type each setting must have (the mappings' contents are checked apart).
+_TYPES: dict[str, tuple[type, ...]] = {
+    "address": (str, type(None)),
+    "cluster_class": (str, type(None)),
+    "timeout": (Real,),
+    "no_worker_timeout": (Real, type(None)),
+    "performance_report": (str, type(None)),
+    "retries": (int,),
+    "upload_project": (bool, type(None)),
+    "install_wheel": (str, type(None)),
+    "install_requirements": (bool,),
+    "check_shared_storage": (bool,),
+}
+_NAMES = {type(None): "null", Real: "a number", int: "a whole number"}
+_GPU = "{GPU: 1}"
 
 
 def _mapping(value: Any, name: str) -> Mapping[str, Any]:

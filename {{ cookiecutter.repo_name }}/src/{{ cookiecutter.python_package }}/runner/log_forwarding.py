@@ -1,20 +1,29 @@
-"""Showing the log records of nodes that run on Dask workers in the driver's console.
+"""What a Dask run prints: the nodes' log records, in the driver's console.
 
-A worker thread running a node sends the node's records to the scheduler as events
-of one topic, tagged with the run's token; the driver re-emits the records of its
-own run through its logging configuration (``conf/logging.yml``) and ignores other
-runs sharing the scheduler. Workers take the driver's logger levels, so a node logs
-on a worker exactly what it would log in the driver.
+A worker sends the records of a node (from its thread, and from threads it
+starts: Kedro's ``--async`` loads and saves) to the scheduler as events of one
+topic, tagged with the run's token; the driver re-emits the records of its own
+run through its logging configuration (``conf/logging.yml``). Workers take the
+driver's logger levels, so a node logs on a worker what it would log in the
+driver. Dask's own messages about its workings stay out of the console.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import functools
 import logging
+import multiprocessing.forkserver
 import os
+import shutil
+import signal
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 
 import distributed
@@ -22,9 +31,10 @@ import distributed
 TOPIC = "kedro-node-logs"
 #: The field of a forwarded record that names its run.
 RUN_FIELD = "kedro_run"
-_PLAIN_TYPES = (str, int, float, bool, type(None))
-_PROCESS_UUID = uuid.uuid4().hex
 WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+_PROCESS_UUID = uuid.uuid4().hex
+#: The loggers of what a worker runs besides nodes.
+_DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
 
 
 def this_process() -> str:
@@ -46,10 +56,9 @@ class _NodeLogForwarder(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._runs: dict[int, str] = {}
+        self._runs: dict[int, str] = {}  # thread: run token
         self._worker: distributed.Worker | None = None
-        #: Every run whose nodes ran here: Dask's own report of their failures
-        #: is dropped, the driver reports them (``_not_a_node_failure``).
+        #: Every run whose nodes ran here (see ``_not_a_node_failure``).
         self.tokens: set[str] = set()
         self.levels: dict[str, int] | None = None
         #: Set when the runner is about to close this worker: levels stay quiet.
@@ -58,8 +67,7 @@ class _NodeLogForwarder(logging.Handler):
     @contextmanager
     def forwarding(self, run_token: str) -> Iterator[None]:
         thread = threading.get_ident()
-        # Other threads than the task's have no worker context: keep it.
-        self._worker = distributed.get_worker()
+        self._worker = distributed.get_worker()  # other threads have no context
         self._runs[thread] = run_token
         self.tokens.add(run_token)
         try:
@@ -68,9 +76,8 @@ class _NodeLogForwarder(logging.Handler):
             self._runs.pop(thread, None)
 
     def run_of(self, record: logging.LogRecord) -> str | None:
-        """The run a record belongs to: that of the node its thread runs, or,
-        from another thread that is not Dask's own (those of Kedro's ``--async``
-        loads and saves, or that a node started), the one run under way here."""
+        """The run of a record: that of the node its thread runs, or, from a
+        thread that is not Dask's own, the one run under way here."""
         token = self._runs.get(record.thread or 0)
         if token is None and not record.name.startswith(_DASKS_OWN):
             running = set(list(self._runs.values()))
@@ -78,15 +85,18 @@ class _NodeLogForwarder(logging.Handler):
         return token
 
     def emit(self, record: logging.LogRecord) -> None:
-        run_token = self.run_of(record)
-        if run_token is not None and self._worker is not None:
-            self._worker.log_event(TOPIC, _record_fields(record, run_token))
+        if (token := self.run_of(record)) is None or self._worker is None:
+            return
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        # Events travel as msgpack: plain values only, the message formatted.
+        fields = {k: v for k, v in vars(record).items() if isinstance(v, _PLAIN)}
+        fields.update(msg=record.getMessage(), args=None, exc_info=None)
+        fields.pop("message", None)
+        self._worker.log_event(TOPIC, {**fields, RUN_FIELD: token})
 
 
-#: The loggers of what a worker runs besides nodes.
-_DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
-
-
+_PLAIN = (str, int, float, bool, type(None))
 _forwarder = _NodeLogForwarder()
 _setup_lock = threading.Lock()
 
@@ -104,24 +114,10 @@ def node_logs_to_driver(
     return _forwarder.forwarding(run_token)
 
 
-def quiet_before_closing(driver_process: str) -> None:
-    """On a worker the runner is about to stop at once, after Ctrl-C or a
-    failure: Dask's own warnings and errors about the node tasks it cancels and
-    the connections it drops while stopping add nothing to what the run has
-    reported. A node task still starting must not lower the level again.
-    Does nothing in the driver's process (a cluster of threads)."""
-    if driver_process == this_process():
-        return
-    with _setup_lock:
-        _forwarder.closing = True
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
-
-
 def _take_levels(levels: dict[str, int]) -> None:
     """Sets the driver's levels and replaces the root handlers: the driver prints
     the nodes' records, so a worker sharing its terminal must not print them too.
-    The worker's own records still go to its stderr.
-    """
+    The worker's own records still go to its stderr."""
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     root = logging.getLogger()
@@ -131,8 +127,8 @@ def _take_levels(levels: dict[str, int]) -> None:
     local.setFormatter(logging.Formatter(WORKER_FORMAT))
     local.addFilter(lambda record: _forwarder.run_of(record) is None)
     root.addHandler(local)
-    logging.getLogger("distributed.worker").addFilter(_not_a_node_failure)
     root.addHandler(_forwarder)
+    logging.getLogger("distributed.worker").addFilter(_not_a_node_failure)
     _forwarder.levels = levels
 
 
@@ -145,18 +141,15 @@ def _not_a_node_failure(record: logging.LogRecord) -> bool:
     return not any(f"-{token}-" in key for token in _forwarder.tokens)
 
 
-def _record_fields(record: logging.LogRecord, run_token: str) -> dict[str, Any]:
-    if record.exc_info and not record.exc_text:
-        record.exc_text = logging.Formatter().formatException(record.exc_info)
-    fields = {
-        key: value
-        for key, value in vars(record).items()
-        if isinstance(value, _PLAIN_TYPES)
-    }
-    fields.update(msg=record.getMessage(), args=None, exc_info=None)
-    fields.pop("message", None)
-    fields[RUN_FIELD] = run_token
-    return fields
+def quiet_before_closing(driver_process: str) -> None:
+    """On a worker the runner is about to stop at once, after Ctrl-C or a
+    failure: what Dask says about the tasks it cancels adds nothing to what the
+    run has reported. Not in the driver's process (a cluster of threads)."""
+    if driver_process == this_process():
+        return
+    with _setup_lock:
+        _forwarder.closing = True
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
 
 @contextmanager
@@ -164,10 +157,9 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
     """On the driver: re-emits the node log records of run ``run_token``."""
 
     def emit(event: tuple[float, dict[str, Any]]) -> None:
-        _, fields = event
-        if fields.get(RUN_FIELD) != run_token:
+        if event[1].get(RUN_FIELD) != run_token:  # another run's, on a shared cluster
             return
-        record = logging.makeLogRecord(fields)
+        record = logging.makeLogRecord(event[1])
         target = logging.getLogger(record.name)
         if target.isEnabledFor(record.levelno):
             target.handle(record)
@@ -180,17 +172,61 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
             client.unsubscribe_topic(TOPIC)
 
 
+# How a worker process of a LocalCluster logs until its first node gives it the
+# driver's levels. Kedro's project module, which the process imports as it
+# starts, would otherwise read conf/logging.yml: announce that on the run's
+# console once per worker, and have every worker write the driver's info.log.
+_WORKER_START_LOGGING = f"""\
+version: 1
+disable_existing_loggers: false
+formatters:
+  plain:
+    format: "{WORKER_FORMAT}"
+handlers:
+  console:
+    class: logging.StreamHandler
+    formatter: plain
+    stream: ext://sys.stderr
+loggers:
+  kedro.framework.project:
+    level: WARNING
+root:
+  handlers: [console]
+  level: INFO
+"""
+
+
+@functools.cache
+def worker_logging_file() -> Path:
+    """The file of ``_WORKER_START_LOGGING``, kept for this process's life: the
+    forkserver keeps the environment it started with, so workers of a later run
+    in this process read this path too."""
+    folder = tempfile.mkdtemp(prefix="kedro-dask-")
+    atexit.register(_remove_after_the_forkserver, folder)
+    path = Path(folder) / "worker-logging.yml"
+    path.write_text(_WORKER_START_LOGGING)
+    return path
+
+
+def _remove_after_the_forkserver(folder: str) -> None:
+    """Stops the forkserver first: a run that failed before its cluster started
+    ends while the forkserver still imports the project, which reads the file."""
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if pid := getattr(server, "_forkserver_pid", None):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def _not_routine(record: logging.LogRecord) -> bool:
     """Drops what Dask's scheduler says at WARNING about every run that uses a
     P2P shuffle, and about the results a lost worker took with it (a node
     recomputed for them says so itself, ``run_setup``)."""
-    return not str(record.msg).startswith(_ROUTINE)
+    return not str(record.msg).startswith(
+        ("Shuffle %s initialized by task", "Shuffle %s deactivated", "Removing worker")
+    )
 
 
-_ROUTINE = (
-    "Shuffle %s initialized by task",
-    "Shuffle %s deactivated due to stimulus",
-    "Removing worker",
-)
 for _name in ("distributed.scheduler", "distributed.shuffle._scheduler_plugin"):
     logging.getLogger(_name).addFilter(_not_routine)

@@ -1,23 +1,23 @@
-"""Turning a Kedro pipeline into Dask tasks.
+"""A Kedro pipeline as one Dask graph, submitted and followed.
 
 Each node becomes one task, keyed ``(<function>-<run token>-<node name>,)``. In-memory
-datasets (names the catalog doesn't persist, and ``MemoryDataset`` entries) are task results:
-they stay on the worker that made them, move only to a worker whose node needs
-them, and Dask frees them once their last consumer has finished. A node that
+datasets (names the catalog doesn't persist, and ``MemoryDataset`` entries) are task
+results: they stay on the worker that made them, move only to a worker whose node
+needs them, and Dask frees them once their last consumer has finished. A node that
 needs a persisted dataset waits for its producer but takes no data from it.
 """
 
 from __future__ import annotations
 
-import functools
 import operator
-import re
+import queue
 from dataclasses import dataclass, field
 from typing import Any
 
 import distributed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.sizeof import sizeof
+from dask.utils import funcname
 from distributed.protocol.pickle import dumps
 from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
@@ -48,27 +48,56 @@ class SubmittedGraph:
     node_futures: dict[distributed.Future, Node]
     #: Pipeline outputs without a persisting catalog entry, returned to the caller.
     free_outputs: dict[str, distributed.Future]
-    #: Tasks returning the large parameters and pre-filled ``MemoryDataset``s
-    #: (small ones travel inside the nodes' tasks).
+    #: Tasks returning the large parameters and pre-filled ``MemoryDataset``s.
     inputs: list[distributed.Future] = field(default_factory=list)
+    _done: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
+    _lost: list[distributed.Future] = field(default_factory=list)
+
+    def follow(self) -> None:
+        """Has each node future enter a queue once it is no longer pending: a
+        done-callback each, registered from the client's event loop (from this
+        thread each would wake the loop up; ``as_completed`` costs several
+        coroutines per future)."""
+
+        async def follow(futures: list[distributed.Future]) -> None:
+            for future in futures:
+                future.add_done_callback(self._done.put)
+
+        self.client.sync(follow, list(self.node_futures))
+
+    def completed(self, timeout: float) -> list[distributed.Future]:
+        """The futures finished, erred or cancelled since the last call; waits
+        up to ``timeout`` for one. A future whose result was lost with its worker
+        after it finished is held back until Dask has computed it again."""
+        try:
+            batch = [self._done.get(timeout=timeout)]
+        except queue.Empty:
+            batch = []
+        while not self._done.empty():
+            batch.append(self._done.get())
+        for future in [f for f in self._lost if f.status != "lost"]:
+            self._lost.remove(future)
+            if future.status == "pending":  # computed again: follow it again
+                future.add_done_callback(self._done.put)
+            else:
+                batch.append(future)
+        self._lost += [f for f in batch if f.status == "lost"]
+        return [f for f in batch if f.status != "lost"]
 
     def cancel(self) -> None:
         """Stops every node that has not finished and forgets all futures.
 
         Releasing every future this run holds leaves no task of it wanted, so
-        the scheduler drops them all, queued or running. ``client.cancel`` would
-        do the same but trips an assertion inside Dask's scheduler (its traceback
-        in the console) on the run's internal tasks, which no client holds.
+        the scheduler drops them all, queued or running (``client.cancel`` trips
+        an assertion in Dask's scheduler on tasks no client holds).
         """
-        if self.client.status != "running":
-            self.forget()  # the scheduler is gone, and the futures with it
-            return
-        for future in [*self.node_futures, *self.free_outputs.values(), *self.inputs]:
-            future.release()
-        self.forget()
-
-    def forget(self) -> None:
-        """Drops the futures without a word to the scheduler."""
+        if self.client.status == "running":  # else they went with the scheduler
+            for future in [
+                *self.node_futures,
+                *self.free_outputs.values(),
+                *self.inputs,
+            ]:
+                future.release()
         self.node_futures.clear()
         self.free_outputs.clear()
         self.inputs.clear()
@@ -85,21 +114,29 @@ class TaskGraph:
         timed_nodes: frozenset[str] = frozenset(),
         storage: SharedStorage | None = None,
     ) -> None:
-        self._pipeline = pipeline
-        self._storage = storage
-        self._run = run
-        self._datasets = datasets
+        self._pipeline, self._run, self._datasets = pipeline, run, datasets
         self._memory = {
             name: getattr(dataset, "_copy_mode", None)
             for name, dataset in datasets.items()
             if isinstance(dataset, MemoryDataset)
         }
-        self._tasks = {
-            node: self._node_task(node, datasets, node.name in timed_nodes)
-            for node in pipeline.nodes
-        }
-        self._waits_for = self._order_only_parents()
-        self._check_serialisable(datasets)
+        self._tasks: dict[Node, NodeTask] = {}
+        for node in pipeline.nodes:
+            own = {*node.inputs, *node.outputs, *node.confirms} - self._memory.keys()
+            persisted = {name: datasets[name] for name in own}
+            self._tasks[node] = NodeTask(
+                node=node,
+                run=run,
+                persisted=persisted,
+                memory_inputs=tuple(
+                    (n, self._memory[n]) for n in node.inputs if n in self._memory
+                ),
+                memory_outputs=tuple(n for n in node.outputs if n in self._memory),
+                announces_start=node.name in timed_nodes,
+                computes_dask_collections=computes_dask_collections(node, persisted),
+                uses_local_files=bool(storage and storage.uses(persisted)),
+            )
+        self._check_serialisable()
         #: Persisted datasets built with ``credentials``, which their nodes'
         #: tasks carry to the workers.
         self.with_credentials = sorted(
@@ -109,54 +146,12 @@ class TaskGraph:
             and (getattr(dataset, "_init_args", None) or {}).get("credentials")
         )
 
-    @property
-    def nodes(self) -> list[Node]:
-        return self._pipeline.nodes
-
-    def _node_task(
-        self,
-        node: Node,
-        datasets: dict[str, AbstractDataset],
-        timed: bool,
-    ) -> NodeTask:
-        own = {*node.inputs, *node.outputs, *node.confirms}
-        persisted = {name: datasets[name] for name in own if name not in self._memory}
-        return NodeTask(
-            node=node,
-            run=self._run,
-            persisted=persisted,
-            memory_inputs=tuple(
-                (name, self._memory[name])
-                for name in node.inputs
-                if name in self._memory
-            ),
-            memory_outputs=tuple(name for name in node.outputs if name in self._memory),
-            announces_start=timed,
-            computes_dask_collections=computes_dask_collections(node, persisted),
-            uses_local_files=bool(self._storage and self._storage.uses(persisted)),
-        )
-
-    def _order_only_parents(self) -> dict[Node, list[Node]]:
-        """For each node, the parents that give it only persisted data: the node
-        must wait for them but takes no data from them."""
-        waits_for = {}
-        for node, parents in self._pipeline.node_dependencies.items():
-            memory_inputs = {name for name, _ in self._tasks[node].memory_inputs}
-            waits_for[node] = [
-                parent
-                for parent in parents
-                if not memory_inputs & set(self._tasks[parent].memory_outputs)
-            ]
-        return waits_for
-
-    def _check_serialisable(self, datasets: dict[str, AbstractDataset]) -> None:
+    def _check_serialisable(self) -> None:
         """Names every node and dataset that a worker process could not receive."""
         problems = [
-            f"node '{node.name}': {reason}"
-            for node in self.nodes
-            if (reason := _pickling_problem(node))
+            f"node '{n.name}': {p}" for n in self._tasks if (p := _unpicklable(n))
         ]
-        for name, dataset in sorted(datasets.items()):
+        for name, dataset in sorted(self._datasets.items()):
             if name in self._memory:
                 continue
             if getattr(dataset, "_SINGLE_PROCESS", False):
@@ -164,8 +159,8 @@ class TaskGraph:
                     f"dataset '{name}': {type(dataset).__name__} only works in the "
                     f"process that created it"
                 )
-            elif reason := _pickling_problem(dataset):
-                problems.append(f"dataset '{name}': {reason}")
+            elif problem := _unpicklable(dataset):
+                problems.append(f"dataset '{name}': {problem}")
         if problems:
             raise DaskSetupError(
                 "DaskRunner sends nodes and datasets to Dask worker processes, and "
@@ -181,7 +176,7 @@ class TaskGraph:
     ) -> dict[Node, dict[str, float]]:
         """The Dask worker resources each node asks for through its tags."""
         wanted: dict[Node, dict[str, float]] = {}
-        for node in self.nodes:
+        for node in self._tasks:
             for tag in sorted(node.tags & set(tag_resources)):
                 for resource, amount in tag_resources[tag].items():
                     previous = wanted.setdefault(node, {}).get(resource, 0)
@@ -198,64 +193,84 @@ class TaskGraph:
 
         One graph, not a ``client.submit`` per node: the scheduler takes it in one
         message, and what the tasks share (the run's context) is pickled once.
+        Nodes that ask for the same worker resources share a layer, which carries
+        the request (Dask annotates whole layers).
         """
-        resources = resources or {}
+        token, resources = self._run.token, resources or {}
         providers = self._pipeline_inputs(client)
         layers: dict[tuple, dict[tuple[str], tuple]] = {}
         node_keys: dict[tuple[str], Node] = {}
         finished: dict[Node, tuple[str]] = {}
-        awaited = {parent for parents in self._waits_for.values() for parent in parents}
-        for node in self.nodes:
-            task = self._tasks[node]
-            key = _task_key(node, self._run.token)
-            # Nodes that ask for the same worker resources share a layer, which
-            # carries the request (Dask annotates whole layers).
-            request = tuple(sorted(resources.get(node, {}).items()))
-            layer = layers.setdefault(request, {})
+        waits_for = self._order_only_parents()
+        awaited = {parent for parents in waits_for.values() for parent in parents}
+        for node, task in self._tasks.items():
+            key = (f"{funcname(node.func)}-{token}-{node.name}",)
+            layer = layers.setdefault(
+                tuple(sorted(resources.get(node, {}).items())), {}
+            )
             layer[key] = (
                 run_node_task,
                 task,
                 *(providers[name] for name, _ in task.memory_inputs),
-                *(finished[parent] for parent in self._waits_for[node]),
+                *(finished[parent] for parent in waits_for[node]),
             )
             node_keys[key] = node
             outputs = task.memory_outputs
             if len(outputs) == 1:
                 providers[outputs[0]] = key
             for index, name in enumerate(outputs if len(outputs) > 1 else ()):
-                providers[name] = _helper_key("output", self._run.token, name)
+                providers[name] = (f"output-{token}-{name}",)
                 layer[providers[name]] = (operator.getitem, key, index)
             if node in awaited and outputs:  # wait for it without fetching its data
-                finished[node] = _helper_key("finished", self._run.token, node.name)
+                finished[node] = (f"finished-{token}-{node.name}",)
                 layer[finished[node]] = (_nothing, key)
             elif node in awaited:
                 finished[node] = key
-        free_outputs = {
-            name: providers[name]
-            for name in self._pipeline.outputs() & self._memory.keys()
-        }
-        wanted = [*node_keys, *free_outputs.values()]
-        graph = _high_level_graph(layers)
+        free = {n: providers[n] for n in self._pipeline.outputs() & self._memory.keys()}
+        wanted = [*node_keys, *free.values()]
+        graph = HighLevelGraph(
+            {
+                f"kedro-nodes-{i}": MaterializedLayer(
+                    tasks, annotations={"resources": dict(asks)} if asks else None
+                )
+                for i, (asks, tasks) in enumerate(layers.items())
+            },
+            {f"kedro-nodes-{i}": set() for i in range(len(layers))},
+        )
         futures = dict(
             zip(wanted, client.get(graph, wanted, sync=False, retries=retries))
         )
-        return SubmittedGraph(
+        submitted = SubmittedGraph(
             client,
             client.scheduler.address,
             {futures[key]: node for key, node in node_keys.items()},
-            {name: futures[key] for name, key in free_outputs.items()},
+            {name: futures[key] for name, key in free.items()},
             inputs=[p for p in providers.values() if isinstance(p, distributed.Future)],
         )
+        submitted.follow()
+        return submitted
+
+    def _order_only_parents(self) -> dict[Node, list[Node]]:
+        """For each node, the parents that give it only persisted data: the node
+        must wait for them but takes no data from them."""
+        waits_for = {}
+        for node, parents in self._pipeline.node_dependencies.items():
+            memory_inputs = {name for name, _ in self._tasks[node].memory_inputs}
+            waits_for[node] = [
+                parent
+                for parent in parents
+                if not memory_inputs & set(self._tasks[parent].memory_outputs)
+            ]
+        return waits_for
 
     def _pipeline_inputs(self, client: distributed.Client) -> dict[str, Any]:
         """Sends parameters and pre-filled ``MemoryDataset``s with the nodes' tasks.
 
         A small value travels inside the task of each node that takes it, so that
-        node can start on any worker: Dask runs a task where its inputs are, and a
-        value held by one worker would draw all its consumers there, to run one
-        after another while other workers idle. A large value becomes one task
-        that returns it, not a ``scatter``: a task's result that dies with its
-        worker is recomputed elsewhere, scattered data is lost for good.
+        node can start on any worker (a value held by one worker would draw all
+        its consumers there). A large value becomes one task that returns it, not
+        a ``scatter``: a task's result that dies with its worker is recomputed
+        elsewhere, scattered data is lost for good.
         """
         providers: dict[str, Any] = {}
         for name in sorted(self._pipeline.inputs() & self._memory.keys()):
@@ -266,50 +281,6 @@ class TaskGraph:
                 key = f"{name}-{self._run.token}"
                 providers[name] = client.submit(_given, value, key=key, pure=False)
         return providers
-
-
-def _high_level_graph(layers: dict[tuple, dict[tuple[str], tuple]]) -> HighLevelGraph:
-    """The tasks as one graph: a layer per resource request, annotated with it.
-
-    Tasks refer to each other by key across layers; Dask needs no order between
-    layers to run them, only the tasks' own dependencies.
-    """
-    return HighLevelGraph(
-        {
-            f"kedro-nodes-{index}": MaterializedLayer(
-                tasks, annotations={"resources": dict(request)} if request else None
-            )
-            for index, (request, tasks) in enumerate(layers.items())
-        },
-        {f"kedro-nodes-{index}": set() for index in range(len(layers))},
-    )
-
-
-def _task_key(node: Node, token: str) -> tuple[str]:
-    """``(<function>-<run token>-<node name>,)``, so that Dask groups the tasks
-    by function (the prefix: one bar and colour per function in the dashboard,
-    as for ``dask.delayed``) while each node is a group of its own.
-
-    A prefix per node made big pipelines slow: Dask keeps state per prefix, on
-    the scheduler for good and in every worker heartbeat (docs/benchmarks.md,
-    A). A group per function instead would make the scheduler treat a big group
-    as root tasks and place them ignoring where their inputs are; a tuple key is
-    how a Dask key gets a group of its own under a shared prefix.
-    """
-    func = node.func
-    while isinstance(func, functools.partial):
-        func = func.func
-    name = re.sub(r"\W+", "_", getattr(func, "__name__", type(func).__name__))
-    name = name.strip("_") or "node"
-    return (f"{name if name[0].isalpha() else 'node_' + name}-{token}-{node.name}",)
-
-
-def _helper_key(kind: str, token: str, name: str) -> tuple[str]:
-    """The key of a task that takes one output out of a node's result, or that
-    waits for a node without its data: a group of its own too, or Dask would
-    take a node's many outputs for root tasks and move its result to take them
-    out elsewhere."""
-    return (f"{kind}-{token}-{name}",)
 
 
 def _is_small(value: Any) -> bool:
@@ -327,7 +298,7 @@ def _given(value: Any) -> Any:
     return value
 
 
-def _pickling_problem(obj: Any) -> str | None:
+def _unpicklable(obj: Any) -> str | None:
     try:
         dumps(obj)
     except Exception as exc:

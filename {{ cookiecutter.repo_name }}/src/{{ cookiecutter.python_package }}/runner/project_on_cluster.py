@@ -1,0 +1,176 @@
+"""Putting the project's code on the cluster's scheduler and workers, those that
+join later included: ``upload_project`` (a copy of its package, with Dask's
+``UploadFile``) or ``install_wheel`` (the wheel ``kedro package`` builds, pip
+installed by Dask's ``InstallPlugin``, one process of a machine at a time).
+
+Both are named after the code's content: the same code is sent once, and a run
+never replaces what another run imports. The plugins travel by value (the
+processes they run in do not have the project yet), so what they run imports
+nothing but the standard library and distributed. Once the new code is in place,
+the package's modules already imported there are forgotten, so that the next
+node imports the new code (but in this process: its code is the new code).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+import distributed
+from distributed.diagnostics.plugin import (
+    InstallPlugin,
+    SchedulerUploadFile,
+    UploadFile,
+)
+
+from .client_config import DaskClientConfig, DaskSetupError
+
+logger = logging.getLogger(__name__)
+
+
+def put_project_on_cluster(
+    client: distributed.Client,
+    config: DaskClientConfig,
+    package: str | None,
+    elsewhere: bool,
+) -> None:
+    """Uploads or installs the project's code, as ``config`` asks; by default
+    uploads it to workers that may be on other machines (``elsewhere``)."""
+    upload = config.upload_project if config.upload_project is not None else elsewhere
+    if config.install_wheel:
+        wheel = Path(config.install_wheel)
+        content, install = wheel.read_bytes(), True
+    elif upload and package:
+        wheel, content, install = Path(f"{package}.zip"), _zipped(package), False
+    else:
+        return
+    name = f"{wheel.stem}-{hashlib.sha256(content).hexdigest()[:16]}"
+    driver = (socket.gethostname(), os.getpid())
+    plugins: list[Any] = [
+        InstallPlugin(
+            _Installer(wheel.name, content, config.install_requirements, driver), False
+        )
+    ]
+    if not install:
+        logger.info("Uploading the %s package to the Dask cluster", package)
+        with tempfile.TemporaryDirectory() as folder:
+            archive = Path(folder, f"{name}.zip")
+            archive.write_bytes(content)
+            plugins = [
+                _ToScheduler(str(archive), driver),
+                _ToWorkers(str(archive), driver),
+            ]
+    else:
+        logger.info("Installing %s on the Dask cluster", wheel.name)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        for plugin in plugins:
+            plugin.idempotent = True
+            client.register_plugin(plugin, name=name)
+    except Exception as exc:
+        if not install:
+            raise
+        raise DaskSetupError(
+            f"Could not install {wheel.name} on the Dask cluster: "
+            f"{type(exc).__name__}: {exc}. The scheduler and workers need pip and "
+            f"write access to their Python environment; with "
+            f"install_requirements: true, also an index they reach."
+        ) from exc
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def _zipped(package: str) -> bytes:
+    """The package's files, with fixed times: the same code, the same archive."""
+    folder = Path(importlib.import_module(package).__file__ or "").parent
+    with tempfile.TemporaryFile() as buffer:
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    info = zipfile.ZipInfo(path.relative_to(folder.parent).as_posix())
+                    zipped.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+        buffer.seek(0)
+        return buffer.read()
+
+
+def _forget(package: str, driver: tuple[str, int]) -> None:
+    """Makes the next import of ``package`` read the new code."""
+    importlib.invalidate_caches()
+    if (socket.gethostname(), os.getpid()) != driver:
+        for name in [n for n in sys.modules if n.split(".")[0] == package]:
+            del sys.modules[name]
+
+
+class _ToWorkers(UploadFile):
+    def __init__(self, path: str, driver: tuple[str, int]) -> None:
+        super().__init__(path, load=True)
+        self.driver = driver
+
+    async def setup(self, worker: distributed.Worker) -> None:
+        await super().setup(worker)
+        _forget(self.filename.split("-")[0], self.driver)
+
+
+class _ToScheduler(SchedulerUploadFile):
+    """The scheduler unpickles the task graph, which names the project's code."""
+
+    def __init__(self, path: str, driver: tuple[str, int]) -> None:
+        super().__init__(path, load=True)
+        self.driver = driver
+
+    async def start(self, scheduler: distributed.Scheduler) -> None:
+        await super().start(scheduler)
+        _forget(self.filename.split("-")[0], self.driver)
+
+
+class _Installer:
+    """pip-installs the wheel into the environment of the process that calls it,
+    once per build (``InstallPlugin`` wants it idempotent), locked against other
+    processes sharing the environment (a shared file system)."""
+
+    def __init__(
+        self, filename: str, content: bytes, requirements: bool, driver: tuple
+    ) -> None:
+        self.filename, self.content = filename, content
+        self.requirements, self.driver = requirements, driver
+
+    def __call__(self) -> None:
+        import fcntl  # noqa: PLC0415 (POSIX: on the cluster, not on Windows)
+
+        digest = hashlib.sha256(self.content).hexdigest()[:16]
+        done = Path(sys.prefix, ".kedro-dask-wheels", f"{self.filename}.{digest}")
+        done.parent.mkdir(exist_ok=True)
+        with open(done.parent / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not done.exists():
+                self._pip_install()
+                done.touch()
+        _forget(self.filename.split("-")[0], self.driver)
+
+    def _pip_install(self) -> None:
+        with tempfile.TemporaryDirectory() as folder:
+            wheel = Path(folder, self.filename)
+            wheel.write_bytes(self.content)
+            pip = [sys.executable, "-m", "pip", "install", "--no-input", "--quiet"]
+            pip += ["--disable-pip-version-check"]
+            # The same name and version may hold new code: reinstall the wheel
+            # itself, then (if asked) let pip add the requirements it lacks.
+            steps = [[*pip, "--force-reinstall", "--no-deps", str(wheel)]]
+            steps += [[*pip, str(wheel)]] if self.requirements else []
+            for step in steps:
+                done = subprocess.run(step, capture_output=True, text=True, check=False)
+                if done.returncode != 0:
+                    raise RuntimeError(
+                        f"`pip install {self.filename}` failed in {sys.executable} "
+                        f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+                    )
