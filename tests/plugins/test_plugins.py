@@ -143,11 +143,13 @@ def point_mlflow_at(
     tracking_uri: str,
     experiment: str,
     artifact_location: str | None = None,
+    nested: bool = True,
 ) -> None:
     """Sets mlflow.yml's tracking URI and experiment (and where a new
-    experiment keeps its artifacts), as a user edits it."""
+    experiment keeps its artifacts, and whether runs nest), as a user edits it."""
     path = project / "conf/local/mlflow.yml"
     config = yaml.safe_load(path.read_text())
+    config["tracking"]["run"]["nested"] = nested
     config["server"]["mlflow_tracking_uri"] = tracking_uri
     config["tracking"]["experiment"]["name"] = experiment
     create = config["tracking"]["experiment"]["create_experiment_kwargs"]
@@ -411,8 +413,14 @@ def test_mlflow_two_dask_runs_in_a_row_on_one_scheduler(
     tracked: Tracked, sequential: Run, tmp_path: Path
 ) -> None:
     """Two kedro runs on one long-lived CLI cluster: two complete runs, each
-    equal to Sequential's; the second logs nothing into the first's run."""
-    _, runs = _on_cli_cluster(tracked, tmp_path, "dask-cli-first", "dask-cli-second")
+    equal to Sequential's; the second logs nothing into the first's run. With
+    `nested: false` in mlflow.yml, kedro-mlflow's start_run fails in a worker
+    thread where an earlier run's MLflow run is still active (the runner drops
+    it after each node: worker_hooks.mlflow_runs_left_open)."""
+    strict = Tracked(
+        tracked.project, tracked.tracking_uri, **tracked.mlflow, nested=False
+    )
+    _, runs = _on_cli_cluster(strict, tmp_path, "dask-cli-first", "dask-cli-second")
     for run in runs:
         assert_same_complete_records(run, sequential)
         assert_same_after_exit(tracked, run, sequential)

@@ -44,7 +44,7 @@ from .cluster import (
 )
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
-from .run_setup import workers_prepared
+from .run_setup import guard_recomputed_nodes, workers_prepared
 from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph
 from .time_limits import NodeClock, time_limits
@@ -145,6 +145,8 @@ class DaskRunner(AbstractRunner):
             self._performance_report(client),
             workers_prepared(client, token, hook_manager, hooks, storage),
         ):
+            if hooks is not None or graph.saves_datasets:  # else nothing to guard
+                guard_recomputed_nodes(client)
             if warning := credentials_in_the_clear(graph.with_credentials, client):
                 self._logger.warning(warning)
             resources = graph.resources(config.tag_resources)

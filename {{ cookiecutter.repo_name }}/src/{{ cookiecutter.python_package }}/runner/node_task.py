@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,14 +94,16 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         announce_start(task.run.token, task.node.name)
     if task.computes_dask_collections or has_dask_collection(upstream):
         leave_the_worker_thread_pool()
-    recomputed = recomputing()
+    node, persisted, hook_manager = task.node, task.persisted, _hook_manager(task)
+    hooked = not isinstance(hook_manager, _NullPluginManager)
+    # Computed again after its worker was lost: only its saves and hooks matter.
+    recomputed = (hooked or bool(persisted)) and recomputing()
     if recomputed and not task.memory_outputs:
         return None  # what it saved is saved: nothing to compute again
     inputs = {
         name: _memory_dataset_holding(value, copy_mode)
         for (name, copy_mode), value in zip(task.memory_inputs, upstream)
     }
-    node, persisted, hook_manager = task.node, task.persisted, _hook_manager(task)
     if recomputed:  # its saves, confirms and hooks happened when it first ran
         node = node._copy(confirms=None) if node.confirms else node
         persisted = {n: d for n, d in persisted.items() if n not in node.outputs}
@@ -115,7 +118,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         node_logs_to_driver(
             task.run.token, task.run.logging_levels, task.run.driver_process
         ),
-        mlflow_runs_left_open(),
+        mlflow_runs_left_open() if hooked else nullcontext(),
     ):
         if recomputed:
             logger.warning(

@@ -115,6 +115,11 @@ def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
     return setup.finish() if setup else {}
 
 
+def guard_recomputed_nodes(client: distributed.Client) -> None:
+    """Has the scheduler mark the node tasks it computes again (once per cluster)."""
+    client.register_plugin(MarkRecomputed(), name=MarkRecomputed.name)
+
+
 class MarkRecomputed(SchedulerPlugin):
     """On the scheduler: marks a node task that finished and lost its result
     with its worker, as Dask sends it to be computed again."""
@@ -152,10 +157,9 @@ def workers_prepared(
     hooks: WorkerHooks | None,
     storage: SharedStorage | None,
 ) -> Iterator[None]:
-    """Registers the run's plugins (refusing the run if a worker does not see its
+    """Registers the run's plugin (refusing the run if a worker does not see its
     files); afterwards merges what the workers' copies of the driver's plugins
     learnt into the driver's, and removes the run from the workers."""
-    client.register_plugin(MarkRecomputed(), name=MarkRecomputed.name)
     driver_hook_managers[token] = hook_manager  # for workers in this process
     name = RunSetup.name_for(token)
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})

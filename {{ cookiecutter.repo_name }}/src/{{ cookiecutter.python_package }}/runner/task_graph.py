@@ -137,6 +137,10 @@ class TaskGraph:
                 uses_local_files=bool(storage and storage.uses(persisted)),
             )
         self._check_serialisable()
+        #: Whether a node saves a dataset: a node computed again must not.
+        self.saves_datasets = any(
+            set(node.outputs) - self._memory.keys() for node in pipeline.nodes
+        )
         #: Persisted datasets built with ``credentials``, which their nodes'
         #: tasks carry to the workers.
         self.with_credentials = sorted(

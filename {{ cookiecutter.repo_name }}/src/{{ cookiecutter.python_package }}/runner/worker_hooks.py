@@ -144,8 +144,9 @@ def mlflow_runs_left_open() -> Iterator[None]:
     kedro-mlflow's ``before_node_run`` re-opens the driver's MLflow run in the
     thread that runs the node, and leaves it open there (as under ThreadRunner,
     whose threads end with the run). A Dask worker thread outlives the run: the
-    next run's ``start_run`` would find the old run active there and fail. The
-    run is only dropped from the thread, not ended: the driver ends it.
+    next run's ``start_run`` would find the old run active there (and fail, with
+    ``nested: false`` in mlflow.yml). The run is only dropped from the thread,
+    not ended: the driver ends it.
     """
     fluent = sys.modules.get("mlflow.tracking.fluent")
     depth = len(fluent._active_run_stack.get()) if fluent else 0
