@@ -46,15 +46,19 @@ def test_plugins_state_goes_to_the_workers_and_comes_back(
             assert set(left.values()) == {None}, "the environment stayed on workers"
 
 
-def test_a_plugin_that_cannot_be_copied_is_named_before_any_node_runs(
-    process_cluster: LocalCluster, tmp_path
-):
+def _run_with_a_plugin_that_cannot_be_copied(cluster: LocalCluster, folder) -> None:
     manager = _create_hook_manager()
     manager.register(UnpicklablePlugin(), name="locked-plugin")
     case = cases.fan_out_fan_in(width=2)
-    runner = DaskRunner(address=process_cluster.scheduler_address)
+    runner = DaskRunner(address=cluster.scheduler_address)
+    runner.run(case.pipeline, case.catalog(folder), manager)
+
+
+def test_a_plugin_that_cannot_be_copied_is_named_before_any_node_runs(
+    process_cluster: LocalCluster, tmp_path
+):
     with pytest.raises(DaskSetupError, match="locked-plugin") as raised:
-        runner.run(case.pipeline, case.catalog(tmp_path), manager)
+        _run_with_a_plugin_that_cannot_be_copied(process_cluster, tmp_path)
     assert "processes: false" in str(raised.value)
     assert not list(tmp_path.glob("*.json")), "a node ran"
 
@@ -62,9 +66,5 @@ def test_a_plugin_that_cannot_be_copied_is_named_before_any_node_runs(
 def test_workers_in_this_process_fire_a_plugin_that_cannot_be_copied(
     thread_cluster: LocalCluster, tmp_path
 ):
-    manager = _create_hook_manager()
-    manager.register(UnpicklablePlugin(), name="locked-plugin")
-    case = cases.fan_out_fan_in(width=2)
-    runner = DaskRunner(address=thread_cluster.scheduler_address)
-    runner.run(case.pipeline, case.catalog(tmp_path), manager)
+    _run_with_a_plugin_that_cannot_be_copied(thread_cluster, tmp_path)
     assert list(tmp_path.glob("*.json")), "no node ran"
