@@ -280,6 +280,38 @@ def test_workers_without_the_project_get_it_uploaded_by_default(
         assert len([name for name in names if name.startswith(f"{PACKAGE}-")]) == 1
 
 
+NEW_PIPELINE = """\
+from kedro.pipeline import Pipeline, node
+
+
+def shout(word: str) -> str:
+    return word.upper()
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline([node(shout, "params:word", "shouted", name="shout")])
+"""
+
+
+def test_changed_code_uploaded_again_is_what_the_cluster_runs(
+    workers_without_project, tmp_path: Path
+):
+    """Dask reloads only an upload's top-level module: the scheduler and the
+    workers must forget the project's modules of an earlier upload, or a new
+    pipeline module cannot be found in them."""
+    running = workers_without_project
+    project = render(tmp_path / "project")
+    address = f"--params=dask_client.address={running.address},word=hi"
+    first = kedro(*RUN, "--nodes=split_data", address, cwd=project)
+    assert first.returncode == 0, first.output
+    new_pipeline = project / "src" / PACKAGE / "pipelines" / "shouting"
+    new_pipeline.mkdir()
+    (new_pipeline / "__init__.py").write_text(NEW_PIPELINE)
+    second = kedro(*RUN, "--pipelines=shouting", address, cwd=project)
+    assert second.returncode == 0, second.output
+    assert "Completed 1 out of 1 nodes: shout" in second.output
+
+
 def test_workers_without_the_project_and_no_upload_fail_clearly(
     workers_without_project, tmp_path: Path
 ):
