@@ -122,7 +122,9 @@ class TaskGraph:
         }
         self._tasks: dict[Node, NodeTask] = {}
         for node in pipeline.nodes:
-            own = {*node.inputs, *node.outputs, *node.confirms} - self._memory.keys()
+            # Not `- self._memory.keys()`: that copies the keys for every node.
+            own = {*node.inputs, *node.outputs, *node.confirms}
+            own = {name for name in own if name not in self._memory}
             persisted = {name: datasets[name] for name in own}
             self._tasks[node] = NodeTask(
                 node=node,
@@ -139,7 +141,7 @@ class TaskGraph:
         self._check_serialisable()
         #: Whether a node saves a dataset: a node computed again must not.
         self.saves_datasets = any(
-            set(node.outputs) - self._memory.keys() for node in pipeline.nodes
+            name not in self._memory for node in pipeline.nodes for name in node.outputs
         )
         #: Persisted datasets built with ``credentials``, which their nodes'
         #: tasks carry to the workers.
