@@ -129,7 +129,7 @@ class TestSettings:
         [
             ({"timeout": 0}, "timeout must be a positive number"),
             ({"retries": -1}, "retries must be a whole number"),
-            ({"tag_resources": {"gpu": 1}}, "tag_resources.gpu must map"),
+            ({"tag_resources": {"gpu": 1}}, "tag_resources.gpu must be a mapping"),
             ({"client_kwargs": {"asynchronous": True}}, "the runner manages it"),
             ({"security": {"tls_ca_fil": "x"}}, "security is not valid"),
             ({"install_wheel": "dist/missing.whl"}, "Run `kedro package`"),

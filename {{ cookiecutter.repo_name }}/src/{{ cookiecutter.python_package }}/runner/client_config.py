@@ -10,11 +10,13 @@ import functools
 import importlib
 import inspect
 import pydoc
+import types
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from numbers import Real
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import distributed
 from distributed.security import Security
@@ -128,8 +130,9 @@ class DaskClientConfig:
                 f"distributed.Client ({', '.join(sorted(CLIENT_KEYWORDS))})."
             )
         for name, given in shorthand.items():
-            if given:  # the explicit mapping wins over top-level keywords
-                settings[name] = {**given, **_mapping(settings.get(name, {}), name)}
+            explicit = settings.get(name, {})
+            if given and isinstance(explicit, Mapping):  # it wins over top-level keys
+                settings[name] = {**given, **explicit}
         config = cls(**settings)
         config.validate()
         return config
@@ -141,67 +144,58 @@ class DaskClientConfig:
 
     def validate(self) -> None:
         """Refuses wrong types and contradictory settings, saying what to change."""
-        for name, types in _TYPES.items():
-            value = getattr(self, name)
-            if not isinstance(value, types):
-                expected = " or ".join(_NAMES.get(t, t.__name__) for t in types)
-                raise DaskSetupError(
-                    f"dask_client.{name} must be {expected}, got {value!r}."
+        hints = typing.get_type_hints(type(self))
+        for item in fields(self):
+            value, allowed = getattr(self, item.name), _allowed_types(hints[item.name])
+            if not isinstance(value, tuple(kind for kind, _ in allowed)):
+                _refuse(item.name, " or ".join(word for _, word in allowed), value)
+        for name, wrong, expected in (
+            ("timeout", self.timeout <= 0, "a positive number of seconds"),
+            (
+                "no_worker_timeout",
+                self.no_worker_timeout is not None and self.no_worker_timeout <= 0,
+                "a positive number of seconds or null (wait for ever)",
+            ),
+            ("retries", self.retries < 0, "a whole number >= 0"),
+        ):
+            if wrong:
+                _refuse(name, expected, getattr(self, name))
+        for tag, resources in self.tag_resources.items():
+            if not isinstance(resources, Mapping) or not all(
+                isinstance(amount, Real) for amount in resources.values()
+            ):
+                _refuse(
+                    f"tag_resources.{tag}",
+                    "a mapping of resource names to amounts, e.g. `gpu: {GPU: 1}`",
+                    resources,
                 )
-        for name in ("cluster_kwargs", "client_kwargs", "adapt", "security"):
-            if getattr(self, name) is not None:
-                _mapping(getattr(self, name), name)
-        self._check_numbers()
+        for tag, seconds in self.tag_timeouts.items():
+            if not isinstance(seconds, Real) or seconds <= 0:
+                _refuse(
+                    f"tag_timeouts.{tag}",
+                    "a positive number of seconds, e.g. `slow: 600`",
+                    seconds,
+                )
         for keyword in _MANAGED & {*self.cluster_kwargs, *self.client_kwargs}:
             raise DaskSetupError(
                 f"dask_client cannot set `{keyword}`: the runner manages it."
             )
         if self.address and self.starts_cluster:
-            given = [
+            given = ", ".join(
                 n
                 for n in ("cluster_class", "cluster_kwargs", "adapt")
                 if getattr(self, n)
-            ]
+            )
             raise DaskSetupError(
-                f"dask_client sets both `address` and {', '.join(given)}: `address` "
+                f"dask_client sets both `address` and {given}: `address` "
                 f"connects to a scheduler that is already running, while "
-                f"{', '.join(given)} describe a cluster for the runner to start "
+                f"{given} describe a cluster for the runner to start "
                 f"(LocalCluster keywords such as n_workers count as cluster_kwargs). "
                 f"Keep one of the two."
             )
         self._check_wheel()
         self.security_object()
         self.cluster_factory()
-
-    def _check_numbers(self) -> None:
-        if self.timeout <= 0:
-            raise DaskSetupError(
-                f"dask_client.timeout must be a positive number of seconds, "
-                f"got {self.timeout!r}."
-            )
-        if self.no_worker_timeout is not None and self.no_worker_timeout <= 0:
-            raise DaskSetupError(
-                f"dask_client.no_worker_timeout must be a positive number of seconds "
-                f"or null (wait for ever), got {self.no_worker_timeout!r}."
-            )
-        if self.retries < 0:
-            raise DaskSetupError(
-                f"dask_client.retries must be a whole number >= 0, got {self.retries!r}."
-            )
-        for tag, resources in _mapping(self.tag_resources, "tag_resources").items():
-            if not isinstance(resources, Mapping) or not all(
-                isinstance(amount, Real) for amount in resources.values()
-            ):
-                raise DaskSetupError(
-                    f"dask_client.tag_resources.{tag} must map resource names to "
-                    f"amounts, e.g. `gpu: {_GPU}`; got {resources!r}."
-                )
-        for tag, seconds in _mapping(self.tag_timeouts, "tag_timeouts").items():
-            if not isinstance(seconds, Real) or seconds <= 0:
-                raise DaskSetupError(
-                    f"dask_client.tag_timeouts.{tag} must be a positive number of "
-                    f"seconds, e.g. `slow: 600`; got {seconds!r}."
-                )
 
     def _check_wheel(self) -> None:
         if self.install_wheel is None:
@@ -272,29 +266,17 @@ def _cluster_factory(path: str | None) -> Callable[..., Any]:
     return found  # type: ignore[no-any-return]
 
 
-#: The type each setting must have (the mappings' contents are checked apart).
-_TYPES: dict[str, tuple[type, ...]] = {
-    "address": (str, type(None)),
-    "cluster_class": (str, type(None)),
-    "timeout": (Real,),
-    "no_worker_timeout": (Real, type(None)),
-    "performance_report": (str, type(None)),
-    "retries": (int,),
-    "upload_project": (bool, type(None)),
-    "install_wheel": (str, type(None)),
-    "install_requirements": (bool,),
-    "check_shared_storage": (bool,),
-}
-_NAMES = {type(None): "null", Real: "a number", int: "a whole number"}
-_GPU = "{GPU: 1}"
+def _allowed_types(hint: Any) -> list[tuple[type, str]]:
+    """The types a setting of type ``hint`` may have, and their names in YAML."""
+    words = {dict: "a mapping", float: "a number", int: "a whole number"}
+    words.update({type(None): "null", bool: "true or false", str: "a string"})
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    origins = [typing.get_origin(kind) or kind for kind in kinds]
+    return [(Real if kind is float else kind, words[kind]) for kind in origins]
 
 
-def _mapping(value: Any, name: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise DaskSetupError(
-            f"dask_client.{name} must be a mapping of keyword arguments, got {value!r}."
-        )
-    return value
+def _refuse(name: str, expected: str, value: Any) -> NoReturn:
+    raise DaskSetupError(f"dask_client.{name} must be {expected}, got {value!r}.")
 
 
 def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

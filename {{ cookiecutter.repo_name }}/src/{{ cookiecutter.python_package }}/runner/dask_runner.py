@@ -47,7 +47,7 @@ from .node_task import RunContext
 from .run_setup import guard_recomputed_nodes, workers_prepared
 from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph
-from .time_limits import NodeClock, time_limits
+from .time_limits import NodeClock
 from .worker_hooks import worker_hooks
 
 #: How often the driver checks the scheduler, the workers and the time limits
@@ -135,8 +135,8 @@ class DaskRunner(AbstractRunner):
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
         )
-        clock = NodeClock(time_limits(pipeline.nodes, config.tag_timeouts))
-        graph = TaskGraph(pipeline, datasets, run, frozenset(clock.limits), storage)
+        clock = NodeClock(pipeline.nodes, config.tag_timeouts)
+        graph = TaskGraph(pipeline, datasets, run, storage)
         with (
             storage.marked(token) if storage else nullcontext() as storage,
             dask_client(config, kedro_project.PACKAGE_NAME) as client,

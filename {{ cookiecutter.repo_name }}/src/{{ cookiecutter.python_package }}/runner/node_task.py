@@ -30,7 +30,6 @@ from .dask_collections import (
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver, this_process
 from .run_setup import RunSetup, recomputing
-from .time_limits import announce_start
 from .worker_hooks import HooksOnWorker, driver_hook_managers, mlflow_runs_left_open
 
 logger = logging.getLogger(__name__)
@@ -66,8 +65,6 @@ class NodeTask:
     memory_inputs: tuple[tuple[str, str | None], ...]
     #: The outputs the task returns to Dask, in this order.
     memory_outputs: tuple[str, ...]
-    #: Whether the driver times the node (it has a limit in ``tag_timeouts``).
-    announces_start: bool = False
     #: Whether the node's code or datasets compute dask collections.
     computes_dask_collections: bool = False
     #: Whether the node loads or saves files of this machine (``shared_storage``).
@@ -90,8 +87,6 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     whose outputs are persisted.
     Returns ``None``, the single in-memory output, or a tuple of them.
     """
-    if task.announces_start:
-        announce_start(task.run.token, task.node.name)
     if task.computes_dask_collections or has_dask_collection(upstream):
         leave_the_worker_thread_pool()
     node, persisted, hook_manager = task.node, task.persisted, _hook_manager(task)

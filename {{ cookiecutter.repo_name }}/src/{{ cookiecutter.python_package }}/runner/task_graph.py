@@ -111,7 +111,6 @@ class TaskGraph:
         pipeline: Pipeline,
         datasets: dict[str, AbstractDataset],
         run: RunContext,
-        timed_nodes: frozenset[str] = frozenset(),
         storage: SharedStorage | None = None,
     ) -> None:
         self._pipeline, self._run, self._datasets = pipeline, run, datasets
@@ -134,7 +133,6 @@ class TaskGraph:
                     (n, self._memory[n]) for n in node.inputs if n in self._memory
                 ),
                 memory_outputs=tuple(n for n in node.outputs if n in self._memory),
-                announces_start=node.name in timed_nodes,
                 computes_dask_collections=computes_dask_collections(node, persisted),
                 uses_local_files=bool(storage and storage.uses(persisted)),
             )

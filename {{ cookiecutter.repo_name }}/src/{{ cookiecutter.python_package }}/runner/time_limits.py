@@ -1,9 +1,8 @@
 """Per-node time limits: ``dask_client.tag_timeouts``.
 
 A limit counts from the moment the node starts on its worker, not from when it
-was submitted (it may wait behind other nodes). Only nodes with a limit tell the
-driver that they started, as a worker event of one topic tagged with the run's
-token; the driver times them with its own clock.
+was submitted (it may wait behind other nodes): a worker plugin tells the driver
+when a limited node starts, and the driver times it with its own clock.
 
 Python cannot stop a thread: a node past its limit is cancelled and the run
 fails, but the worker thread running it stays busy until the node returns. The
@@ -13,39 +12,31 @@ a cluster that was already running must be restarted if the node never returns.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import cloudpickle
 import distributed
+from distributed.diagnostics.plugin import WorkerPlugin
 from kedro.pipeline.node import Node
 
 TOPIC = "kedro-node-started"
 
 
-def time_limits(
-    nodes: list[Node], tag_timeouts: Mapping[str, float]
-) -> dict[str, tuple[float, str]]:
-    """``(seconds, tag)`` of the smallest limit of each node's tags, by node name."""
-    limits = {}
-    for node in nodes:
-        tagged = [(tag_timeouts[tag], tag) for tag in node.tags & set(tag_timeouts)]
-        if tagged:
-            limits[node.name] = min(tagged)
-    return limits
-
-
-def announce_start(run_token: str, node_name: str) -> None:
-    """On a worker: tells the driver of ``run_token`` that the node has started."""
-    distributed.get_worker().log_event(TOPIC, {"run": run_token, "node": node_name})
-
-
 class NodeClock:
-    """On the driver: when each limited node of one run started."""
+    """On the driver: the limit of each limited node of one run, and when each
+    of them started."""
 
-    def __init__(self, limits: dict[str, tuple[float, str]]) -> None:
-        self.limits = limits
+    def __init__(self, nodes: list[Node], tag_timeouts: Mapping[str, float]) -> None:
+        #: ``(seconds, tag)`` of the smallest limit of each node's tags, by name.
+        self.limits: dict[str, tuple[float, str]] = {}
+        for node in nodes:
+            tagged = [(tag_timeouts[tag], tag) for tag in node.tags & set(tag_timeouts)]
+            if tagged:
+                self.limits[node.name] = min(tagged)
         self._started: dict[str, float] = {}
         self._finished: set[str] = set()
 
@@ -56,16 +47,18 @@ class NodeClock:
             return
 
         def started(event: tuple[float, dict[str, Any]]) -> None:
-            _, fields = event
-            if fields.get("run") == run_token:  # another run's, on a shared cluster
-                self._started.setdefault(fields["node"], time.monotonic())
+            if event[1]["run"] == run_token:  # another run's, on a shared cluster
+                self._started.setdefault(event[1]["node"], time.monotonic())
 
+        name = f"kedro-node-starts-{run_token}"
         client.subscribe_topic(TOPIC, started)
+        client.register_plugin(_AnnounceStarts(run_token, set(self.limits)), name=name)
         try:
             yield
         finally:
             if client.status == "running":
                 client.unsubscribe_topic(TOPIC)
+                client.unregister_worker_plugin(name)
 
     def finished(self, name: str) -> None:
         """Stops timing a node that has finished."""
@@ -74,11 +67,32 @@ class NodeClock:
 
     def overdue(self) -> tuple[str, float, str] | None:
         """A started node that has not finished and is past its limit:
-        ``(name, seconds, tag)``. Costs time per limited node only: the driver
-        asks between completions."""
+        ``(name, seconds, tag)``."""
         now = time.monotonic()
         for name, began in list(self._started.items()):  # the loop thread adds
             seconds, tag = self.limits[name]
             if now - began > seconds and name not in self._finished:
                 return name, seconds, tag
         return None
+
+
+class _AnnounceStarts(WorkerPlugin):
+    """On a worker: tells the driver of a run when one of its limited nodes
+    starts (a node task's key ends with ``-<run token>-<node name>``)."""
+
+    def __init__(self, run_token: str, nodes: set[str]) -> None:
+        self.run_token, self.nodes = run_token, nodes
+
+    def setup(self, worker: distributed.Worker) -> None:
+        self.worker = worker
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish != "executing" or not isinstance(key, tuple):
+            return
+        _, _, node = str(key[0]).partition(f"-{self.run_token}-")
+        if node in self.nodes:
+            self.worker.log_event(TOPIC, {"run": self.run_token, "node": node})
+
+
+# Workers that join later unpickle the plugin before the project reaches them.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
