@@ -18,7 +18,7 @@ from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
 from {{ cookiecutter.python_package }}.runner import DaskClientConfig, DaskRunner, DaskSetupError
-from {{ cookiecutter.python_package }}.runner.cluster import in_the_clear
+from {{ cookiecutter.python_package }}.runner.cluster import cluster_factory, in_the_clear
 from {{ cookiecutter.python_package }}.runner.dask_runner import add_memory_datasets
 from {{ cookiecutter.python_package }}.runner.interrupts import CtrlCHeldBack
 from {{ cookiecutter.python_package }}.runner.task_graph import SubmittedGraph
@@ -118,7 +118,7 @@ class TestSettings:
         config = DaskClientConfig.from_options(
             {"cluster_class": "distributed.LocalCluster.from_name"}
         )
-        assert config.cluster_factory() == distributed.LocalCluster.from_name
+        assert cluster_factory(config) == distributed.LocalCluster.from_name
 
     def test_a_cluster_class_that_does_not_exist_is_named(self):
         with pytest.raises(DaskSetupError, match="'LocalCluster' has no 'from_nam'"):
@@ -424,5 +424,5 @@ class TestSafety:
         config = DaskClientConfig.from_options(
             {"cluster_class": "replaces_sigint.Cluster"}
         )
-        assert config.cluster_factory() is object
+        assert cluster_factory(config) is object
         assert signal.getsignal(signal.SIGINT) is before

@@ -6,10 +6,7 @@ Every key the runner understands is a field of ``DaskClientConfig``; the comment
 
 from __future__ import annotations
 
-import functools
-import importlib
 import inspect
-import pydoc
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -20,8 +17,6 @@ from typing import Any, NoReturn
 
 import distributed
 from distributed.security import Security
-
-from .interrupts import ctrl_c_kept
 
 
 class DaskSetupError(RuntimeError):
@@ -195,7 +190,6 @@ class DaskClientConfig:
             )
         self._check_wheel()
         self.security_object()
-        self.cluster_factory()
 
     def _check_wheel(self) -> None:
         if self.install_wheel is None:
@@ -231,39 +225,6 @@ class DaskClientConfig:
                 f"distributed.Security, e.g. tls_ca_file, tls_client_cert, "
                 f"tls_client_key."
             ) from exc
-
-    def cluster_factory(self) -> Callable[..., Any]:
-        """What the runner makes its cluster with (LocalCluster by default)."""
-        return _cluster_factory(self.cluster_class)
-
-
-@functools.cache
-def _cluster_factory(path: str | None) -> Callable[..., Any]:
-    if not path:
-        return distributed.LocalCluster
-    if "." not in path:
-        raise DaskSetupError(
-            f"dask_client.cluster_class must be a dotted path such as "
-            f"dask_jobqueue.SLURMCluster, got {path!r}."
-        )
-    try:
-        with ctrl_c_kept():  # importing dask_jobqueue replaces the SIGINT handler
-            importlib.import_module(path.split(".")[0])
-            found = pydoc.locate(path)
-    except (ImportError, pydoc.ErrorDuringImport) as exc:
-        top = path.split(".")[0]
-        raise DaskSetupError(
-            f"dask_client.cluster_class {path!r} cannot be imported ({exc}). Install "
-            f"its package, e.g. `pip install {top.replace('_', '-')}`, and add it to "
-            f"requirements.txt."
-        ) from exc
-    if found is None:
-        owner, _, name = path.rpartition(".")
-        raise DaskSetupError(
-            f"dask_client.cluster_class {path!r}: {owner.split('.')[-1]!r} has no "
-            f"{name!r}."
-        )
-    return found  # type: ignore[no-any-return]
 
 
 def _allowed_types(hint: Any) -> list[tuple[type, str]]:

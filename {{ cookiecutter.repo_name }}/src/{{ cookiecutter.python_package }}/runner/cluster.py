@@ -9,12 +9,15 @@ from __future__ import annotations
 import ast
 import asyncio
 import contextlib
+import functools
 import gc
+import importlib
 import ipaddress
 import logging
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import pydoc
 import sys
 import time
 import traceback
@@ -29,9 +32,10 @@ from distributed.core import Status
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .client_config import DaskClientConfig, DaskSetupError
-from .interrupts import CtrlCHeldBack
+from .interrupts import CtrlCHeldBack, ctrl_c_kept
 from .log_forwarding import quiet_before_closing, this_process, worker_logging_file
 from .project_on_cluster import put_project_on_cluster
+from .run_setup import set_environment
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ def dask_client(
             logger.info("Using this process's Dask client %s", client)
         else:
             with held:
-                local = config.cluster_factory() is distributed.LocalCluster
+                local = cluster_factory(config) is distributed.LocalCluster
                 if local:
                     opened.enter_context(_worker_processes_environment())
                 errors = opened.enter_context(_worker_start_errors(config))
@@ -74,9 +78,8 @@ def dask_client(
             opened.push(_stop_workers_at_once_if_the_run_failed(cluster, client))
         _log_dashboard(client, config, started=not address and active is None)
         opened.callback(held.__enter__)  # the first step out
-        put_project_on_cluster(
-            client, config, package_name, not workers_share_this_machine(config)
-        )
+        elsewhere = where_workers_run(config) == "anywhere"
+        put_project_on_cluster(client, config, package_name, elsewhere)
         yield client
 
 
@@ -92,7 +95,10 @@ def start_worker_forkserver(config: DaskClientConfig) -> None:
     thread for OpenMP and BLAS, ...), which count only when a library loads, and
     this process's ``sys.path`` (Python 3.11's forkserver ignores it).
     """
-    if workers_in_this_process(config) or not _starts_local_cluster(config):
+    starts = not _scheduler_address(config) and (
+        config.starts_cluster or _active_client() is None
+    )
+    if not starts or where_workers_run(config) != "this machine":
         return
     variables = dask.config.get("distributed.nanny.pre-spawn-environ")
     path = [*filter(None, sys.path), os.environ.get("PYTHONPATH", "")]
@@ -100,11 +106,7 @@ def start_worker_forkserver(config: DaskClientConfig) -> None:
         **{n: os.environ.get(n, str(v)) for n, v in variables.items() if v is not None},
         "PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep),
     }
-    with (
-        CtrlCHeldBack(),
-        _worker_processes_environment() as forks,
-        _environment(environment),
-    ):
+    with CtrlCHeldBack(), _worker_processes_environment(environment) as forks:
         if forks:
             distributed.utils.get_mp_context().set_forkserver_preload(
                 ["distributed", "numpy", "pandas", f"{__package__}.worker_imports"]
@@ -122,26 +124,24 @@ def check_not_a_worker_starting() -> None:
         )
 
 
-def workers_in_this_process(config: DaskClientConfig) -> bool:
-    """Whether the run's workers are threads of this process (``inproc://``)."""
-    if address := _scheduler_address(config):
-        return address.startswith("inproc://")
-    if not config.starts_cluster and (active := _active_client()) is not None:
-        return str(active.scheduler.address).startswith("inproc://")
-    return (
-        _starts_local_cluster(config)
-        and config.cluster_kwargs.get("processes") is False
-    )
-
-
-def workers_share_this_machine(config: DaskClientConfig) -> bool:
-    """Whether the run's workers surely run on this machine: those of a
-    LocalCluster the runner starts or this process runs."""
-    if address := _scheduler_address(config):
-        return address.startswith("inproc://")
-    if not config.starts_cluster and (active := _active_client()) is not None:
-        return isinstance(getattr(active, "cluster", None), distributed.LocalCluster)
-    return _starts_local_cluster(config)
+def where_workers_run(config: DaskClientConfig) -> str:
+    """Where the run's workers surely are: ``"this process"`` (``inproc://``),
+    ``"this machine"`` (a LocalCluster the runner starts or this process runs),
+    or ``"anywhere"``."""
+    address = _scheduler_address(config)
+    active = None if address or config.starts_cluster else _active_client()
+    if active is not None:
+        address = str(active.scheduler.address)
+    if address:
+        if address.startswith("inproc://"):
+            return "this process"
+        local = isinstance(getattr(active, "cluster", None), distributed.LocalCluster)
+        return "this machine" if local else "anywhere"
+    if cluster_factory(config) is not distributed.LocalCluster:
+        return "anywhere"
+    if config.cluster_kwargs.get("processes") is False:
+        return "this process"
+    return "this machine"
 
 
 def credentials_in_the_clear(
@@ -216,6 +216,40 @@ class WorkerWatch:
         )
 
 
+def cluster_factory(config: DaskClientConfig) -> Callable[..., Any]:
+    """What the runner makes its cluster with (LocalCluster by default)."""
+    return _cluster_factory(config.cluster_class)
+
+
+@functools.cache
+def _cluster_factory(path: str | None) -> Callable[..., Any]:
+    if not path:
+        return distributed.LocalCluster
+    if "." not in path:
+        raise DaskSetupError(
+            f"dask_client.cluster_class must be a dotted path such as "
+            f"dask_jobqueue.SLURMCluster, got {path!r}."
+        )
+    try:
+        with ctrl_c_kept():  # importing dask_jobqueue replaces the SIGINT handler
+            importlib.import_module(path.split(".")[0])
+            found = pydoc.locate(path)
+    except (ImportError, pydoc.ErrorDuringImport) as exc:
+        top = path.split(".")[0]
+        raise DaskSetupError(
+            f"dask_client.cluster_class {path!r} cannot be imported ({exc}). Install "
+            f"its package, e.g. `pip install {top.replace('_', '-')}`, and add it to "
+            f"requirements.txt."
+        ) from exc
+    if found is None:
+        owner, _, name = path.rpartition(".")
+        raise DaskSetupError(
+            f"dask_client.cluster_class {path!r}: {owner.split('.')[-1]!r} has no "
+            f"{name!r}."
+        )
+    return found  # type: ignore[no-any-return]
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(f"{type(error).__name__}: {error}".split())
 
@@ -228,7 +262,7 @@ def _worker_start_errors(config: DaskClientConfig) -> Iterator[list[BaseExceptio
     as a long traceback. Each is logged in one line instead, and kept for the
     run's error. (distributed's own clusters raise what goes wrong as they start.)
     """
-    factory = config.cluster_factory()
+    factory = cluster_factory(config)
     package = factory.__module__.split(".")[0]
     errors: list[BaseException] = []
 
@@ -266,14 +300,6 @@ def _active_client() -> distributed.Client | None:
         return None
 
 
-def _starts_local_cluster(config: DaskClientConfig) -> bool:
-    return (
-        not _scheduler_address(config)
-        and (config.starts_cluster or _active_client() is None)
-        and config.cluster_factory() is distributed.LocalCluster
-    )
-
-
 def _loopback(host: str) -> bool:
     try:
         return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
@@ -298,7 +324,7 @@ def _closed_at_exit(cluster: Any) -> Iterator[Any]:
 
 
 def _start_cluster(config: DaskClientConfig) -> Any:
-    factory = config.cluster_factory()
+    factory = cluster_factory(config)
     name = f"{factory.__module__}.{factory.__qualname__}"
     kwargs = dict(config.cluster_kwargs)
     if factory is distributed.LocalCluster:
@@ -380,45 +406,30 @@ def _log_dashboard(
 
 
 @contextmanager
-def _worker_processes_environment() -> Iterator[bool]:
+def _worker_processes_environment(
+    extra: dict[str, str] | None = None,
+) -> Iterator[bool]:
     """The environment of a LocalCluster's worker processes, for its whole life
     (a worker that dies is started again): Dask's own messages at the driver's
     level, and the logging they start with (``log_forwarding``). They fork from
     Dask's forkserver where the platform has one (it imports Dask, numpy and
     pandas once for them all), unless Dask's configuration chose another start
     method. Yields whether they fork."""
-    forks = (
-        dask.config.get(_START_METHOD)
-        in (
-            "spawn",
-            "forkserver",
-        )
-        and "forkserver" in multiprocessing.get_all_start_methods()
-    )
+    forks = dask.config.get(_START_METHOD) in ("spawn", "forkserver")
+    forks = forks and "forkserver" in multiprocessing.get_all_start_methods()
     level = logging.getLogger("distributed").getEffectiveLevel()
-    variables = {
-        "DASK_LOGGING__DISTRIBUTED": logging.getLevelName(level).lower(),
-        "KEDRO_LOGGING_CONFIG": str(worker_logging_file()),
-    }
-    with (
-        _environment(variables),
-        dask.config.set({_START_METHOD: "forkserver"} if forks else {}),
-    ):
-        yield forks
-
-
-@contextmanager
-def _environment(variables: dict[str, str]) -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in variables}
-    os.environ.update(variables)
+    saved = set_environment(
+        {
+            "DASK_LOGGING__DISTRIBUTED": logging.getLevelName(level).lower(),
+            "KEDRO_LOGGING_CONFIG": str(worker_logging_file()),
+            **(extra or {}),
+        }
+    )
     try:
-        yield
+        with dask.config.set({_START_METHOD: "forkserver"} if forks else {}):
+            yield forks
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        set_environment(saved)
 
 
 class _Client(distributed.Client):

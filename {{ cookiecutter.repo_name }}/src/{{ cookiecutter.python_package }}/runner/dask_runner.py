@@ -39,14 +39,13 @@ from .cluster import (
     credentials_in_the_clear,
     dask_client,
     start_worker_forkserver,
-    workers_in_this_process,
-    workers_share_this_machine,
+    where_workers_run,
 )
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
 from .run_setup import guard_recomputed_nodes, workers_prepared
 from .shared_storage import SharedStorage
-from .task_graph import SubmittedGraph, TaskGraph
+from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
 from .worker_hooks import worker_hooks
 
@@ -121,11 +120,12 @@ class DaskRunner(AbstractRunner):
             return
         config, token = self._config, uuid.uuid4().hex[:12]
         datasets = {name: catalog.get(name) for name in pipeline.datasets()}
+        where = where_workers_run(config)
         hooks = None  # workers in this very process fire the driver's plugins
-        if not workers_in_this_process(config):
+        if where != "this process":
             hooks = worker_hooks(hook_manager, self._environment)
         storage = None
-        if config.check_shared_storage and not workers_share_this_machine(config):
+        if config.check_shared_storage and where == "anywhere":
             storage = SharedStorage.of(datasets)
         run = RunContext(
             token=token,
@@ -151,7 +151,7 @@ class DaskRunner(AbstractRunner):
                 self._logger.warning(warning)
             resources = graph.resources(config.tag_resources)
             if config.adapt is None:  # no worker may come to have them
-                _check_resources(client, resources)
+                check_resources(client, resources)
             submitted = graph.submit(client, config.retries, resources)
             try:
                 _Waiting(self, submitted, pipeline, catalog, clock).wait()
@@ -232,16 +232,7 @@ class _Waiting:
             return _scheduler_lost(self.submitted.scheduler_address, done, total)
         if problem := self.workers.none_to_come(total - done, total):
             return problem
-        if overdue := self.clock.overdue():
-            name, seconds, tag = overdue
-            return (
-                f"Kedro node '{name}' ran longer than {seconds:g} s, the limit "
-                f"dask_client.tag_timeouts gives its tag '{tag}', so the run was "
-                f"stopped. Raise the limit if the node needs longer. A Dask worker "
-                f"cannot interrupt a running node: on a cluster that was already "
-                f"running, restart the worker if the node never returns."
-            )
-        return None
+        return self.clock.overdue()
 
     def _stop(self) -> None:
         """Cancels what has not finished and says how to resume."""
@@ -308,23 +299,6 @@ def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)
         if model is None and type(dataset) is MemoryDataset:
             model, model_config = dataset, config
-
-
-def _check_resources(
-    client: distributed.Client, resources: dict[Any, dict[str, float]]
-) -> None:
-    """Refuses a run whose nodes ask for resources no worker has: Dask would
-    wait for such a worker forever."""
-    wanted = {name for request in resources.values() for name in request}
-    workers = client.scheduler_info(n_workers=-1)["workers"].values() if wanted else []
-    available = {name for worker in workers for name in worker.get("resources", {})}
-    if missing := wanted - available:
-        raise DaskSetupError(
-            f"Nodes ask for the Dask worker resources {sorted(missing)} through "
-            f"dask_client.tag_resources, but no worker of this cluster has them. "
-            f"Start workers with e.g. `dask worker ... --resources "
-            f'"{sorted(missing)[0]}=1"` (or `resources` in cluster_kwargs).'
-        )
 
 
 def _scheduler_lost(address: str, done: int, total: int) -> str:

@@ -3,39 +3,32 @@
 Kedro may change these in any release, so the rest of the project imports them
 from here only, and the template is tested against the oldest and the newest
 Kedro it supports (``nox -s kedro_versions``). They are the same from Kedro 1.6.0
-to 1.7.0; 1.6.0 is the oldest with ``_resolve_runner_kwargs`` and the built-in
-``--runner-params`` option it serves, which ``cli.py`` shares.
+to 1.7.0. Also used, as methods: ``Node._copy`` (a node recomputed after its
+worker was lost runs without its ``confirms``) and
+``AbstractRunner._suggest_resume_scenario`` (Kedro's ``--from-nodes`` hint).
 """
 
 from __future__ import annotations
 
 from kedro.config import AbstractConfigLoader
+
+# `kedro run`'s own reading of --async and --runner-params (cli.py); Kedro 1.6.0
+# is the oldest that has it.
 from kedro.framework.cli.project import _resolve_runner_kwargs
+
+# A worker builds a hook manager with Kedro's hook specifications for its copies
+# of the driver's plugins; the project's tests register hooks as a session does;
+# _NullPluginManager is what Kedro passes when no hook should fire.
 from kedro.framework.hooks.manager import (
     _create_hook_manager,
     _NullPluginManager,
     _register_hooks,
 )
 from kedro.framework.session import KedroSession
-from kedro.io.memory_dataset import _infer_copy_mode
 
-# What each is for:
-# - _resolve_runner_kwargs: `kedro run`'s own reading of --async and
-#   --runner-params, so `cli.py` builds runner keywords exactly as Kedro does.
-# - _create_hook_manager: a worker process builds a hook manager with Kedro's
-#   hook specifications for its copies of the driver's plugins (worker_hooks);
-#   Kedro has no public factory for it. _register_hooks: the project's tests
-#   build the driver's manager as a KedroSession does.
-# - Node._copy: a node recomputed after its worker was lost runs without its
-#   `confirms` (run_setup, node_task): they happened when it first ran.
-# - _NullPluginManager: the manager Kedro passes when no hooks should fire; the
-#   runner checks for it so as not to fire hooks for a run without them.
-# - _infer_copy_mode: MemoryDataset's own choice of copy mode, so that data
-#   passed between nodes as Dask futures is copied as under SequentialRunner.
-# - KedroSession._get_config_loader (see ``config_loader``).
-# - AbstractRunner._suggest_resume_scenario, called by DaskRunner: Kedro's
-#   `--from-nodes` resume hint for a failed run. (``_run`` and ``_get_executor``
-#   are the hooks AbstractRunner asks subclasses to implement.)
+# MemoryDataset's own choice of copy mode, so that data passed between nodes as
+# Dask futures is copied as under SequentialRunner.
+from kedro.io.memory_dataset import _infer_copy_mode
 
 
 def config_loader(session: KedroSession) -> AbstractConfigLoader:

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,33 +56,31 @@ class _NodeLogForwarder(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._runs: dict[int, str] = {}  # thread: run token
         self._worker: distributed.Worker | None = None
-        #: Every run whose nodes ran here (see ``_not_a_node_failure``).
+        #: Every run whose nodes ran here.
         self.tokens: set[str] = set()
         self.levels: dict[str, int] | None = None
         #: Set when the runner is about to close this worker: levels stay quiet.
         self.closing = False
 
-    @contextmanager
-    def forwarding(self, run_token: str) -> Iterator[None]:
-        thread = threading.get_ident()
-        self._worker = distributed.get_worker()  # other threads have no context
-        self._runs[thread] = run_token
-        self.tokens.add(run_token)
-        try:
-            yield
-        finally:
-            self._runs.pop(thread, None)
-
     def run_of(self, record: logging.LogRecord) -> str | None:
-        """The run of a record: that of the node its thread runs, or, from a
-        thread that is not Dask's own, the one run under way here."""
-        token = self._runs.get(record.thread or 0)
-        if token is None and not record.name.startswith(_DASKS_OWN):
-            running = set(list(self._runs.values()))
-            token = running.pop() if len(running) == 1 else None
-        return token
+        """The run of a record: that of the task its thread runs (Dask's
+        ``active_threads``), or, from a thread that is not Dask's own, the one
+        run with a node under way here."""
+        if self._worker is None:
+            return None
+        running = self._worker.active_threads
+        if (key := running.get(record.thread or 0)) is not None:
+            return self.run_in(key)
+        if record.name.startswith(_DASKS_OWN):
+            return None
+        runs = {self.run_in(key) for key in list(running.values())} - {None}
+        return runs.pop() if len(runs) == 1 else None
+
+    def run_in(self, key: Any) -> str | None:
+        """The run a task key names (``<function>-<run token>-<node name>``)."""
+        name = str(key[0] if isinstance(key, tuple) else key)
+        return next((part for part in name.split("-") if part in self.tokens), None)
 
     def emit(self, record: logging.LogRecord) -> None:
         if (token := self.run_of(record)) is None or self._worker is None:
@@ -103,15 +101,16 @@ _setup_lock = threading.Lock()
 
 def node_logs_to_driver(
     run_token: str, levels: dict[str, int], driver_process: str
-) -> AbstractContextManager[None]:
-    """On a worker: sends this thread's records to the driver of ``run_token``;
-    in the driver's own process (a cluster of threads) they are printed as is."""
-    if driver_process == this_process():
-        return nullcontext()
+) -> None:
+    """On a worker: sends the records of the run's nodes to its driver; in the
+    driver's own process (a cluster of threads) they are printed as is."""
+    if driver_process == this_process() or run_token in _forwarder.tokens:
+        return
     with _setup_lock:
+        _forwarder._worker = distributed.get_worker()
+        _forwarder.tokens.add(run_token)
         if _forwarder.levels != levels and not _forwarder.closing:
             _take_levels(levels)
-    return _forwarder.forwarding(run_token)
 
 
 def _take_levels(levels: dict[str, int]) -> None:
@@ -137,8 +136,8 @@ def _not_a_node_failure(record: logging.LogRecord) -> bool:
     node's error, named, as SequentialRunner does."""
     if not str(record.msg).startswith("Compute Failed") or not record.args:
         return True
-    key = str(record.args[0] if isinstance(record.args, tuple) else record.args)
-    return not any(f"-{token}-" in key for token in _forwarder.tokens)
+    key = record.args[0] if isinstance(record.args, tuple) else record.args
+    return _forwarder.run_in(key) is None
 
 
 def quiet_before_closing(driver_process: str) -> None:

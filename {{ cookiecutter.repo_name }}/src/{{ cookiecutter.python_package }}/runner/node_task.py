@@ -109,12 +109,10 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         if name in task.memory_outputs or recomputed
     }
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
-    with (
-        node_logs_to_driver(
-            task.run.token, task.run.logging_levels, task.run.driver_process
-        ),
-        mlflow_runs_left_open() if hooked else nullcontext(),
-    ):
+    node_logs_to_driver(
+        task.run.token, task.run.logging_levels, task.run.driver_process
+    )
+    with mlflow_runs_left_open() if hooked else nullcontext():
         if recomputed:
             logger.warning(
                 "Kedro node '%s' finished before, on a Dask worker that was lost "

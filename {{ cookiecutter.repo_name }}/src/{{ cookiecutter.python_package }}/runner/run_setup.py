@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import cloudpickle
@@ -78,8 +78,7 @@ class RunSetup(WorkerPlugin):
         try:
             registry = sys.modules.get(self.driver_registry)
             if self.token not in getattr(registry, "driver_hook_managers", {}):
-                self._saved = {name: os.environ.get(name) for name in self.environment}
-                _set_environment(self.environment)
+                self._saved = set_environment(self.environment)
             if self.storage is not None:  # off the event loop: a mount may be slow
                 self.unseen = await asyncio.to_thread(self.storage.unseen)
         except Exception as exc:
@@ -92,17 +91,20 @@ class RunSetup(WorkerPlugin):
         """Ends the run here: gives back the environment and returns what the
         plugins' copies added to their attributes."""
         copies, self.hooks_on_worker = self.hooks_on_worker, None
-        _set_environment(self._saved)
+        set_environment(self._saved)
         self._saved = {}
         return copies.additions() if copies is not None else {}
 
 
-def _set_environment(variables: dict[str, str | None]) -> None:
+def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Sets (``None``: removes) environment variables; returns what they were."""
+    saved = {name: os.environ.get(name) for name in variables}
     for name, value in variables.items():
         if value is None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+    return saved
 
 
 def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:

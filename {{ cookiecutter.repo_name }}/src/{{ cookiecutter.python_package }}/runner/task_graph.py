@@ -287,6 +287,23 @@ class TaskGraph:
         return providers
 
 
+def check_resources(
+    client: distributed.Client, resources: dict[Any, dict[str, float]]
+) -> None:
+    """Refuses a run whose nodes ask for resources no worker has: Dask would
+    wait for such a worker forever."""
+    wanted = {name for request in resources.values() for name in request}
+    workers = client.scheduler_info(n_workers=-1)["workers"].values() if wanted else []
+    available = {name for worker in workers for name in worker.get("resources", {})}
+    if missing := wanted - available:
+        raise DaskSetupError(
+            f"Nodes ask for the Dask worker resources {sorted(missing)} through "
+            f"dask_client.tag_resources, but no worker of this cluster has them. "
+            f"Start workers with e.g. `dask worker ... --resources "
+            f'"{sorted(missing)[0]}=1"` (or `resources` in cluster_kwargs).'
+        )
+
+
 def _is_small(value: Any) -> bool:
     try:
         return bool(sizeof(value) <= INLINE_BYTES)

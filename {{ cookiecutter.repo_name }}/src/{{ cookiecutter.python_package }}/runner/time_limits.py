@@ -65,14 +65,20 @@ class NodeClock:
         if name in self.limits:
             self._finished.add(name)
 
-    def overdue(self) -> tuple[str, float, str] | None:
-        """A started node that has not finished and is past its limit:
-        ``(name, seconds, tag)``."""
+    def overdue(self) -> str | None:
+        """Why the run must stop, if a node that has not finished is past its
+        limit."""
         now = time.monotonic()
         for name, began in list(self._started.items()):  # the loop thread adds
             seconds, tag = self.limits[name]
             if now - began > seconds and name not in self._finished:
-                return name, seconds, tag
+                return (
+                    f"Kedro node '{name}' ran longer than {seconds:g} s, the limit "
+                    f"dask_client.tag_timeouts gives its tag '{tag}', so the run was "
+                    f"stopped. Raise the limit if the node needs longer. A Dask "
+                    f"worker cannot interrupt a running node: on a cluster that was "
+                    f"already running, restart the worker if the node never returns."
+                )
         return None
 
 
