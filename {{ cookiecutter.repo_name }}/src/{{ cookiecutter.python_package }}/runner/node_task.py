@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import copy
 import logging
-import threading
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-import distributed
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 
-from .client_config import DaskRunError
 from .dask_collections import (
     has_dask_collection,
     leave_the_worker_thread_pool,
@@ -29,8 +26,8 @@ from .dask_collections import (
 )
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver, this_process
-from .run_setup import RunSetup, recomputing
-from .worker_hooks import HooksOnWorker, driver_hook_managers, mlflow_runs_left_open
+from .run_setup import hooks_here, recomputing
+from .worker_hooks import driver_hook_managers, mlflow_runs_left_open
 
 logger = logging.getLogger(__name__)
 
@@ -178,32 +175,12 @@ def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
     return _inferred_copy_modes[kind]
 
 
-_copies_lock = threading.Lock()
-
-
 def _hook_manager(task: NodeTask) -> Any:
-    """The hook manager of the run on this worker (``run_setup``): the driver's
-    own in its process, else copies of its plugins, made once. Refuses a node
-    that uses files this worker does not see as the driver does."""
+    """The hook manager of the run on this worker: the driver's own in its
+    process, else that of the copies of its plugins (``run_setup``)."""
     run = task.run
     if run.driver_process == this_process():
         return driver_hook_managers.get(run.token) or _NullPluginManager()
-    if not run.prepared:
-        return _NullPluginManager()
-    worker = distributed.get_worker()
-    setup = worker.plugins.get(RunSetup.name_for(run.token))
-    if setup is None:
-        raise RuntimeError(
-            f"This Dask worker is not prepared for Kedro run {run.token}: the run "
-            f"is over, or preparing the worker failed (its log says why)."
-        )
-    if setup.error is not None:
-        raise setup.error
-    if setup.unseen and task.uses_local_files:
-        raise DaskRunError(setup.storage.refusal({worker.address: setup.unseen}))
-    if setup.plugins is None:
-        return _NullPluginManager()
-    with _copies_lock:
-        if setup.hooks_on_worker is None:
-            setup.hooks_on_worker = HooksOnWorker(setup.plugins)
-    return setup.hooks_on_worker.manager
+    if run.prepared and (manager := hooks_here(run.token, task.uses_local_files)):
+        return manager
+    return _NullPluginManager()

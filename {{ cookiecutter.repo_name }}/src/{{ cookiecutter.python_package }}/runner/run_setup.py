@@ -5,9 +5,9 @@ A run registers two plugins with the cluster:
 - ``RunSetup`` (a worker plugin, for the run): each worker, those that join later
   included, takes the environment the run's plugins set on the driver and
   checks that it sees the run's local files (``shared_storage``); its first node
-  builds the copies of the driver's plugins (``worker_hooks``). Once the run is over the driver collects what those
-  copies learnt and removes the plugin: a node task that starts after that does
-  not run.
+  builds the copies of the driver's plugins (``hooks_here``, ``worker_hooks``).
+  Once the run is over the driver collects what those copies learnt and removes
+  the plugin: a node task that starts after that does not run.
 - ``MarkRecomputed`` (a scheduler plugin, for good): Dask recomputes a finished
   node whose in-memory outputs were lost with their worker; the scheduler marks
   that task, so that its worker recomputes the outputs without saving the node's
@@ -16,8 +16,8 @@ A run registers two plugins with the cluster:
 Both travel by value (cloudpickle, registered below): a worker that joins later
 unpickles its plugins before the project's package reaches it
 (``upload_project``), and a plugin that fails to unpickle there stops the worker
-from starting. So what they run uses nothing of the project but this module and
-``shared_storage``.
+from starting. So what their methods run uses nothing of the project but this
+module and ``shared_storage``.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -33,9 +34,14 @@ import cloudpickle
 import distributed
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from .client_config import DaskSetupError
+from .client_config import DaskRunError, DaskSetupError
 from .shared_storage import SharedStorage
-from .worker_hooks import WorkerHooks, driver_hook_managers, merge_additions
+from .worker_hooks import (
+    HooksOnWorker,
+    WorkerHooks,
+    driver_hook_managers,
+    merge_additions,
+)
 
 #: The annotation the scheduler gives a node task it computes again.
 RECOMPUTED = "kedro-recomputed"
@@ -115,6 +121,33 @@ def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:
 def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
     setup = dask_worker.plugins.get(RunSetup.name_for(token))
     return setup.finish() if setup else {}
+
+
+_copies_lock = threading.Lock()
+
+
+def hooks_here(token: str, uses_local_files: bool) -> Any:
+    """In a node task on a worker prepared for run ``token``: the hook manager
+    of the copies of the run's plugins, made by its first node here (None: the
+    run has none). Refuses a node that uses files this worker does not see as
+    the driver does. Not part of the plugin: it runs with the project there."""
+    worker = distributed.get_worker()
+    setup = worker.plugins.get(RunSetup.name_for(token))
+    if setup is None:
+        raise RuntimeError(
+            f"This Dask worker is not prepared for Kedro run {token}: the run "
+            f"is over, or preparing the worker failed (its log says why)."
+        )
+    if setup.error is not None:
+        raise setup.error
+    if setup.unseen and uses_local_files:
+        raise DaskRunError(setup.storage.refusal({worker.address: setup.unseen}))
+    if setup.plugins is None:
+        return None
+    with _copies_lock:
+        if setup.hooks_on_worker is None:
+            setup.hooks_on_worker = HooksOnWorker(setup.plugins)
+    return setup.hooks_on_worker.manager
 
 
 def guard_recomputed_nodes(client: distributed.Client) -> None:
