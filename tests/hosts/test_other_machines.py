@@ -4,7 +4,8 @@ two `dask worker`s run on hosts of their own, the workers with another directory
 at the project's path (holding only the raw data), no project installed and a
 working directory outside any project, as on real machines.
 
-- The example with its shipped local paths is refused before any node runs.
+- The example with its shipped local paths is refused before any node runs;
+  a read-only folder is checked by its listing instead of a marker.
 - The shared-storage environment (`--env remote`, data_root on a directory
   mounted on the driver and every worker) gives SequentialRunner's outputs, with
   the project uploaded (the default) or pip-installed from its wheel.
@@ -69,6 +70,7 @@ SCHEDULER_ALIAS = "dask-scheduler"
 SHARED_PLACEHOLDER = "/mnt/shared/"
 #: What is on a worker's disk at the project's path: the raw data, no more.
 RAW = "data/01_raw/iris.csv"
+RAW_FOLDER = "data/01_raw"
 MODELS = (
     "gradient_boosting",
     "logistic_regression",
@@ -439,6 +441,46 @@ def test_the_example_with_local_paths_is_refused_before_any_node(lan: Lan) -> No
     check = result.when("Error: ") - result.when("Connecting to the Dask scheduler")
     MEASURED["refusal: Connecting line -> error (s)"] = f"{check:.2f}"
     MEASURED["refusal: whole kedro run (s)"] = f"{result.seconds:.1f}"
+
+
+def test_a_read_only_folder_is_checked_by_its_listing(lan: Lan) -> None:
+    """The driver cannot put a marker into a read-only folder: the workers list
+    it instead, and a listing that differs (names, sizes, times) is not seen.
+    The raw data folder is read-only on the driver (a read-only bind mount in
+    the host's mount namespace); each worker's disk holds a copy made with its
+    times. Equal listings pass, so only the other folders are refused; once a
+    worker's copy has another time, the raw folder is refused too."""
+    raw = lan.project / "data/01_raw"
+    read_only = f"mount --bind {raw} {raw} && mount -o remount,ro,bind {raw}"
+    argv = [
+        "sh",
+        "-c",
+        f'{read_only} && exec "$@"',
+        "sh",
+        BIN / "kedro",
+        *RUN,
+        f"--params=dask_client.address=tcp://{SCHEDULER_ALIAS}:8786",
+    ]
+
+    def refused_folders() -> list[str]:
+        with started_on(lan.driver, argv, cwd=lan.project, env=ENV) as run:
+            result = run.finish(240)
+        workers = ", ".join(sorted(lan.addresses.values()))
+        message = refusal(result, f"Error: The Dask workers {workers} do not see")
+        assert "Running node" not in result.output
+        return message.split("(under ", 1)[1].split(")", 1)[0].split(", ")
+
+    others = sorted(str(lan.project / f) for f in EXAMPLE_FOLDERS if f != RAW_FOLDER)
+    assert refused_folders() == others
+    copy = lan.disks["worker-1"] / RAW
+    times = copy.stat()
+    os.utime(copy, ns=(times.st_atime_ns, times.st_mtime_ns + 10**9))
+    try:
+        assert refused_folders() == sorted([*others, str(raw)])
+    finally:
+        os.utime(copy, ns=(times.st_atime_ns, times.st_mtime_ns))
+    assert not run_markers(lan.project, *lan.disks.values())
+    assert data_files(lan.project) == {}
 
 
 # --- 2. the shared-storage environment ----------------------------------------

@@ -21,7 +21,7 @@ import pydoc
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -145,18 +145,23 @@ def where_workers_run(config: DaskClientConfig) -> str:
 
 
 def credentials_in_the_clear(
-    datasets: list[str], client: distributed.Client
+    datasets: Mapping[str, Any], client: distributed.Client
 ) -> str | None:
     """A warning for a run that would send datasets' credentials over the network
     without TLS: node tasks carry their datasets, credentials included."""
-    if not datasets:
+    names = [
+        name
+        for name, dataset in sorted(datasets.items())
+        if (getattr(dataset, "_init_args", None) or {}).get("credentials")
+    ]
+    if not names:
         return None
     workers = client.scheduler_info(n_workers=-1)["workers"]
     exposed = [a for a in [client.scheduler.address, *workers] if in_the_clear(a)]
     if not exposed:
         return None
     return (
-        f"The datasets {', '.join(datasets)} hold credentials, which travel to the "
+        f"The datasets {', '.join(names)} hold credentials, which travel to the "
         f"Dask workers inside their nodes' tasks, and this run reaches "
         f"{exposed[0]}{' and more' if exposed[1:] else ''} over plain "
         f"tcp://: anyone on that network can read them. Use a TLS scheduler "

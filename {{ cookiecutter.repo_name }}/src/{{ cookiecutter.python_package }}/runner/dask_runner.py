@@ -147,7 +147,7 @@ class DaskRunner(AbstractRunner):
         ):
             if hooks is not None or graph.saves_datasets:  # else nothing to guard
                 guard_recomputed_nodes(client)
-            if warning := credentials_in_the_clear(graph.with_credentials, client):
+            if warning := credentials_in_the_clear(datasets, client):
                 self._logger.warning(warning)
             resources = graph.resources(config.tag_resources)
             if config.adapt is None:  # no worker may come to have them

@@ -24,7 +24,6 @@ from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
 from .client_config import DaskSetupError
-from .dask_collections import computes_dask_collections
 from .node_task import Inline, NodeTask, RunContext, run_node_task
 from .shared_storage import SharedStorage
 
@@ -133,21 +132,12 @@ class TaskGraph:
                     (n, self._memory[n]) for n in node.inputs if n in self._memory
                 ),
                 memory_outputs=tuple(n for n in node.outputs if n in self._memory),
-                computes_dask_collections=computes_dask_collections(node, persisted),
                 uses_local_files=bool(storage and storage.uses(persisted)),
             )
         self._check_serialisable()
         #: Whether a node saves a dataset: a node computed again must not.
         self.saves_datasets = any(
             name not in self._memory for node in pipeline.nodes for name in node.outputs
-        )
-        #: Persisted datasets built with ``credentials``, which their nodes'
-        #: tasks carry to the workers.
-        self.with_credentials = sorted(
-            name
-            for name, dataset in datasets.items()
-            if name not in self._memory
-            and (getattr(dataset, "_init_args", None) or {}).get("credentials")
         )
 
     def _check_serialisable(self) -> None:
