@@ -233,7 +233,8 @@ def _allowed_types(hint: Any) -> list[tuple[type, str]]:
     words.update({type(None): "null", bool: "true or false", str: "a string"})
     kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     origins = [typing.get_origin(kind) or kind for kind in kinds]
-    return [(Real if kind is float else kind, words[kind]) for kind in origins]
+    kinds_checked = {float: Real, dict: Mapping}
+    return [(kinds_checked.get(kind, kind), words[kind]) for kind in origins]
 
 
 def _refuse(name: str, expected: str, value: Any) -> NoReturn:

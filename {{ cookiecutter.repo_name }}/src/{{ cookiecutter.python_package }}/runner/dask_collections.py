@@ -36,15 +36,18 @@ _DASK_DATASETS = "kedro_datasets.dask"
 
 
 def computes_dask_collections(
-    node: Node, datasets: Mapping[str, AbstractDataset], inputs: Iterable[Any] = ()
+    node: Node, datasets: Mapping[str, AbstractDataset]
 ) -> bool:
-    """Whether ``node`` may wait for the cluster, seen from its code, its
-    persisted ``datasets`` and its in-memory ``inputs``."""
-    return (
-        _refers_to_dask(node.func)
-        or any(type(d).__module__.startswith(_DASK_DATASETS) for d in datasets.values())
-        or any(dask.is_dask_collection(value) for value in inputs)
+    """Whether ``node`` may wait for the cluster, seen from its code and its
+    persisted ``datasets`` (checked on the driver, once per node)."""
+    return _refers_to_dask(node.func) or any(
+        type(dataset).__module__.startswith(_DASK_DATASETS)
+        for dataset in datasets.values()
     )
+
+
+def has_dask_collection(values: Iterable[Any]) -> bool:
+    return any(dask.is_dask_collection(value) for value in values)
 
 
 def leave_the_worker_thread_pool() -> None:

@@ -56,26 +56,33 @@ class _NodeLogForwarder(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__()
-        self._worker: distributed.Worker | None = None
+        #: The workers of this process that ran nodes (one, unless --no-nanny).
+        self.workers: set[distributed.Worker] = set()
         #: Every run whose nodes ran here.
         self.tokens: set[str] = set()
         self.levels: dict[str, int] | None = None
         #: Set when the runner is about to close this worker: levels stay quiet.
         self.closing = False
 
-    def run_of(self, record: logging.LogRecord) -> str | None:
-        """The run of a record: that of the task its thread runs (Dask's
-        ``active_threads``), or, from a thread that is not Dask's own, the one
-        run with a node under way here."""
-        if self._worker is None:
-            return None
-        running = self._worker.active_threads
-        if (key := running.get(record.thread or 0)) is not None:
-            return self.run_in(key)
+    def run_of(self, record: logging.LogRecord) -> tuple[str, Any] | None:
+        """The run of a record, and the worker that runs its node: the node its
+        thread runs (Dask's ``active_threads``), or, from another thread that is
+        not Dask's own, the one run with a node under way here (Kedro's
+        ``--async`` threads, a partition the node computes)."""
+        tasks = [(worker, worker.active_threads) for worker in list(self.workers)]
+        for worker, running in tasks:
+            key = running.get(record.thread or 0)
+            if key is not None and (token := self.run_in(key)) is not None:
+                return token, worker
         if record.name.startswith(_DASKS_OWN):
             return None
-        runs = {self.run_in(key) for key in list(running.values())} - {None}
-        return runs.pop() if len(runs) == 1 else None
+        runs = {
+            (token, worker)
+            for worker, running in tasks
+            for key in list(running.values())
+            if (token := self.run_in(key)) is not None
+        }
+        return runs.pop() if len({token for token, _ in runs}) == 1 else None
 
     def run_in(self, key: Any) -> str | None:
         """The run a task key names (``<function>-<run token>-<node name>``)."""
@@ -83,7 +90,7 @@ class _NodeLogForwarder(logging.Handler):
         return next((part for part in name.split("-") if part in self.tokens), None)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if (token := self.run_of(record)) is None or self._worker is None:
+        if (found := self.run_of(record)) is None:
             return
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -91,7 +98,8 @@ class _NodeLogForwarder(logging.Handler):
         fields = {k: v for k, v in vars(record).items() if isinstance(v, _PLAIN)}
         fields.update(msg=record.getMessage(), args=None, exc_info=None)
         fields.pop("message", None)
-        self._worker.log_event(TOPIC, {**fields, RUN_FIELD: token})
+        token, worker = found
+        worker.log_event(TOPIC, {**fields, RUN_FIELD: token})
 
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -104,13 +112,17 @@ def node_logs_to_driver(
 ) -> None:
     """On a worker: sends the records of the run's nodes to its driver; in the
     driver's own process (a cluster of threads) they are printed as is."""
-    if driver_process == this_process() or run_token in _forwarder.tokens:
+    if driver_process == this_process():
         return
+    worker, forwarder = distributed.get_worker(), _forwarder
+    if run_token in forwarder.tokens and worker in forwarder.workers:
+        if forwarder.levels == levels or forwarder.closing:
+            return
     with _setup_lock:
-        _forwarder._worker = distributed.get_worker()
-        _forwarder.tokens.add(run_token)
-        if _forwarder.levels != levels and not _forwarder.closing:
+        if forwarder.levels != levels and not forwarder.closing:
             _take_levels(levels)
+        forwarder.workers.add(worker)
+        forwarder.tokens.add(run_token)  # last: the records are forwarded now
 
 
 def _take_levels(levels: dict[str, int]) -> None:

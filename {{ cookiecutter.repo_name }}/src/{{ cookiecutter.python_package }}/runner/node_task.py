@@ -20,7 +20,7 @@ from kedro.pipeline.node import Node
 from kedro.runner import Task
 
 from .dask_collections import (
-    computes_dask_collections,
+    has_dask_collection,
     leave_the_worker_thread_pool,
     refuse_persisted,
 )
@@ -62,6 +62,8 @@ class NodeTask:
     memory_inputs: tuple[tuple[str, str | None], ...]
     #: The outputs the task returns to Dask, in this order.
     memory_outputs: tuple[str, ...]
+    #: Whether the node's code or datasets compute dask collections.
+    computes_dask_collections: bool = False
     #: Whether the node loads or saves files of this machine (``shared_storage``).
     uses_local_files: bool = False
 
@@ -82,7 +84,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     whose outputs are persisted.
     Returns ``None``, the single in-memory output, or a tuple of them.
     """
-    if computes_dask_collections(task.node, task.persisted, upstream):
+    if task.computes_dask_collections or has_dask_collection(upstream):
         leave_the_worker_thread_pool()
     node, persisted, hook_manager = task.node, task.persisted, _hook_manager(task)
     hooked = not isinstance(hook_manager, _NullPluginManager)

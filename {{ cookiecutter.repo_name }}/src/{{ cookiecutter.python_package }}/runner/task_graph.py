@@ -24,6 +24,7 @@ from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
 from .client_config import DaskSetupError
+from .dask_collections import computes_dask_collections
 from .node_task import Inline, NodeTask, RunContext, run_node_task
 from .shared_storage import SharedStorage
 
@@ -132,6 +133,7 @@ class TaskGraph:
                     (n, self._memory[n]) for n in node.inputs if n in self._memory
                 ),
                 memory_outputs=tuple(n for n in node.outputs if n in self._memory),
+                computes_dask_collections=computes_dask_collections(node, persisted),
                 uses_local_files=bool(storage and storage.uses(persisted)),
             )
         self._check_serialisable()
@@ -213,10 +215,10 @@ class TaskGraph:
             if len(outputs) == 1:
                 providers[outputs[0]] = key
             for index, name in enumerate(outputs if len(outputs) > 1 else ()):
-                providers[name] = (f"output-{token}-{name}",)
+                providers[name] = (f"{token}-output-{name}",)
                 layer[providers[name]] = (operator.getitem, key, index)
             if node in awaited and outputs:  # wait for it without fetching its data
-                finished[node] = (f"finished-{token}-{node.name}",)
+                finished[node] = (f"{token}-finished-{node.name}",)
                 layer[finished[node]] = (_nothing, key)
             elif node in awaited:
                 finished[node] = key

@@ -12,6 +12,7 @@ a cluster that was already running must be restarted if the node never returns.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Iterator, Mapping
@@ -58,7 +59,8 @@ class NodeClock:
         finally:
             if client.status == "running":
                 client.unsubscribe_topic(TOPIC)
-                client.unregister_worker_plugin(name)
+                with contextlib.suppress(Exception):  # not over the run's error
+                    client.unregister_worker_plugin(name)
 
     def finished(self, name: str) -> None:
         """Stops timing a node that has finished."""
@@ -84,7 +86,8 @@ class NodeClock:
 
 class _AnnounceStarts(WorkerPlugin):
     """On a worker: tells the driver of a run when one of its limited nodes
-    starts (a node task's key ends with ``-<run token>-<node name>``)."""
+    starts (a node task's key is ``<function>-<run token>-<node name>``; the
+    keys of the run's other tasks start with the token)."""
 
     def __init__(self, run_token: str, nodes: set[str]) -> None:
         self.run_token, self.nodes = run_token, nodes
