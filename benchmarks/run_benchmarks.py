@@ -258,7 +258,7 @@ def _dask_runs(
     # observer of the scheduler.
     client = Client(cluster, set_as_default=False)
     setup["start"] = time.perf_counter() - started
-    client.get_task_stream()  # the scheduler records task starts from now on
+    client.register_plugin(_compute_starts(), name=COMPUTE_STARTS)
     try:
         if runner == "distributed":
             runs = _raw_runs(client, graph)
@@ -279,6 +279,31 @@ def _dask_runs(
         setup["close"] = time.perf_counter() - started
 
 
+#: The worker plugin recording when tasks start computing (``_compute_starts``).
+COMPUTE_STARTS = "benchmark-compute-starts"
+
+
+def _compute_starts() -> Any:
+    """A worker plugin recording when each task starts computing, by this
+    machine's clock. The task stream's times are shifted by each worker's
+    estimate of its clock's offset from the scheduler's, which is tens of ms off
+    on a busy machine: a task could seem to start before the scheduler had its
+    graph. (Defined here: ``distributed`` is imported only for Dask runs.)"""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class ComputeStarts(WorkerPlugin):
+        name = COMPUTE_STARTS
+
+        def setup(self, worker: Any) -> None:
+            self.starts: list[float] = []
+
+        def transition(self, key: Any, start: str, finish: str, **_: Any) -> None:
+            if finish == "executing":
+                self.starts.append(time.time())
+
+    return ComputeStarts()
+
+
 def _timeline(client: Any, since: float) -> dict[str, float]:
     """Seconds from ``since`` (wall clock) until the scheduler got the run's first
     graph message, and until the run's first task started computing."""
@@ -286,12 +311,10 @@ def _timeline(client: Any, since: float) -> dict[str, float]:
     def graphs_received(dask_scheduler: Any) -> list[float]:
         return [c.start for c in dask_scheduler.computations if c.start >= since]
 
-    starts = [
-        startstop["start"]
-        for record in client.get_task_stream(start=since)
-        for startstop in record["startstops"]
-        if startstop["action"] == "compute"
-    ]
+    def compute_starts(dask_worker: Any) -> list[float]:
+        return [t for t in dask_worker.plugins[COMPUTE_STARTS].starts if t >= since]
+
+    starts = [t for found in client.run(compute_starts).values() for t in found]
     return {
         "graph_at_scheduler": min(client.run_on_scheduler(graphs_received)) - since,
         "first_node_started": min(starts) - since,

@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,6 +43,11 @@ ENV = {
     "COLUMNS": "200",  # rich wraps log lines at the terminal width
 }
 BIN = Path(sys.executable).parent
+
+# A suite started with Ctrl-C ignored (a background job of a script, nohup) would
+# pass that on to every process it starts: the Ctrl-C tests need Ctrl-C as a
+# terminal delivers it. A handler, unlike an ignored signal, is not inherited.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import signal
 from pathlib import Path
 
 import joblib
@@ -15,6 +16,11 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Test runs are not usage worth reporting: keep kedro-telemetry quiet and offline.
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+
+# A suite started with Ctrl-C ignored (a background job of a script, nohup) would
+# pass that on to every process it starts: the Ctrl-C tests need Ctrl-C as a
+# terminal delivers it. A handler, unlike an ignored signal, is not inherited.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def copy_project(destination: Path) -> Path:
