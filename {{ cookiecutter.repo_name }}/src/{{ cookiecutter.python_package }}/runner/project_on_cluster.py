@@ -47,45 +47,48 @@ def put_project_on_cluster(
     """Uploads or installs the project's code, as ``config`` asks; by default
     uploads it to workers that may be on other machines (``elsewhere``)."""
     upload = config.upload_project if config.upload_project is not None else elsewhere
+    driver = (socket.gethostname(), os.getpid())
     if config.install_wheel:
         wheel = Path(config.install_wheel)
-        content, install = wheel.read_bytes(), True
+        content = wheel.read_bytes()
+        build = _build_name(wheel.stem, content)
+        requirements = config.install_requirements
+        installer = _Installer(wheel.name, content, build, requirements, driver)
+        logger.info("Installing %s on the Dask cluster", wheel.name)
+        try:
+            _register(client, build, InstallPlugin(installer, False))
+        except Exception as exc:
+            raise DaskSetupError(
+                f"Could not install {wheel.name} on the Dask cluster: "
+                f"{type(exc).__name__}: {exc}. The scheduler and workers need pip "
+                f"and write access to their Python environment; with "
+                f"install_requirements: true, also an index they reach."
+            ) from exc
     elif upload and package:
-        wheel, content, install = Path(f"{package}.zip"), _zipped(package), False
-    else:
-        return
-    name = f"{wheel.stem}-{hashlib.sha256(content).hexdigest()[:16]}"
-    driver = (socket.gethostname(), os.getpid())
-    plugins: list[Any] = [
-        InstallPlugin(
-            _Installer(wheel.name, content, config.install_requirements, driver), False
-        )
-    ]
-    if not install:
+        content = _zipped(package)
+        build = _build_name(package, content)
         logger.info("Uploading the %s package to the Dask cluster", package)
         with tempfile.TemporaryDirectory() as folder:
-            archive = Path(folder, f"{name}.zip")
+            archive = Path(folder, f"{build}.zip")
             archive.write_bytes(content)
-            plugins = [
+            plugins = (
                 _ToScheduler(str(archive), driver),
                 _ToWorkers(str(archive), driver),
-            ]
-    else:
-        logger.info("Installing %s on the Dask cluster", wheel.name)
+            )
+        _register(client, build, *plugins)
+
+
+def _build_name(stem: str, content: bytes) -> str:
+    """Named after the content: the same code is sent once."""
+    return f"{stem}-{hashlib.sha256(content).hexdigest()[:16]}"
+
+
+def _register(client: distributed.Client, build: str, *plugins: Any) -> None:
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
         for plugin in plugins:
             plugin.idempotent = True
-            client.register_plugin(plugin, name=name)
-    except Exception as exc:
-        if not install:
-            raise
-        raise DaskSetupError(
-            f"Could not install {wheel.name} on the Dask cluster: "
-            f"{type(exc).__name__}: {exc}. The scheduler and workers need pip and "
-            f"write access to their Python environment; with "
-            f"install_requirements: true, also an index they reach."
-        ) from exc
+            client.register_plugin(plugin, name=build)
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
@@ -139,16 +142,20 @@ class _Installer:
     processes sharing the environment (a shared file system)."""
 
     def __init__(
-        self, filename: str, content: bytes, requirements: bool, driver: tuple
+        self,
+        filename: str,
+        content: bytes,
+        build: str,
+        requirements: bool,
+        driver: tuple[str, int],
     ) -> None:
-        self.filename, self.content = filename, content
+        self.filename, self.content, self.build = filename, content, build
         self.requirements, self.driver = requirements, driver
 
     def __call__(self) -> None:
         import fcntl  # noqa: PLC0415 (POSIX: on the cluster, not on Windows)
 
-        digest = hashlib.sha256(self.content).hexdigest()[:16]
-        done = Path(sys.prefix, ".kedro-dask-wheels", f"{self.filename}.{digest}")
+        done = Path(sys.prefix, ".kedro-dask-wheels", self.build)
         done.parent.mkdir(exist_ok=True)
         with open(done.parent / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
