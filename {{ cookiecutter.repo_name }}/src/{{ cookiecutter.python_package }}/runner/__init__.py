@@ -7,8 +7,9 @@ import logging
 # Dask's messages about its own workings do not drown the run's.
 _configured_level = logging.getLogger("distributed").level
 
-from .client_config import DaskClientConfig, DaskRunError, DaskSetupError  # noqa: E402
+from .client_config import DaskClientConfig  # noqa: E402
 from .dask_runner import DaskRunner  # noqa: E402
+from .errors import DaskRunError, DaskSetupError  # noqa: E402
 
 logging.getLogger("distributed").setLevel(_configured_level or logging.WARNING)
 

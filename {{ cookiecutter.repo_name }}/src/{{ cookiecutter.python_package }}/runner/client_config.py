@@ -1,4 +1,4 @@
-"""The ``dask_client`` block of ``conf/base/parameters.yml``, and the runner's errors.
+"""The ``dask_client`` block of ``conf/base/parameters.yml``.
 
 Every key the runner understands is a field of ``DaskClientConfig``; the comments in
 ``parameters.yml``, the README and the error for an unknown key use these names.
@@ -18,17 +18,7 @@ from typing import Any, NoReturn
 import distributed
 from distributed.security import Security
 
-
-class DaskSetupError(RuntimeError):
-    """The run could not start and no node has run: a bad ``dask_client`` setting,
-    an unreachable scheduler, or what Dask workers cannot receive or see."""
-
-
-class DaskRunError(RuntimeError):
-    """The cluster failed the run under way: the scheduler went away, a node's
-    workers kept dying, or a node outran its time limit. Persisted outputs of the
-    nodes that finished are kept, so the run can resume."""
-
+from .errors import DaskSetupError
 
 #: The runner sets these itself; taking them from conf would break the run.
 _MANAGED = frozenset({"self", "asynchronous", "loop", "set_as_default", "start"})

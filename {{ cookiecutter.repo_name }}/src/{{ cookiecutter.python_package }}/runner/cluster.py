@@ -6,44 +6,36 @@ connected, never a scheduler that was already running or a client it was handed.
 
 from __future__ import annotations
 
-import ast
-import asyncio
 import contextlib
 import functools
-import gc
 import importlib
 import ipaddress
 import logging
-import multiprocessing
-import multiprocessing.forkserver
-import os
 import pydoc
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 from typing import Any
 
 import dask.config
 import distributed
 from distributed.core import Status
-from distributed.diagnostics.plugin import WorkerPlugin
 
-from .client_config import DaskClientConfig, DaskSetupError
+from .client_config import DaskClientConfig
+from .errors import DaskSetupError
 from .interrupts import CtrlCHeldBack, ctrl_c_kept
-from .log_forwarding import quiet_before_closing, this_process, worker_logging_file
+from .local_cluster import (
+    LOCAL_DASHBOARD,
+    local_cluster_kwargs,
+    stop_workers_at_once_if_the_run_failed,
+    unguarded_script,
+    worker_processes_environment,
+)
+from .log_forwarding import quiet
 from .project_on_cluster import put_project_on_cluster
-from .run_setup import set_environment
 
 logger = logging.getLogger(__name__)
-
-#: Where a LocalCluster's dashboard listens unless ``dashboard_address`` says
-#: otherwise. Dask's own default, ":8787", is every network interface: anyone who
-#: reaches the machine could read task names, logs, call stacks and profiles.
-LOCAL_DASHBOARD = "127.0.0.1:8787"
-_START_METHOD = "distributed.worker.multiprocessing-method"
 
 
 @contextmanager
@@ -68,14 +60,15 @@ def dask_client(
             logger.info("Using this process's Dask client %s", client)
         else:
             with held:
-                local = cluster_factory(config) is distributed.LocalCluster
-                if local:
-                    opened.enter_context(_worker_processes_environment())
-                errors = opened.enter_context(_worker_start_errors(config))
-                cluster = opened.enter_context(_closed_at_exit(_start_cluster(config)))
+                factory = cluster_factory(config)
+                if factory is distributed.LocalCluster:
+                    opened.enter_context(worker_processes_environment())
+                errors = opened.enter_context(_worker_start_errors(factory))
+                cluster = _start_cluster(factory, config)
+                opened.enter_context(_closed_at_exit(cluster))
                 client = opened.enter_context(_connect(cluster, config))
                 client.worker_start_errors = errors
-            opened.push(_stop_workers_at_once_if_the_run_failed(cluster, client))
+            opened.push(stop_workers_at_once_if_the_run_failed(cluster, client))
         _log_dashboard(client, config, started=not address and active is None)
         opened.callback(held.__enter__)  # the first step out
         elsewhere = where_workers_run(config) == "anywhere"
@@ -83,45 +76,12 @@ def dask_client(
         yield client
 
 
-def start_worker_forkserver(config: DaskClientConfig) -> None:
-    """Starts now the process that the worker processes of the run's LocalCluster
-    will fork from, importing this project's pipelines (``worker_imports``).
-
-    Called while Kedro still loads the project: the imports the workers need
-    then run on another core meanwhile, once, instead of in every worker after
-    the cluster has started. Ctrl-C is held back while it starts, so that it is
-    born with SIGINT blocked, as the workers it forks must be (``interrupts``).
-    It gets the variables Dask's nanny sets before it starts a worker (one
-    thread for OpenMP and BLAS, ...), which count only when a library loads, and
-    this process's ``sys.path`` (Python 3.11's forkserver ignores it).
-    """
+def starts_local_cluster(config: DaskClientConfig) -> bool:
+    """Whether the run starts a LocalCluster of worker processes (``local_cluster``)."""
     starts = not _scheduler_address(config) and (
         config.starts_cluster or _active_client() is None
     )
-    if not starts or where_workers_run(config) != "this machine":
-        return
-    variables = dask.config.get("distributed.nanny.pre-spawn-environ")
-    path = [*filter(None, sys.path), os.environ.get("PYTHONPATH", "")]
-    environment = {
-        **{n: os.environ.get(n, str(v)) for n, v in variables.items() if v is not None},
-        "PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep),
-    }
-    with CtrlCHeldBack(), _worker_processes_environment(environment) as forks:
-        if forks:
-            distributed.utils.get_mp_context().set_forkserver_preload(
-                ["distributed", "numpy", "pandas", f"{__package__}.worker_imports"]
-            )
-            multiprocessing.forkserver.ensure_running()
-
-
-def check_not_a_worker_starting() -> None:
-    """Refuses to start a run in a worker process that is importing the script
-    of a run that lacks a ``__main__`` guard, before it makes anything."""
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise DaskSetupError(
-            "A Dask worker process is starting a Kedro run: the script that runs "
-            'the session needs `if __name__ == "__main__":` around the run.'
-        )
+    return starts and where_workers_run(config) == "this machine"
 
 
 def where_workers_run(config: DaskClientConfig) -> str:
@@ -260,14 +220,13 @@ def _one_line(error: BaseException) -> str:
 
 
 @contextmanager
-def _worker_start_errors(config: DaskClientConfig) -> Iterator[list[BaseException]]:
+def _worker_start_errors(factory: Callable[..., Any]) -> Iterator[list[BaseException]]:
     """Collects the errors a cluster manager's own code raises in the event loop:
     a SpecCluster (dask-jobqueue's) starts workers in a callback there, so an
     ``sbatch`` that refuses a job reaches only Tornado's log of failed callbacks,
     as a long traceback. Each is logged in one line instead, and kept for the
     run's error. (distributed's own clusters raise what goes wrong as they start.)
     """
-    factory = cluster_factory(config)
     package = factory.__module__.split(".")[0]
     errors: list[BaseException] = []
 
@@ -328,23 +287,11 @@ def _closed_at_exit(cluster: Any) -> Iterator[Any]:
             )
 
 
-def _start_cluster(config: DaskClientConfig) -> Any:
-    factory = cluster_factory(config)
+def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any:
     name = f"{factory.__module__}.{factory.__qualname__}"
     kwargs = dict(config.cluster_kwargs)
     if factory is distributed.LocalCluster:
-        kwargs.setdefault("silence_logs", False)  # conf/logging.yml decides
-        kwargs["plugins"] = {*kwargs.get("plugins", ()), _ExitWithoutFinalCollection()}
-        kwargs.setdefault("dashboard_address", LOCAL_DASHBOARD)
-        if kwargs["dashboard_address"] is None:  # Dask still serves /health there
-            kwargs["scheduler_kwargs"] = {
-                "dashboard_address": "127.0.0.1:0",
-                **kwargs.get("scheduler_kwargs", {}),
-            }
-        if kwargs.get("processes") is not False:
-            # A forked worker inherits the environment the forkserver started
-            # with, maybe an earlier run's: its nanny sets this one first.
-            kwargs["env"] = {**os.environ, **kwargs.get("env", {})}
+        kwargs = local_cluster_kwargs(kwargs)
     text = ", ".join(f"{key}={value!r}" for key, value in config.cluster_kwargs.items())
     logger.info("Starting a Dask cluster: %s(%s)", name, text)
     try:
@@ -374,19 +321,12 @@ def _what_to_check(error: Exception) -> str:
             "password or token it is given (for dask-gateway, the "
             "DASK_GATEWAY__AUTH__* settings; conf/gateway/parameters.yml)."
         )
-    # A script whose run has no `if __name__ == "__main__":`: the worker
-    # processes import it as they start (multiprocessing), which runs it again.
-    script = getattr(sys.modules["__main__"], "__file__", None)
-    with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
-        if not any(
-            isinstance(statement, ast.If) and "__main__" in ast.unparse(statement.test)
-            for statement in ast.parse(Path(script).read_text()).body  # type: ignore[arg-type]
-        ):
-            return (
-                f"The worker processes import {script} as they start (Python's "
-                f"multiprocessing), which would start this run again: put the code "
-                f'that runs the session under `if __name__ == "__main__":`.'
-            )
+    if script := unguarded_script():
+        return (
+            f"The worker processes import {script} as they start (Python's "
+            f"multiprocessing), which would start this run again: put the code "
+            f'that runs the session under `if __name__ == "__main__":`.'
+        )
     return "Check dask_client.cluster_kwargs."
 
 
@@ -410,33 +350,6 @@ def _log_dashboard(
         )
 
 
-@contextmanager
-def _worker_processes_environment(
-    extra: dict[str, str] | None = None,
-) -> Iterator[bool]:
-    """The environment of a LocalCluster's worker processes, for its whole life
-    (a worker that dies is started again): Dask's own messages at the driver's
-    level, and the logging they start with (``log_forwarding``). They fork from
-    Dask's forkserver where the platform has one (it imports Dask, numpy and
-    pandas once for them all), unless Dask's configuration chose another start
-    method. Yields whether they fork."""
-    forks = dask.config.get(_START_METHOD) in ("spawn", "forkserver")
-    forks = forks and "forkserver" in multiprocessing.get_all_start_methods()
-    level = logging.getLogger("distributed").getEffectiveLevel()
-    saved = set_environment(
-        {
-            "DASK_LOGGING__DISTRIBUTED": logging.getLevelName(level).lower(),
-            "KEDRO_LOGGING_CONFIG": str(worker_logging_file()),
-            **(extra or {}),
-        }
-    )
-    try:
-        with dask.config.set({_START_METHOD: "forkserver"} if forks else {}):
-            yield forks
-    finally:
-        set_environment(saved)
-
-
 class _Client(distributed.Client):
     """A client that closes itself when it cannot connect: distributed's own does
     so only for OSError, and a half-made client is closed at interpreter exit,
@@ -458,7 +371,7 @@ class _Client(distributed.Client):
             return super().close(*args, **kwargs)
         # The scheduler went away and the run has said so: Dask would add that
         # it gave up reconnecting.
-        with _quiet("distributed.client"):
+        with quiet("distributed.client"):
             return super().close(*args, **kwargs)
 
 
@@ -480,55 +393,3 @@ def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
             f"matches a TLS scheduler, or drop `address` (and DASK_SCHEDULER_ADDRESS) "
             f"to run on a local cluster."
         ) from exc
-
-
-def _stop_workers_at_once_if_the_run_failed(
-    cluster: Any, client: distributed.Client
-) -> Callable[..., None]:
-    """After Ctrl-C or a failure, nodes may still run, and nothing they would
-    still do is wanted: worker processes get half a second to exit, instead of
-    Dask's 4 s wait for their running tasks, and stay quiet meanwhile."""
-
-    def on_exit(exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is None:
-            return
-        with contextlib.suppress(Exception):
-            client.run(quiet_before_closing, this_process())
-        nannies = [
-            w
-            for w in getattr(cluster, "workers", {}).values()
-            if isinstance(w, distributed.Nanny)
-        ]
-
-        async def close() -> None:
-            await asyncio.gather(*(nanny.close(timeout=0.5) for nanny in nannies))
-
-        with _quiet("distributed.nanny"), contextlib.suppress(Exception):
-            cluster.sync(close)
-
-    return on_exit
-
-
-@contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    """Only critical records of this logger, meanwhile."""
-    logger = logging.getLogger(logger_name)
-    saved = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(saved)
-
-
-class _ExitWithoutFinalCollection(WorkerPlugin):
-    """Lets a worker process of a LocalCluster exit as soon as it has closed,
-    without Python's final garbage collection of all that its nodes imported
-    (the memory goes back with the process). Not in the driver's process."""
-
-    def __init__(self) -> None:
-        self.driver_process = this_process()
-
-    def teardown(self, worker: distributed.Worker) -> None:
-        if self.driver_process != this_process():
-            gc.freeze()

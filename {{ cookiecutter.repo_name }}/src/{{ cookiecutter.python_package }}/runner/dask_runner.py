@@ -32,15 +32,16 @@ from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
 from pluggy import PluginManager
 
-from .client_config import DaskClientConfig, DaskRunError, DaskSetupError, merged
+from .client_config import DaskClientConfig, merged
 from .cluster import (
     WorkerWatch,
-    check_not_a_worker_starting,
     credentials_in_the_clear,
     dask_client,
-    start_worker_forkserver,
+    starts_local_cluster,
     where_workers_run,
 )
+from .errors import DaskRunError, DaskSetupError
+from .local_cluster import check_not_a_worker_starting, start_worker_forkserver
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
 from .run_setup import guard_recomputed_nodes, workers_prepared
@@ -76,7 +77,8 @@ class DaskRunner(AbstractRunner):
         check_not_a_worker_starting()
         self._options = dask_client
         self._config = DaskClientConfig.from_options(dask_client)
-        start_worker_forkserver(self._config)
+        if starts_local_cluster(self._config):
+            start_worker_forkserver()
         #: What the run's plugins change here is sent to the workers (worker_hooks).
         self._environment = dict(os.environ)
 

@@ -10,20 +10,12 @@ driver. Dask's own messages about its workings stay out of the console.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import functools
 import logging
-import multiprocessing.forkserver
 import os
-import shutil
-import signal
-import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import distributed
@@ -52,7 +44,8 @@ def driver_logging_levels() -> dict[str, int]:
 
 
 class _NodeLogForwarder(logging.Handler):
-    """Root handler in a worker process: forwards the records of nodes."""
+    """Root handler in a worker process: forwards the records of nodes to their
+    run's driver and prints the others on the worker's stderr."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -63,6 +56,8 @@ class _NodeLogForwarder(logging.Handler):
         self.levels: dict[str, int] | None = None
         #: Set when the runner is about to close this worker: levels stay quiet.
         self.closing = False
+        self.local = logging.StreamHandler()
+        self.local.setFormatter(logging.Formatter(WORKER_FORMAT))
 
     def run_of(self, record: logging.LogRecord) -> tuple[str, Any] | None:
         """The run of a record, and the worker that runs its node: the node its
@@ -91,6 +86,7 @@ class _NodeLogForwarder(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if (found := self.run_of(record)) is None:
+            self.local.handle(record)
             return
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
@@ -134,10 +130,6 @@ def _take_levels(levels: dict[str, int]) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    local = logging.StreamHandler()
-    local.setFormatter(logging.Formatter(WORKER_FORMAT))
-    local.addFilter(lambda record: _forwarder.run_of(record) is None)
-    root.addHandler(local)
     root.addHandler(_forwarder)
     logging.getLogger("distributed.worker").addFilter(_not_a_node_failure)
     _forwarder.levels = levels
@@ -183,51 +175,16 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
             client.unsubscribe_topic(TOPIC)
 
 
-# How a worker process of a LocalCluster logs until its first node gives it the
-# driver's levels. Kedro's project module, which the process imports as it
-# starts, would otherwise read conf/logging.yml: announce that on the run's
-# console once per worker, and have every worker write the driver's info.log.
-_WORKER_START_LOGGING = f"""\
-version: 1
-disable_existing_loggers: false
-formatters:
-  plain:
-    format: "{WORKER_FORMAT}"
-handlers:
-  console:
-    class: logging.StreamHandler
-    formatter: plain
-    stream: ext://sys.stderr
-loggers:
-  kedro.framework.project:
-    level: WARNING
-root:
-  handlers: [console]
-  level: INFO
-"""
-
-
-@functools.cache
-def worker_logging_file() -> Path:
-    """The file of ``_WORKER_START_LOGGING``, kept for this process's life: the
-    forkserver keeps the environment it started with, so workers of a later run
-    in this process read this path too."""
-    folder = tempfile.mkdtemp(prefix="kedro-dask-")
-    atexit.register(_remove_after_the_forkserver, folder)
-    path = Path(folder) / "worker-logging.yml"
-    path.write_text(_WORKER_START_LOGGING)
-    return path
-
-
-def _remove_after_the_forkserver(folder: str) -> None:
-    """Stops the forkserver first: a run that failed before its cluster started
-    ends while the forkserver still imports the project, which reads the file."""
-    server = getattr(multiprocessing.forkserver, "_forkserver", None)
-    if pid := getattr(server, "_forkserver_pid", None):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-    shutil.rmtree(folder, ignore_errors=True)
+@contextmanager
+def quiet(logger_name: str) -> Iterator[None]:
+    """Only critical records of this logger, meanwhile."""
+    logger = logging.getLogger(logger_name)
+    saved = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(saved)
 
 
 def _not_routine(record: logging.LogRecord) -> bool:

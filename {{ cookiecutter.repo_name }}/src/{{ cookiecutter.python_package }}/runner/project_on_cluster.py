@@ -33,7 +33,8 @@ from distributed.diagnostics.plugin import (
     UploadFile,
 )
 
-from .client_config import DaskClientConfig, DaskSetupError
+from .client_config import DaskClientConfig
+from .errors import DaskSetupError
 
 logger = logging.getLogger(__name__)
 

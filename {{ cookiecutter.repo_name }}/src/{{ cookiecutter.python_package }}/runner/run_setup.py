@@ -34,7 +34,7 @@ import cloudpickle
 import distributed
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from .client_config import DaskRunError, DaskSetupError
+from .errors import DaskRunError, DaskSetupError
 from .shared_storage import SharedStorage
 from .worker_hooks import (
     HooksOnWorker,

@@ -23,8 +23,8 @@ from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
-from .client_config import DaskSetupError
 from .dask_collections import computes_dask_collections
+from .errors import DaskSetupError
 from .node_task import Inline, NodeTask, RunContext, run_node_task
 from .shared_storage import SharedStorage
 

@@ -31,7 +31,7 @@ from typing import Any
 import cloudpickle
 from pluggy import PluginManager
 
-from .client_config import DaskSetupError
+from .errors import DaskSetupError
 from .kedro_internals import _create_hook_manager
 
 #: The hooks Kedro fires where a node runs.

@@ -1,0 +1,222 @@
+"""The LocalCluster the runner starts when ``dask_client`` names no other
+cluster, made to start and stop as fast as a Kedro run wants.
+
+- Its worker processes fork from one process that imported Dask, numpy, pandas
+  and the project's pipelines once (``worker_imports``), started while Kedro
+  still loads the project.
+- They log like the driver until their first node gives them its levels
+  (``log_forwarding``).
+- After Ctrl-C or a failure they get half a second to exit, and none waits for
+  Python's final garbage collection.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import atexit
+import contextlib
+import functools
+import gc
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dask.config
+import distributed
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .errors import DaskSetupError
+from .interrupts import CtrlCHeldBack
+from .log_forwarding import WORKER_FORMAT, quiet, quiet_before_closing, this_process
+from .run_setup import set_environment
+
+#: Where the dashboard listens unless ``dashboard_address`` says otherwise.
+#: Dask's own default, ":8787", is every network interface: anyone who reaches
+#: the machine could read task names, logs, call stacks and profiles.
+LOCAL_DASHBOARD = "127.0.0.1:8787"
+_START_METHOD = "distributed.worker.multiprocessing-method"
+
+
+def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keywords for ``distributed.LocalCluster``: the user's, and the
+    runner's defaults."""
+    kwargs = dict(kwargs)
+    kwargs.setdefault("silence_logs", False)  # conf/logging.yml decides
+    kwargs["plugins"] = {*kwargs.get("plugins", ()), _ExitWithoutFinalCollection()}
+    kwargs.setdefault("dashboard_address", LOCAL_DASHBOARD)
+    if kwargs["dashboard_address"] is None:  # Dask still serves /health there
+        kwargs["scheduler_kwargs"] = {
+            "dashboard_address": "127.0.0.1:0",
+            **kwargs.get("scheduler_kwargs", {}),
+        }
+    if kwargs.get("processes") is not False:
+        # A forked worker inherits the environment the forkserver started
+        # with, maybe an earlier run's: its nanny sets this one first.
+        kwargs["env"] = {**os.environ, **kwargs.get("env", {})}
+    return kwargs
+
+
+def start_worker_forkserver() -> None:
+    """Starts the process the workers will fork from, so that it imports the
+    project while Kedro loads it. It is born with Ctrl-C held back, as the
+    workers must be (``interrupts``); it gets the variables Dask's nanny sets
+    for a worker (one thread for OpenMP and BLAS, ...), which count only as a
+    library loads, and this ``sys.path`` (Python 3.11's forkserver drops it)."""
+    variables = dask.config.get("distributed.nanny.pre-spawn-environ")
+    path = [*filter(None, sys.path), os.environ.get("PYTHONPATH", "")]
+    environment = {
+        **{n: os.environ.get(n, str(v)) for n, v in variables.items() if v is not None},
+        "PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep),
+    }
+    with CtrlCHeldBack(), worker_processes_environment(environment) as forks:
+        if forks:
+            distributed.utils.get_mp_context().set_forkserver_preload(
+                ["distributed", "numpy", "pandas", f"{__package__}.worker_imports"]
+            )
+            multiprocessing.forkserver.ensure_running()
+
+
+@contextmanager
+def worker_processes_environment(
+    extra: dict[str, str] | None = None,
+) -> Iterator[bool]:
+    """The environment of the worker processes, for the cluster's whole life (a
+    worker that dies is started again): Dask's own messages at the driver's
+    level, and the logging they start with. They fork from Dask's forkserver
+    where the platform has one, unless Dask's configuration chose another start
+    method. Yields whether they fork."""
+    forks = dask.config.get(_START_METHOD) in ("spawn", "forkserver")
+    forks = forks and "forkserver" in multiprocessing.get_all_start_methods()
+    level = logging.getLogger("distributed").getEffectiveLevel()
+    saved = set_environment(
+        {
+            "DASK_LOGGING__DISTRIBUTED": logging.getLevelName(level).lower(),
+            "KEDRO_LOGGING_CONFIG": str(_worker_logging_file()),
+            **(extra or {}),
+        }
+    )
+    try:
+        with dask.config.set({_START_METHOD: "forkserver"} if forks else {}):
+            yield forks
+    finally:
+        set_environment(saved)
+
+
+def check_not_a_worker_starting() -> None:
+    """Refuses to start a run in a worker process that is importing the script
+    of a run that lacks a ``__main__`` guard, before it makes anything."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise DaskSetupError(
+            "A Dask worker process is starting a Kedro run: the script that runs "
+            'the session needs `if __name__ == "__main__":` around the run.'
+        )
+
+
+def unguarded_script() -> str | None:
+    """The script this process runs if it has no ``if __name__ == "__main__":``:
+    the worker processes import it as they start, which runs it again."""
+    script = getattr(sys.modules["__main__"], "__file__", None)
+    with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
+        if not any(
+            isinstance(statement, ast.If) and "__main__" in ast.unparse(statement.test)
+            for statement in ast.parse(Path(script).read_text()).body  # type: ignore[arg-type]
+        ):
+            return script
+    return None
+
+
+def stop_workers_at_once_if_the_run_failed(
+    cluster: Any, client: distributed.Client
+) -> Callable[..., None]:
+    """After Ctrl-C or a failure, nodes may still run, and nothing they would
+    still do is wanted: worker processes get half a second to exit, instead of
+    Dask's 4 s wait for their running tasks, and stay quiet meanwhile."""
+
+    def on_exit(exc_type: type[BaseException] | None, *_: object) -> None:
+        if exc_type is None:
+            return
+        with contextlib.suppress(Exception):
+            client.run(quiet_before_closing, this_process())
+        nannies = [
+            w
+            for w in getattr(cluster, "workers", {}).values()
+            if isinstance(w, distributed.Nanny)
+        ]
+
+        async def close() -> None:
+            await asyncio.gather(*(nanny.close(timeout=0.5) for nanny in nannies))
+
+        with quiet("distributed.nanny"), contextlib.suppress(Exception):
+            cluster.sync(close)
+
+    return on_exit
+
+
+class _ExitWithoutFinalCollection(WorkerPlugin):
+    """Lets a worker process exit as soon as it has closed, without Python's
+    final garbage collection of all that its nodes imported (the memory goes
+    back with the process). Not in the driver's process."""
+
+    def __init__(self) -> None:
+        self.driver_process = this_process()
+
+    def teardown(self, worker: distributed.Worker) -> None:
+        if self.driver_process != this_process():
+            gc.freeze()
+
+
+# How a worker process logs until its first node gives it the driver's levels.
+# Kedro's project module, which the process imports as it starts, would
+# otherwise read conf/logging.yml: announce that on the run's console once per
+# worker, and have every worker write the driver's info.log.
+_WORKER_START_LOGGING = f"""\
+version: 1
+disable_existing_loggers: false
+formatters:
+  plain:
+    format: "{WORKER_FORMAT}"
+handlers:
+  console:
+    class: logging.StreamHandler
+    formatter: plain
+    stream: ext://sys.stderr
+loggers:
+  kedro.framework.project:
+    level: WARNING
+root:
+  handlers: [console]
+  level: INFO
+"""
+
+
+@functools.cache
+def _worker_logging_file() -> Path:
+    """The file of ``_WORKER_START_LOGGING``, kept for this process's life: the
+    forkserver keeps the environment it started with, so workers of a later run
+    in this process read this path too."""
+    folder = tempfile.mkdtemp(prefix="kedro-dask-")
+    atexit.register(_remove_after_the_forkserver, folder)
+    path = Path(folder) / "worker-logging.yml"
+    path.write_text(_WORKER_START_LOGGING)
+    return path
+
+
+def _remove_after_the_forkserver(folder: str) -> None:
+    """Stops the forkserver first: a run that failed before its cluster started
+    ends while the forkserver still imports the project, which reads the file."""
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    if pid := getattr(server, "_forkserver_pid", None):
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    shutil.rmtree(folder, ignore_errors=True)
