@@ -137,6 +137,17 @@ def data_files(project: Path) -> dict[str, bytes]:
     }
 
 
+def outputs_under_sequential_runner(folder: Path) -> dict[str, bytes]:
+    """Renders the example into ``folder`` and returns the outputs of its run on
+    Kedro's SequentialRunner: the reference every DaskRunner run must equal."""
+    project = render(folder)
+    result = kedro("run", cwd=project)
+    assert result.returncode == 0, result.output
+    outputs = data_files(project)
+    assert len(outputs) == EXAMPLE_OUTPUTS
+    return outputs
+
+
 def by_value(path: Path) -> bytes:
     """The file's bytes; for a pickle, a hash of the value it holds. A pickle's
     bytes also record which equal strings were one object in the process that

@@ -16,13 +16,13 @@ import pytest
 from .conftest import (
     DASK_RUNNER,
     ENV,
-    EXAMPLE_OUTPUTS,
     PACKAGE,
     CliCluster,
     cli_cluster,
     data_files,
     kedro,
     make_tls_files,
+    outputs_under_sequential_runner,
     refusal,
     render,
 )
@@ -123,12 +123,7 @@ def write_conf(project: Path, env: str, text: str) -> None:
 @pytest.fixture(scope="module")
 def sequential_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """The example pipeline's outputs with Kedro's SequentialRunner: the reference."""
-    project = render(tmp_path_factory.mktemp("sequential"))
-    result = kedro("run", cwd=project)
-    assert result.returncode == 0, result.output
-    outputs = data_files(project)
-    assert len(outputs) == EXAMPLE_OUTPUTS
-    return outputs
+    return outputs_under_sequential_runner(tmp_path_factory.mktemp("sequential"))
 
 
 @pytest.fixture(scope="module")

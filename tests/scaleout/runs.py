@@ -8,14 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..conftest import DASK_RUNNER, Finished, data_files, kedro, render
-
-
-def sequential_outputs(folder: Path) -> dict[str, bytes]:
-    """The example's outputs under SequentialRunner: the reference."""
-    project = render(folder)
-    assert kedro("run", cwd=project).returncode == 0
-    return data_files(project)
+from ..conftest import DASK_RUNNER, Finished, kedro, render
 
 
 def dask_run(

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ENV, data_files
-from .runs import counted, dask_run, sequential_outputs
+from ..conftest import ENV, data_files, outputs_under_sequential_runner
+from .runs import counted, dask_run
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("dask_gateway_server") is None,
@@ -52,7 +52,7 @@ def test_example_on_a_gateway_cluster_matches_sequential(gateway, tmp_path: Path
     """An adaptive (0..2) gateway cluster runs the example; outputs equal
     SequentialRunner's; never more than 2 workers at once; the gateway lists no
     cluster afterwards and no scheduler or worker process of it is left."""
-    expected = sequential_outputs(tmp_path / "sequential")
+    expected = outputs_under_sequential_runner(tmp_path / "sequential")
     with counted(gateway.worker_count) as workers:
         project, done, took = dask_run(
             tmp_path / "gateway", "gateway", _env(gateway), timeout=240
@@ -76,7 +76,7 @@ def test_a_running_cluster_is_used_by_name_and_left_running(gateway, tmp_path: P
     conf/gateway/parameters.yml documents it: the run uses a cluster started
     before it, outputs equal SequentialRunner's, and the cluster still runs
     afterwards, with its worker."""
-    expected = sequential_outputs(tmp_path / "sequential")
+    expected = outputs_under_sequential_runner(tmp_path / "sequential")
     name = gateway.running_cluster(workers=1)
     try:
         project, done, took = dask_run(

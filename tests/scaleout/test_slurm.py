@@ -15,10 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import DASK_RUNNER, ENV, data_files, render
+from ..conftest import (
+    DASK_RUNNER,
+    ENV,
+    data_files,
+    outputs_under_sequential_runner,
+    render,
+)
 from ..faults import finish, started_kedro
 from ..shared import tail, wait_for
-from .runs import counted, dask_run, sequential_outputs
+from .runs import counted, dask_run
 from .slurm import SlurmCluster, slurm_cluster, why_no_slurm
 
 pytestmark = pytest.mark.skipif(why_no_slurm() is not None, reason=str(why_no_slurm()))
@@ -49,7 +55,7 @@ def test_example_on_slurm_jobs_matches_sequential(
 ) -> None:
     """Adaptive (0..2) jobs run the example; outputs equal SequentialRunner's;
     never more than 2 jobs at once, and none left in squeue afterwards."""
-    expected = sequential_outputs(tmp_path / "sequential")
+    expected = outputs_under_sequential_runner(tmp_path / "sequential")
     ended_before = len(slurm.ended_jobs())
     with counted(lambda: len(slurm.squeue_jobs())) as counts:
         project, done, took = dask_run(

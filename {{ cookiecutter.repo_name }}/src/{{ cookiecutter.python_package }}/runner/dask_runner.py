@@ -44,7 +44,8 @@ from .errors import DaskRunError, DaskSetupError
 from .local_cluster import check_not_a_worker_starting, start_worker_forkserver
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
-from .run_setup import guard_recomputed_nodes, workers_prepared
+from .recomputed_nodes import guard_recomputed_nodes
+from .run_setup import workers_prepared
 from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
@@ -231,10 +232,21 @@ class _Waiting:
         """Why the run cannot go on, if it cannot."""
         done, total = len(self.done), len(self.pipeline.nodes)
         if self.submitted.client.status != "running":
-            return _scheduler_lost(self.submitted.scheduler_address, done, total)
+            return self._scheduler_lost()
         if problem := self.workers.none_to_come(total - done, total):
             return problem
         return self.clock.overdue()
+
+    def _scheduler_lost(self) -> str:
+        return (
+            f"This run lost its connection to the Dask scheduler at "
+            f"{self.submitted.scheduler_address} after {len(self.done)} of "
+            f"{len(self.pipeline.nodes)} nodes had finished (the scheduler stopped "
+            f"or restarted, or the network failed), and Dask forgets a run's tasks "
+            f"with its scheduler. The finished nodes' persisted outputs are saved: "
+            f"once the scheduler is back, run the same command again with "
+            f"--only-missing-outputs, or with the --from-nodes logged above."
+        )
 
     def _stop(self) -> None:
         """Cancels what has not finished and says how to resume."""
@@ -252,13 +264,7 @@ class _Waiting:
             error, traceback = failed[node].exception(), failed[node].traceback()
         self._stop()
         if node is None:
-            raise DaskRunError(
-                _scheduler_lost(
-                    self.submitted.scheduler_address,
-                    len(self.done),
-                    len(self.pipeline.nodes),
-                )
-            )
+            raise DaskRunError(self._scheduler_lost())
         package = kedro_project.PACKAGE_NAME
         if missing := _missing_project(error, package):
             raise DaskSetupError(
@@ -301,17 +307,6 @@ def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)
         if model is None and type(dataset) is MemoryDataset:
             model, model_config = dataset, config
-
-
-def _scheduler_lost(address: str, done: int, total: int) -> str:
-    return (
-        f"This run lost its connection to the Dask scheduler at {address} after "
-        f"{done} of {total} nodes had finished (the scheduler stopped or restarted, "
-        f"or the network failed), and Dask forgets a run's tasks with its "
-        f"scheduler. The finished nodes' persisted outputs are saved: once the "
-        f"scheduler is back, run the same command again with "
-        f"--only-missing-outputs, or with the --from-nodes logged above."
-    )
 
 
 def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:

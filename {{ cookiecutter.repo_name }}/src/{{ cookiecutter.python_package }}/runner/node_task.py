@@ -26,7 +26,8 @@ from .dask_collections import (
 )
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver, this_process
-from .run_setup import hooks_here, recomputing
+from .recomputed_nodes import recomputing
+from .run_setup import hooks_here
 from .worker_hooks import driver_hook_managers, mlflow_runs_left_open
 
 logger = logging.getLogger(__name__)

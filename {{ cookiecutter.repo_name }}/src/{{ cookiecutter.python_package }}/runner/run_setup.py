@@ -1,22 +1,16 @@
 """What every worker needs for one run, and what the driver does around it.
 
-A run registers two plugins with the cluster:
+A run registers ``RunSetup``, a worker plugin: each worker, those that join later
+included, takes the environment the run's plugins set on the driver and checks
+that it sees the run's local files (``shared_storage``); its first node builds
+the copies of the driver's plugins (``hooks_here``, ``worker_hooks``). Once the
+run is over the driver collects what those copies learnt and removes the plugin:
+a node task that starts after that does not run.
 
-- ``RunSetup`` (a worker plugin, for the run): each worker, those that join later
-  included, takes the environment the run's plugins set on the driver and
-  checks that it sees the run's local files (``shared_storage``); its first node
-  builds the copies of the driver's plugins (``hooks_here``, ``worker_hooks``).
-  Once the run is over the driver collects what those copies learnt and removes
-  the plugin: a node task that starts after that does not run.
-- ``MarkRecomputed`` (a scheduler plugin, for good): Dask recomputes a finished
-  node whose in-memory outputs were lost with their worker; the scheduler marks
-  that task, so that its worker recomputes the outputs without saving the node's
-  datasets or firing its hooks a second time.
-
-Both travel by value (cloudpickle, registered below): a worker that joins later
-unpickles its plugins before the project's package reaches it
+The plugin travels by value (cloudpickle, registered below): a worker that joins
+later unpickles its plugins before the project's package reaches it
 (``upload_project``), and a plugin that fails to unpickle there stops the worker
-from starting. So what their methods run uses nothing of the project but this
+from starting. So what its methods run uses nothing of the project but this
 module and ``shared_storage``.
 """
 
@@ -32,7 +26,7 @@ from typing import Any
 
 import cloudpickle
 import distributed
-from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import DaskRunError, DaskSetupError
 from .shared_storage import SharedStorage
@@ -42,9 +36,6 @@ from .worker_hooks import (
     driver_hook_managers,
     merge_additions,
 )
-
-#: The annotation the scheduler gives a node task it computes again.
-RECOMPUTED = "kedro-recomputed"
 
 
 class RunSetup(WorkerPlugin):
@@ -148,40 +139,6 @@ def hooks_here(token: str, uses_local_files: bool) -> Any:
         if setup.hooks_on_worker is None:
             setup.hooks_on_worker = HooksOnWorker(setup.plugins)
     return setup.hooks_on_worker.manager
-
-
-def guard_recomputed_nodes(client: distributed.Client) -> None:
-    """Has the scheduler mark the node tasks it computes again (once per cluster)."""
-    client.register_plugin(MarkRecomputed(), name=MarkRecomputed.name)
-
-
-class MarkRecomputed(SchedulerPlugin):
-    """On the scheduler: marks a node task that finished and lost its result
-    with its worker, as Dask sends it to be computed again."""
-
-    name = "kedro-mark-recomputed-nodes"
-    idempotent = True
-
-    async def start(self, scheduler: distributed.Scheduler) -> None:
-        self._tasks = scheduler.tasks
-
-    def transition(self, key: Any, start: str, finish: str, *_: Any, **__: Any) -> None:
-        if (start, finish) != ("memory", "released"):
-            return
-        task = self._tasks.get(key)
-        function = getattr(task.run_spec, "func", None) if task else None
-        if getattr(function, "__name__", None) == "run_node_task":
-            task.annotations = {**(task.annotations or {}), RECOMPUTED: True}
-
-
-def recomputing() -> bool:
-    """In a node task: whether the scheduler marked it as computed again."""
-    try:
-        worker = distributed.get_worker()
-    except ValueError:
-        return False
-    task = worker.state.tasks.get(worker.get_current_task())
-    return bool(task is not None and (task.annotations or {}).get(RECOMPUTED))
 
 
 @contextlib.contextmanager
