@@ -327,7 +327,8 @@ def test_a_project_cli_is_left_alone_and_kedros_run_still_runs_on_dask(
     assert "cli.py: left src/plain/cli.py as it is (the project's own)" in said
     assert "from .runner import DaskRunError, DaskRunner, DaskSetupError" in said
     assert (
-        "runner=_instantiate_runner(runner, is_async, runner_params, session)" in said
+        "runner=_instantiate_runner(runner, is_async, runner_params, session, params)"
+        in said
     )
     assert "except (DaskSetupError, DaskRunError) as exc:" in said
     assert "def _instantiate_runner(" in said

@@ -9,7 +9,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from kedro.framework.cli.project import run as kedro_run
-from kedro.framework.session import KedroSession
+from kedro.framework.project import settings
+from kedro.framework.session import KedroServiceSession, KedroSession
 from kedro.framework.startup import bootstrap_project
 from kedro.runner import ParallelRunner, SequentialRunner
 
@@ -109,6 +110,31 @@ def test_kedro_run_with_dask_runner(project_copy, monkeypatch):
         "06_models/random_forest.pickle",
         "08_reporting/random_forest_metrics.json",
     }
+
+
+def test_a_service_session_gets_params_with_the_run(project_copy, monkeypatch):
+    """A project whose settings.py picks KedroServiceSession: --params go to each
+    run, as with Kedro's own `kedro run`, and reach dask_client."""
+    monkeypatch.chdir(project_copy)
+    bootstrap_project(project_copy)
+    monkeypatch.setattr(settings, "SESSION_CLASS", KedroServiceSession)
+    options = [
+        f"--runner={DASK_RUNNER}",
+        "--env=test",
+        "--to-nodes=random_forest.evaluate",
+    ]
+    params = "--params=dask_client.processes=false,dask_client.n_workers=1"
+    result = CliRunner().invoke(cli, ["run", *options, params])
+    assert result.exit_code == 0, result.output
+    assert set(persisted_outputs(project_copy)) == {
+        "06_models/random_forest.pickle",
+        "08_reporting/random_forest_metrics.json",
+    }
+    result = CliRunner().invoke(
+        cli, ["run", *options, "--params=dask_client.n_wokers=1"]
+    )
+    assert result.exit_code == 1
+    assert "Unknown key(s) in dask_client: n_wokers" in result.output
 
 
 def test_a_bad_setting_is_one_clear_error(project_copy, monkeypatch):

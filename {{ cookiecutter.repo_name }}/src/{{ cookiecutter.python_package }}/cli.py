@@ -16,6 +16,7 @@ from kedro import KedroDeprecationWarning
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.project import settings
 from kedro.framework.session import KedroSession
+from kedro.framework.session.abstract_session import AbstractSession
 from kedro.runner import AbstractRunner
 from kedro.utils import load_obj
 
@@ -72,12 +73,20 @@ def run(  # noqa: PLR0913, PLR0917 (one parameter per Kedro option)
             KedroDeprecationWarning,
             stacklevel=1,
         )
+    # As in Kedro's own `kedro run`: a KedroSession takes --params as it is
+    # created, a KedroServiceSession with each run.
+    per_run: dict[str, Any] = {"runtime_params": params}
+    created: dict[str, Any] = {}
+    if issubclass(settings.SESSION_CLASS, KedroSession):
+        per_run, created = created, per_run
     try:
         with settings.SESSION_CLASS.create(
-            env=env, conf_source=conf_source, runtime_params=params
+            env=env, conf_source=conf_source, **created
         ) as session:
             return session.run(  # type: ignore[no-any-return]
-                runner=_instantiate_runner(runner, is_async, runner_params, session),
+                runner=_instantiate_runner(
+                    runner, is_async, runner_params, session, params
+                ),
                 tags=tuple(tags),
                 node_names=tuple(node_names),
                 from_nodes=from_nodes,
@@ -88,6 +97,7 @@ def run(  # noqa: PLR0913, PLR0917 (one parameter per Kedro option)
                 pipeline_names=[pipeline] if pipeline else list(set(pipelines)),
                 namespaces=namespaces,
                 only_missing_outputs=only_missing_outputs,
+                **per_run,
             )
     except (DaskSetupError, DaskRunError) as exc:
         # A settings or cluster problem: one paragraph, not a Dask traceback.
@@ -101,17 +111,19 @@ def _instantiate_runner(
     runner: str | None,
     is_async: bool,
     runner_params: dict[str, Any],
-    session: KedroSession,
+    session: AbstractSession,
+    params: dict[str, Any] | None = None,
 ) -> AbstractRunner:
     """Builds the runner named by ``--runner``.
 
     A ``DaskRunner`` gets the ``dask_client`` parameters (after ``--env`` and
     ``--params``), overridden key by key by ``--runner-params``; other runners get
-    only ``--runner-params``, as with Kedro's own ``kedro run``.
+    only ``--runner-params``, as with Kedro's own ``kedro run``. ``params`` are
+    the run's ``--params`` (a KedroSession already holds them).
     """
     runner_class = load_obj(runner or "SequentialRunner", "kedro.runner")
     runner_kwargs = _resolve_runner_kwargs(is_async, runner_params)
     if isinstance(runner_class, type) and issubclass(runner_class, DaskRunner):
-        parameters = config_loader(session)["parameters"]
+        parameters = config_loader(session, params)["parameters"]
         runner_kwargs = merged(parameters.get("dask_client") or {}, runner_kwargs)
     return runner_class(**runner_kwargs)  # type: ignore[no-any-return]

@@ -94,19 +94,8 @@ class DaskClientConfig:
         """Reads a ``dask_client`` block, old-docs form included, and validates it."""
         own = {f.name for f in fields(cls)}
         settings = {key: value for key, value in options.items() if key in own}
-        shorthand: dict[str, dict[str, Any]] = {
-            "cluster_kwargs": {},
-            "client_kwargs": {},
-        }
-        unknown = []
-        for key, value in options.items():
-            if key in LOCAL_CLUSTER_KEYWORDS and key not in own:
-                shorthand["cluster_kwargs"][key] = value
-            elif key in CLIENT_KEYWORDS and key not in own:
-                shorthand["client_kwargs"][key] = value
-            elif key not in own:
-                unknown.append(key)
-        if unknown:
+        rest = {key: value for key, value in options.items() if key not in own}
+        if unknown := rest.keys() - LOCAL_CLUSTER_KEYWORDS - CLIENT_KEYWORDS:
             raise DaskSetupError(
                 f"Unknown key(s) in dask_client: {', '.join(sorted(unknown))}. Valid "
                 f"keys are: {', '.join(sorted(own))}; also accepted, as in the old "
@@ -114,7 +103,11 @@ class DaskClientConfig:
                 f"({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) and of "
                 f"distributed.Client ({', '.join(sorted(CLIENT_KEYWORDS))})."
             )
-        for name, given in shorthand.items():
+        for name, keywords in (
+            ("cluster_kwargs", LOCAL_CLUSTER_KEYWORDS),
+            ("client_kwargs", CLIENT_KEYWORDS - LOCAL_CLUSTER_KEYWORDS),
+        ):
+            given = {key: value for key, value in rest.items() if key in keywords}
             explicit = settings.get(name, {})
             if given and isinstance(explicit, Mapping):  # it wins over top-level keys
                 settings[name] = {**given, **explicit}

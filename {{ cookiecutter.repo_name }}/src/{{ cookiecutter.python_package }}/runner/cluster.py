@@ -40,18 +40,18 @@ logger = logging.getLogger(__name__)
 
 @contextmanager
 def dask_client(
-    config: DaskClientConfig, package_name: str | None
+    config: DaskClientConfig, package_name: str | None, where: str
 ) -> Iterator[distributed.Client]:
     """Yields a client for the configured cluster and closes what it opened.
 
     Ctrl-C is held back while a cluster starts and while everything closes, so
-    that neither stops half-way (see ``interrupts``).
+    that neither stops half-way (see ``interrupts``). ``where`` is
+    ``where_workers_run(config)``.
     """
     held = CtrlCHeldBack()
     with ExitStack() as opened:
         opened.push(held.__exit__)  # the last step out: a held press is raised
-        address = _scheduler_address(config)
-        active = None if config.starts_cluster else _active_client()
+        address, active = _existing(config)
         if address:
             logger.info("Connecting to the Dask scheduler at %s", address)
             client = opened.enter_context(_connect(address, config))
@@ -65,31 +65,28 @@ def dask_client(
                     opened.enter_context(worker_processes_environment())
                 errors = opened.enter_context(_worker_start_errors(factory))
                 cluster = _start_cluster(factory, config)
-                opened.enter_context(_closed_at_exit(cluster))
+                opened.callback(_close, cluster)
                 client = opened.enter_context(_connect(cluster, config))
                 client.worker_start_errors = errors
             opened.push(stop_workers_at_once_if_the_run_failed(cluster, client))
         _log_dashboard(client, config, started=not address and active is None)
         opened.callback(held.__enter__)  # the first step out
-        elsewhere = where_workers_run(config) == "anywhere"
-        put_project_on_cluster(client, config, package_name, elsewhere)
+        put_project_on_cluster(client, config, package_name, where == "anywhere")
         yield client
 
 
 def starts_local_cluster(config: DaskClientConfig) -> bool:
     """Whether the run starts a LocalCluster of worker processes (``local_cluster``)."""
-    starts = not _scheduler_address(config) and (
-        config.starts_cluster or _active_client() is None
+    return _existing(config) == (None, None) and where_workers_run(config) == (
+        "this machine"
     )
-    return starts and where_workers_run(config) == "this machine"
 
 
 def where_workers_run(config: DaskClientConfig) -> str:
     """Where the run's workers surely are: ``"this process"`` (``inproc://``),
     ``"this machine"`` (a LocalCluster the runner starts or this process runs),
     or ``"anywhere"``."""
-    address = _scheduler_address(config)
-    active = None if address or config.starts_cluster else _active_client()
+    address, active = _existing(config)
     if active is not None:
         address = str(active.scheduler.address)
     if address:
@@ -154,7 +151,7 @@ class WorkerWatch:
         if self._client.scheduler_info(n_workers=0)["n_workers"]:
             self._seen = now
             return None
-        cluster = getattr(self._client, "cluster", None)
+        cluster = self._client.cluster
         # A SpecCluster's workers (dask-jobqueue's jobs) that failed to start keep
         # the status they were created with.
         tried = list(getattr(cluster, "workers", {}).values())
@@ -250,18 +247,18 @@ def _worker_start_errors(factory: Callable[..., Any]) -> Iterator[list[BaseExcep
         tornado_log.removeFilter(collect)
 
 
-def _scheduler_address(config: DaskClientConfig) -> str | None:
-    if config.address or config.starts_cluster:
-        return config.address
+def _existing(config: DaskClientConfig) -> tuple[str | None, Any]:
+    """The scheduler the run connects to, or else this process's default client;
+    ``(None, None)`` when the run starts a cluster."""
+    if config.starts_cluster:
+        return None, None
     # Dask's own setting, e.g. the DASK_SCHEDULER_ADDRESS environment variable.
-    return dask.config.get("scheduler-address", None)
-
-
-def _active_client() -> distributed.Client | None:
+    if address := config.address or dask.config.get("scheduler-address", None):
+        return address, None
     try:
-        return distributed.default_client()
+        return None, distributed.default_client()
     except ValueError:
-        return None
+        return None, None
 
 
 def _loopback(host: str) -> bool:
@@ -271,25 +268,21 @@ def _loopback(host: str) -> bool:
         return False
 
 
-@contextmanager
-def _closed_at_exit(cluster: Any) -> Iterator[Any]:
+def _close(cluster: Any) -> None:
     """Closes ``cluster`` after the run. An error of the cluster manager's own
     while closing is logged, not raised over the run's outcome (dask-jobqueue
     asserts on a job that sbatch refused, after it cancelled those it submitted)."""
     try:
-        yield cluster
-    finally:
-        try:
-            cluster.close()
-        except Exception as exc:
-            logger.warning(
-                "%s did not close cleanly (%s)", type(cluster).__name__, _one_line(exc)
-            )
+        cluster.close()
+    except Exception as exc:
+        logger.warning(
+            "%s did not close cleanly (%s)", type(cluster).__name__, _one_line(exc)
+        )
 
 
 def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any:
     name = f"{factory.__module__}.{factory.__qualname__}"
-    kwargs = dict(config.cluster_kwargs)
+    kwargs = config.cluster_kwargs
     if factory is distributed.LocalCluster:
         kwargs = local_cluster_kwargs(kwargs)
     text = ", ".join(f"{key}={value!r}" for key, value in config.cluster_kwargs.items())

@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import dask
@@ -44,10 +44,6 @@ def computes_dask_collections(
         type(dataset).__module__.startswith(_DASK_DATASETS)
         for dataset in datasets.values()
     )
-
-
-def has_dask_collection(values: Iterable[Any]) -> bool:
-    return any(dask.is_dask_collection(value) for value in values)
 
 
 def leave_the_worker_thread_pool() -> None:

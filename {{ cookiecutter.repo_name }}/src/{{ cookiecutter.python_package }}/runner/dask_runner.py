@@ -44,7 +44,7 @@ from .errors import DaskRunError, DaskSetupError
 from .local_cluster import check_not_a_worker_starting, start_worker_forkserver
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
-from .recomputed_nodes import guard_recomputed_nodes
+from .recomputed_nodes import MarkRecomputed
 from .run_setup import workers_prepared
 from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
@@ -142,14 +142,14 @@ class DaskRunner(AbstractRunner):
         graph = TaskGraph(pipeline, datasets, run, storage)
         with (
             storage.marked(token) if storage else nullcontext() as storage,
-            dask_client(config, kedro_project.PACKAGE_NAME) as client,
+            dask_client(config, kedro_project.PACKAGE_NAME, where) as client,
             forward_node_logs(client, token),
             clock.running(client, token),
             self._performance_report(client),
             workers_prepared(client, token, hook_manager, hooks, storage),
         ):
             if hooks is not None or graph.saves_datasets:  # else nothing to guard
-                guard_recomputed_nodes(client)
+                client.register_plugin(MarkRecomputed())
             if warning := credentials_in_the_clear(datasets, client):
                 self._logger.warning(warning)
             resources = graph.resources(config.tag_resources)
@@ -165,9 +165,7 @@ class DaskRunner(AbstractRunner):
     def _finish(self, submitted: SubmittedGraph, catalog: CatalogProtocol) -> None:
         """Brings the unpersisted pipeline outputs to the driver's catalog, where
         ``run()`` returns them, as Kedro's runners do."""
-        names = list(submitted.free_outputs)
-        values = submitted.client.gather([submitted.free_outputs[n] for n in names])
-        for name, value in zip(names, values):
+        for name, value in submitted.client.gather(submitted.free_outputs).items():
             catalog.get(name).save(value)
 
     @contextmanager
@@ -311,7 +309,7 @@ def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
 
 def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:
     # The limit of the last worker that died: its replacement may not be there.
-    memory_limit = getattr(error.last_worker, "memory_limit", None)
+    memory_limit = error.last_worker.memory_limit
     limit = "no memory_limit"
     if memory_limit:
         limit = f"memory_limit {dask.utils.format_bytes(memory_limit)} per worker"

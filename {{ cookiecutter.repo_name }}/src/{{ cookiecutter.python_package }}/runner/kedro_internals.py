@@ -1,14 +1,16 @@
-"""Every private Kedro API this project uses, in one place, with why.
+"""Every private Kedro function this project imports, in one place, with why.
 
 Kedro may change these in any release, so the rest of the project imports them
 from here only, and the template is tested against the oldest and the newest
 Kedro it supports (``nox -s kedro_versions``). They are the same from Kedro 1.6.0
-to 1.7.0. Also used, as methods: ``Node._copy`` (a node recomputed after its
-worker was lost runs without its ``confirms``) and
-``AbstractRunner._suggest_resume_scenario`` (Kedro's ``--from-nodes`` hint).
+to 1.7.0. Also used, where they are needed: the methods ``Node._copy`` and
+``AbstractRunner._suggest_resume_scenario``, and datasets' private attributes
+(``MemoryDataset._data`` and ``_copy_mode``, ``_init_args``, ``_filepath``).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from kedro.config import AbstractConfigLoader
 
@@ -25,17 +27,23 @@ from kedro.framework.hooks.manager import (
     _register_hooks,
 )
 from kedro.framework.session import KedroSession
+from kedro.framework.session.abstract_session import AbstractSession
 
 # MemoryDataset's own choice of copy mode, so that data passed between nodes as
 # Dask futures is copied as under SequentialRunner.
 from kedro.io.memory_dataset import _infer_copy_mode
 
 
-def config_loader(session: KedroSession) -> AbstractConfigLoader:
+def config_loader(
+    session: AbstractSession, runtime_params: dict[str, Any] | None = None
+) -> AbstractConfigLoader:
     """The session's config loader: reading the ``dask_client`` parameters through
     ``session.load_context()`` would fire the after_context_created hook, which
-    ``session.run()`` fires again."""
-    return session._get_config_loader()
+    ``session.run()`` fires again. A KedroSession holds the run's --params; a
+    KedroServiceSession is given them with each run."""
+    if isinstance(session, KedroSession):
+        return session._get_config_loader()
+    return session._get_config_loader(runtime_params)  # type: ignore[attr-defined]
 
 
 __all__ = [

@@ -190,7 +190,7 @@ def quiet(logger_name: str) -> Iterator[None]:
 def _not_routine(record: logging.LogRecord) -> bool:
     """Drops what Dask's scheduler says at WARNING about every run that uses a
     P2P shuffle, and about the results a lost worker took with it (a node
-    recomputed for them says so itself, ``run_setup``)."""
+    recomputed for them says so itself, ``node_task``)."""
     return not str(record.msg).startswith(
         ("Shuffle %s initialized by task", "Shuffle %s deactivated", "Removing worker")
     )

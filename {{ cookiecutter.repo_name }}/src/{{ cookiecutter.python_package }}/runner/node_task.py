@@ -15,15 +15,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from dask import is_dask_collection
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 
-from .dask_collections import (
-    has_dask_collection,
-    leave_the_worker_thread_pool,
-    refuse_persisted,
-)
+from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver, this_process
 from .recomputed_nodes import recomputing
@@ -85,7 +82,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     whose outputs are persisted.
     Returns ``None``, the single in-memory output, or a tuple of them.
     """
-    if task.computes_dask_collections or has_dask_collection(upstream):
+    if task.computes_dask_collections or any(map(is_dask_collection, upstream)):
         leave_the_worker_thread_pool()
     node, persisted, hook_manager = task.node, task.persisted, _hook_manager(task)
     hooked = not isinstance(hook_manager, _NullPluginManager)

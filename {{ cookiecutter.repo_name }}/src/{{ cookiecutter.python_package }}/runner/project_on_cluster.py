@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import logging
 import os
 import socket
@@ -85,26 +86,21 @@ def _build_name(stem: str, content: bytes) -> str:
 
 
 def _register(client: distributed.Client, build: str, *plugins: Any) -> None:
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    try:
-        for plugin in plugins:
-            plugin.idempotent = True
-            client.register_plugin(plugin, name=build)
-    finally:
-        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    for plugin in plugins:
+        plugin.idempotent = True
+        client.register_plugin(plugin, name=build)
 
 
 def _zipped(package: str) -> bytes:
     """The package's files, with fixed times: the same code, the same archive."""
     folder = Path(importlib.import_module(package).__file__ or "").parent
-    with tempfile.TemporaryFile() as buffer:
-        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
-            for path in sorted(folder.rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts:
-                    info = zipfile.ZipInfo(path.relative_to(folder.parent).as_posix())
-                    zipped.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
-        buffer.seek(0)
-        return buffer.read()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                info = zipfile.ZipInfo(path.relative_to(folder.parent).as_posix())
+                zipped.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
 
 
 def _forget(package: str, driver: tuple[str, int]) -> None:
@@ -182,3 +178,7 @@ class _Installer:
                         f"`pip install {self.filename}` failed in {sys.executable} "
                         f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
                     )
+
+
+# The processes the plugins run in do not have the project yet.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])

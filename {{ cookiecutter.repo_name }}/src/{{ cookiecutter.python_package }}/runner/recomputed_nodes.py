@@ -20,14 +20,10 @@ from distributed.diagnostics.plugin import SchedulerPlugin
 RECOMPUTED = "kedro-recomputed"
 
 
-def guard_recomputed_nodes(client: distributed.Client) -> None:
-    """Has the scheduler mark the node tasks it computes again (once per cluster)."""
-    client.register_plugin(MarkRecomputed(), name=MarkRecomputed.name)
-
-
 class MarkRecomputed(SchedulerPlugin):
     """On the scheduler: marks a node task that finished and lost its result
-    with its worker, as Dask sends it to be computed again."""
+    with its worker, as Dask sends it to be computed again. Registered once per
+    cluster (its name)."""
 
     name = "kedro-mark-recomputed-nodes"
     idempotent = True
@@ -46,10 +42,7 @@ class MarkRecomputed(SchedulerPlugin):
 
 def recomputing() -> bool:
     """In a node task: whether the scheduler marked it as computed again."""
-    try:
-        worker = distributed.get_worker()
-    except ValueError:
-        return False
+    worker = distributed.get_worker()
     task = worker.state.tasks.get(worker.get_current_task())
     return bool(task is not None and (task.annotations or {}).get(RECOMPUTED))
 

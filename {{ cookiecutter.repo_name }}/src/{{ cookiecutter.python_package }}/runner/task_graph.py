@@ -115,7 +115,7 @@ class TaskGraph:
     ) -> None:
         self._pipeline, self._run, self._datasets = pipeline, run, datasets
         self._memory = {
-            name: getattr(dataset, "_copy_mode", None)
+            name: dataset._copy_mode
             for name, dataset in datasets.items()
             if isinstance(dataset, MemoryDataset)
         }

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from pluggy import PluginManager
 
 from .errors import DaskSetupError
@@ -36,15 +37,10 @@ from .kedro_internals import _create_hook_manager
 
 #: The hooks Kedro fires where a node runs.
 NODE_HOOKS = frozenset(
-    {
-        "before_node_run",
-        "after_node_run",
-        "on_node_error",
-        "before_dataset_loaded",
-        "after_dataset_loaded",
-        "before_dataset_saved",
-        "after_dataset_saved",
-    }
+    name
+    for specs in (NodeSpecs, DatasetSpecs)
+    for name in vars(specs)
+    if not name.startswith("_")
 )
 
 

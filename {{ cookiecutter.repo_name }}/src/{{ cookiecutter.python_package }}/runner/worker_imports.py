@@ -4,7 +4,7 @@ the libraries their nodes use and the installed Kedro plugins already imported.
 
 ``DaskRunner`` starts that process when it is created, while Kedro is still
 loading the project, so the imports run on another core meanwhile (see
-``cluster.start_worker_forkserver``). Without this, each worker imports them when
+``local_cluster.start_worker_forkserver``). Without this, each worker imports them when
 its first node arrives, and prints what they warn about as they are imported
 once per worker (the driver, which imports them too, has shown it already). A
 module that fails to import here is left alone: the worker that needs it imports
