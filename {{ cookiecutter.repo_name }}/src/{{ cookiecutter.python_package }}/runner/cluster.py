@@ -28,6 +28,7 @@ from .interrupts import CtrlCHeldBack, ctrl_c_kept
 from .local_cluster import (
     LOCAL_DASHBOARD,
     local_cluster_kwargs,
+    start_worker_forkserver,
     stop_workers_at_once_if_the_run_failed,
     unguarded_script,
     worker_processes_environment,
@@ -75,11 +76,14 @@ def dask_client(
         yield client
 
 
-def starts_local_cluster(config: DaskClientConfig) -> bool:
-    """Whether the run starts a LocalCluster of worker processes (``local_cluster``)."""
-    return _existing(config) == (None, None) and where_workers_run(config) == (
+def prepare_local_cluster(config: DaskClientConfig) -> None:
+    """For a run that will start a LocalCluster of worker processes: starts now
+    the process its workers fork from (``local_cluster``), with Ctrl-C held back."""
+    if _existing(config) == (None, None) and where_workers_run(config) == (
         "this machine"
-    )
+    ):
+        with CtrlCHeldBack():
+            start_worker_forkserver()
 
 
 def where_workers_run(config: DaskClientConfig) -> str:

@@ -37,11 +37,11 @@ from .cluster import (
     WorkerWatch,
     credentials_in_the_clear,
     dask_client,
-    starts_local_cluster,
+    prepare_local_cluster,
     where_workers_run,
 )
 from .errors import DaskRunError, DaskSetupError
-from .local_cluster import check_not_a_worker_starting, start_worker_forkserver
+from .local_cluster import check_not_a_worker_starting
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
 from .recomputed_nodes import MarkRecomputed
@@ -78,8 +78,7 @@ class DaskRunner(AbstractRunner):
         check_not_a_worker_starting()
         self._options = dask_client
         self._config = DaskClientConfig.from_options(dask_client)
-        if starts_local_cluster(self._config):
-            start_worker_forkserver()
+        prepare_local_cluster(self._config)
         #: What the run's plugins change here is sent to the workers (worker_hooks).
         self._environment = dict(os.environ)
 

@@ -36,7 +36,6 @@ import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import DaskSetupError
-from .interrupts import CtrlCHeldBack
 from .log_forwarding import WORKER_FORMAT, quiet, quiet_before_closing, this_process
 from .run_setup import set_environment
 
@@ -68,17 +67,18 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def start_worker_forkserver() -> None:
     """Starts the process the workers will fork from, so that it imports the
-    project while Kedro loads it. It is born with Ctrl-C held back, as the
-    workers must be (``interrupts``); it gets the variables Dask's nanny sets
-    for a worker (one thread for OpenMP and BLAS, ...), which count only as a
-    library loads, and this ``sys.path`` (Python 3.11's forkserver drops it)."""
+    project while Kedro loads it. The caller holds Ctrl-C back, as the workers
+    must be born with it blocked (``interrupts``). It gets the variables Dask's
+    nanny sets for a worker (one thread for OpenMP and BLAS, ...), which count
+    only as a library loads, and this ``sys.path`` (Python 3.11's forkserver
+    drops it)."""
     variables = dask.config.get("distributed.nanny.pre-spawn-environ")
     path = [*filter(None, sys.path), os.environ.get("PYTHONPATH", "")]
     environment = {
         **{n: os.environ.get(n, str(v)) for n, v in variables.items() if v is not None},
         "PYTHONPATH": os.pathsep.join(path).rstrip(os.pathsep),
     }
-    with CtrlCHeldBack(), worker_processes_environment(environment) as forks:
+    with worker_processes_environment(environment) as forks:
         if forks:
             distributed.utils.get_mp_context().set_forkserver_preload(
                 ["distributed", "numpy", "pandas", f"{__package__}.worker_imports"]
