@@ -396,6 +396,22 @@ class TestSafety:
             time.sleep(0.1)
             pytest.fail("the second press did not interrupt")
 
+    def test_ctrl_c_before_a_dask_call_starts_logs_no_traceback(self, caplog):
+        """distributed's sync() logs a NameError traceback when Ctrl-C comes before
+        its coroutine has started (its cancel callback reads an unset variable):
+        here the loop is busy, so the press always comes first."""
+        loop_runner = distributed.utils.LoopRunner(asynchronous=False)
+        loop_runner.start()
+        try:
+            loop_runner.loop.add_callback(time.sleep, 0.5)
+            threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+            with pytest.raises(KeyboardInterrupt):
+                distributed.utils.sync(loop_runner.loop, distributed.utils.All, [])
+            time.sleep(0.8)  # the loop runs the cancel callback
+        finally:
+            loop_runner.stop()
+        assert not [r for r in caplog.records if r.exc_info], caplog.text
+
     def test_threads_started_inside_block_ctrl_c(self):
         masks = []
         with CtrlCHeldBack():

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -198,3 +199,18 @@ def _not_routine(record: logging.LogRecord) -> bool:
 
 for _name in ("distributed.scheduler", "distributed.shuffle._scheduler_plugin"):
     logging.getLogger(_name).addFilter(_not_routine)
+
+
+def _not_an_early_ctrl_c(record: logging.LogRecord) -> bool:
+    """Drops the traceback that distributed's ``sync()`` logs when Ctrl-C comes
+    before its coroutine has started: its ``cancel`` callback then reads a
+    variable not yet set (a NameError in distributed/utils.py). The run stops
+    as it should; only that traceback is wrong."""
+    error = record.exc_info[1] if record.exc_info else None
+    if not isinstance(error, NameError):
+        return True
+    last = traceback.extract_tb(error.__traceback__)[-1]
+    return not (last.name == "cancel" and last.filename == distributed.utils.__file__)
+
+
+logging.getLogger("tornado.application").addFilter(_not_an_early_ctrl_c)
