@@ -209,8 +209,12 @@ def _not_an_early_ctrl_c(record: logging.LogRecord) -> bool:
     error = record.exc_info[1] if record.exc_info else None
     if not isinstance(error, NameError):
         return True
-    last = traceback.extract_tb(error.__traceback__)[-1]
-    return not (last.name == "cancel" and last.filename == distributed.utils.__file__)
+    # A NameError logged without a traceback has no frames: keep it.
+    frames = traceback.extract_tb(error.__traceback__)[-1:]
+    return not any(
+        frame.name == "cancel" and frame.filename == distributed.utils.__file__
+        for frame in frames
+    )
 
 
 logging.getLogger("tornado.application").addFilter(_not_an_early_ctrl_c)
