@@ -1,7 +1,7 @@
 """The ``dask_client`` block of ``conf/base/parameters.yml``.
 
-Every key the runner understands is a field of ``DaskClientConfig``; the comments in
-``parameters.yml``, the README and the error for an unknown key use these names.
+Each key is a field of ``DaskClientConfig``: parameters.yml, the README and the
+unknown-key error use these names.
 """
 
 from __future__ import annotations
@@ -32,28 +32,19 @@ def _keywords(callable_: Callable[..., Any]) -> frozenset[str]:
 
 # The old Kedro docs passed the whole block to ``distributed.Client``, which hands
 # unknown keywords on to a ``LocalCluster``. Those blocks keep working unchanged.
-LOCAL_CLUSTER_KEYWORDS = _keywords(distributed.LocalCluster) | {
-    "memory_limit",
-    "resources",
-    "local_directory",
-}
+LOCAL_CLUSTER_KEYWORDS = _keywords(distributed.LocalCluster)
+LOCAL_CLUSTER_KEYWORDS |= {"memory_limit", "resources", "local_directory"}
 CLIENT_KEYWORDS = _keywords(distributed.Client) - {"address", "timeout", "security"}
 
 
 @dataclass(frozen=True)
 class DaskClientConfig:
-    """Where a run's nodes execute, and how.
+    """Where a run's nodes execute: with no ``address`` nor ``cluster_class``, on a
+    LocalCluster the runner starts and closes."""
 
-    With no ``address`` and no ``cluster_class`` the runner starts a
-    ``distributed.LocalCluster`` for the run (sized by ``cluster_kwargs`` or the
-    top-level LocalCluster keywords such as ``n_workers``) and closes it afterwards.
-    """
-
-    #: Scheduler to connect to, e.g. ``tcp://10.0.0.5:8786``. Falls back to Dask's
-    #: ``DASK_SCHEDULER_ADDRESS`` when neither this nor ``cluster_class`` is set.
+    #: Scheduler to connect to; unset (and no cluster_class): DASK_SCHEDULER_ADDRESS.
     address: str | None = None
-    #: Dotted path of a cluster manager the runner starts and closes, e.g.
-    #: ``dask_jobqueue.SLURMCluster``, or of a method that returns a cluster.
+    #: Dotted path of a cluster manager (or method returning one) the runner starts.
     cluster_class: str | None = None
     #: Keyword arguments for ``cluster_class`` (or for the default LocalCluster).
     cluster_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -63,10 +54,9 @@ class DaskClientConfig:
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Seconds to wait for the scheduler before giving up.
     timeout: float = 30.0
-    #: Seconds the run waits while nodes are pending and no worker is connected
-    #: (batch jobs queued or refused) before it fails; ``null`` waits for ever.
+    #: Seconds to wait with nodes pending and no worker before failing; null: forever.
     no_worker_timeout: float | None = 300.0
-    #: TLS files, e.g. ``{tls_ca_file: ..., tls_client_cert: ..., tls_client_key: ...}``.
+    #: TLS files: ``tls_ca_file``, ``tls_client_cert``, ``tls_client_key``.
     security: dict[str, Any] | None = None
     #: Write Dask's HTML performance report of the run to this path.
     performance_report: str | None = None
@@ -74,24 +64,20 @@ class DaskClientConfig:
     retries: int = 0
     #: Dask worker resources a node asks for by tag, e.g. ``{gpu: {GPU: 1}}``.
     tag_resources: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: Seconds a node may run, by tag, e.g. ``{slow: 600}``; the run fails naming
-    #: a node that takes longer (the smallest limit of its tags applies).
+    #: Seconds a node may run, by tag (its smallest applies), e.g. ``{slow: 600}``.
     tag_timeouts: dict[str, float] = field(default_factory=dict)
-    #: Send the project's package to the workers. ``None`` means: yes, unless the
-    #: workers run on this machine or ``install_wheel`` is set.
+    #: Send the package to the workers; None: unless they are local or install_wheel.
     upload_project: bool | None = None
-    #: The wheel ``kedro package`` writes to ``dist/``, for pip to install on the
-    #: scheduler and the workers (instead of ``upload_project``).
+    #: The wheel ``kedro package`` writes to ``dist/``, pip-installed on the cluster.
     install_wheel: str | None = None
     #: Let pip also install the wheel's missing requirements there.
     install_requirements: bool = False
-    #: Before any node runs, check that every worker sees this machine's files
-    #: at the paths of the run's local datasets (``shared_storage``).
+    #: Check before any node runs that workers see the run's local files (same paths).
     check_shared_storage: bool = True
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DaskClientConfig:
-        """Reads a ``dask_client`` block, old-docs form included, and validates it."""
+        """Reads a ``dask_client`` block, old-docs form included, validated."""
         own = {f.name for f in fields(cls)}
         settings = {key: value for key, value in options.items() if key in own}
         rest = {key: value for key, value in options.items() if key not in own}
@@ -117,11 +103,9 @@ class DaskClientConfig:
 
     @property
     def starts_cluster(self) -> bool:
-        """Whether the settings describe a cluster for the runner to start."""
         return bool(self.cluster_class or self.cluster_kwargs or self.adapt)
 
     def validate(self) -> None:
-        """Refuses wrong types and contradictory settings, saying what to change."""
         hints = typing.get_type_hints(type(self))
         for item in fields(self):
             value, allowed = getattr(self, item.name), _allowed_types(hints[item.name])
@@ -159,17 +143,12 @@ class DaskClientConfig:
                 f"dask_client cannot set `{keyword}`: the runner manages it."
             )
         if self.address and self.starts_cluster:
-            given = ", ".join(
-                n
-                for n in ("cluster_class", "cluster_kwargs", "adapt")
-                if getattr(self, n)
-            )
+            names = ("cluster_class", "cluster_kwargs", "adapt")
+            given = ", ".join(n for n in names if getattr(self, n))
             raise DaskSetupError(
-                f"dask_client sets both `address` and {given}: `address` "
-                f"connects to a scheduler that is already running, while "
-                f"{given} describe a cluster for the runner to start "
-                f"(LocalCluster keywords such as n_workers count as cluster_kwargs). "
-                f"Keep one of the two."
+                f"dask_client sets both `address` and {given}: `address` is a running "
+                f"scheduler, {given} a cluster to start (LocalCluster keywords such as "
+                f"n_workers count as cluster_kwargs). Keep one of the two."
             )
         self._check_wheel()
         self.security_object()
@@ -185,33 +164,29 @@ class DaskClientConfig:
         if self.upload_project:
             raise DaskSetupError(
                 "dask_client sets both `upload_project: true` and `install_wheel`: "
-                "each puts the project on the cluster (a copy of its package's code, "
-                "or its wheel installed with pip). Keep one of the two."
+                "each puts the project on the cluster. Keep one of the two."
             )
         wheel = Path(self.install_wheel)
         if wheel.suffix != ".whl" or not wheel.is_file():
             raise DaskSetupError(
-                f"dask_client.install_wheel {self.install_wheel!r} is not a wheel "
-                f"file (from {Path.cwd()}). Run `kedro package`, which writes the "
-                f"project's wheel to dist/, and give its path."
+                f"dask_client.install_wheel {self.install_wheel!r} is not a wheel file "
+                f"(from {Path.cwd()}). Run `kedro package` and give the wheel in dist/."
             )
 
     def security_object(self) -> Security | None:
-        """The ``distributed.Security`` for the TLS settings, if any."""
         if self.security is None:
             return None
         try:
             return Security(**{"require_encryption": True, **self.security})
         except (TypeError, ValueError) as exc:
             raise DaskSetupError(
-                f"dask_client.security is not valid: {exc}. Use the keyword names of "
-                f"distributed.Security, e.g. tls_ca_file, tls_client_cert, "
-                f"tls_client_key."
+                f"dask_client.security is not valid: {exc}. Use distributed.Security's "
+                f"keywords, e.g. tls_ca_file, tls_client_cert, tls_client_key."
             ) from exc
 
 
 def _allowed_types(hint: Any) -> list[tuple[type, str]]:
-    """The types a setting of type ``hint`` may have, and their names in YAML."""
+    """The types a setting of type ``hint`` may have, with their YAML names."""
     words = {dict: "a mapping", float: "a number", int: "a whole number"}
     words.update({type(None): "null", bool: "true or false", str: "a string"})
     kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
@@ -225,8 +200,7 @@ def _refuse(name: str, expected: str, value: Any) -> NoReturn:
 
 
 def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` with ``override`` applied key by key, nested mappings too: how
-    ``--runner-params`` (and a runner's own keywords) override ``dask_client``."""
+    """Deep merge: how ``--runner-params`` and runner keywords override dask_client."""
     result = dict(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):

@@ -1,8 +1,6 @@
-"""Opening and closing the Dask cluster of a run.
-
-The runner closes exactly what it opened: a cluster it started and the client it
-connected, never a scheduler that was already running or a client it was handed.
-"""
+"""Opening and closing a run's Dask cluster: the runner closes exactly what it
+opened (a cluster it started, the client it connected), never a scheduler that was
+already running or a client it was handed."""
 
 from __future__ import annotations
 
@@ -43,12 +41,8 @@ logger = logging.getLogger(__name__)
 def dask_client(
     config: DaskClientConfig, package_name: str | None, where: str
 ) -> Iterator[distributed.Client]:
-    """Yields a client for the configured cluster and closes what it opened.
-
-    Ctrl-C is held back while a cluster starts and while everything closes, so
-    that neither stops half-way (see ``interrupts``). ``where`` is
-    ``where_workers_run(config)``.
-    """
+    """Yields a client for the configured cluster and closes what it opened; Ctrl-C
+    waits while a cluster starts or everything closes, lest either stop half-way."""
     held = CtrlCHeldBack()
     with ExitStack() as opened:
         opened.push(held.__exit__)  # the last step out: a held press is raised
@@ -77,19 +71,16 @@ def dask_client(
 
 
 def prepare_local_cluster(config: DaskClientConfig) -> None:
-    """For a run that will start a LocalCluster of worker processes: starts now
-    the process its workers fork from (``local_cluster``), with Ctrl-C held back."""
-    if _existing(config) == (None, None) and where_workers_run(config) == (
-        "this machine"
-    ):
+    """Starts now the fork server of the LocalCluster's workers a run will start."""
+    starts_cluster = _existing(config) == (None, None)
+    if starts_cluster and where_workers_run(config) == "this machine":
         with CtrlCHeldBack():
             start_worker_forkserver()
 
 
 def where_workers_run(config: DaskClientConfig) -> str:
-    """Where the run's workers surely are: ``"this process"`` (``inproc://``),
-    ``"this machine"`` (a LocalCluster the runner starts or this process runs),
-    or ``"anywhere"``."""
+    """Where the run's workers surely are: ``"this process"``, ``"this machine"``
+    (a LocalCluster the runner starts or this process runs), or ``"anywhere"``."""
     address, active = _existing(config)
     if active is not None:
         address = str(active.scheduler.address)
@@ -108,8 +99,7 @@ def where_workers_run(config: DaskClientConfig) -> str:
 def credentials_in_the_clear(
     datasets: Mapping[str, Any], client: distributed.Client
 ) -> str | None:
-    """A warning for a run that would send datasets' credentials over the network
-    without TLS: node tasks carry their datasets, credentials included."""
+    """A warning if node tasks, which carry datasets' credentials, go unencrypted."""
     names = [
         name
         for name, dataset in sorted(datasets.items())
@@ -123,11 +113,10 @@ def credentials_in_the_clear(
         return None
     return (
         f"The datasets {', '.join(names)} hold credentials, which travel to the "
-        f"Dask workers inside their nodes' tasks, and this run reaches "
-        f"{exposed[0]}{' and more' if exposed[1:] else ''} over plain "
-        f"tcp://: anyone on that network can read them. Use a TLS scheduler "
-        f"(tls://) with dask_client.security (tls_ca_file, tls_client_cert, "
-        f"tls_client_key), or keep scheduler and workers on this machine."
+        f"Dask workers in their nodes' tasks over plain tcp:// to {exposed[0]}"
+        f"{' and more' if exposed[1:] else ''}: anyone on that network can read "
+        f"them. Use a tls:// scheduler with dask_client.security (tls_ca_file, "
+        f"tls_client_cert, tls_client_key), or keep the cluster on this machine."
     )
 
 
@@ -139,9 +128,8 @@ def in_the_clear(address: str) -> bool:
 
 
 class WorkerWatch:
-    """Whether the run should stop waiting for workers: the cluster manager
-    failed to start every one it tried (it does not try again), or none has been
-    connected for ``no_worker_timeout`` (asked of the scheduler once a second)."""
+    """Whether to stop waiting for workers: the cluster manager failed to start all
+    it tried (it does not retry), or none was connected for ``no_worker_timeout``."""
 
     def __init__(self, client: distributed.Client, limit: float | None) -> None:
         self._client, self._limit = client, limit
@@ -156,29 +144,26 @@ class WorkerWatch:
             self._seen = now
             return None
         cluster = self._client.cluster
-        # A SpecCluster's workers (dask-jobqueue's jobs) that failed to start keep
-        # the status they were created with.
+        # A SpecCluster's workers (dask-jobqueue's jobs) that failed stay "created".
         tried = list(getattr(cluster, "workers", {}).values())
         if tried and all(getattr(w, "status", None) == Status.created for w in tried):
             errors = getattr(self._client, "worker_start_errors", [])
             error = f" ({_one_line(errors[-1])})" if errors else ""
             return (
                 f"{type(cluster).__name__} could not start any of the {len(tried)} "
-                f"Dask workers it tried to{error} and does not try again, so the run "
-                f"was stopped and its cluster closed. Check dask_client.cluster_kwargs "
-                f"against what the cluster accepts (for a batch queue: the partition "
-                f"or queue, memory, cores and walltime a job may ask for)."
+                f"Dask workers it tried to{error} and does not retry, so the run was "
+                f"stopped and its cluster closed. Check dask_client.cluster_kwargs "
+                f"against what it accepts (partition, memory, cores, walltime)."
             )
         if self._limit is None or now - self._seen <= self._limit:
             return None
         return (
             f"No Dask worker was connected for {now - self._seen:.0f} s while "
             f"{waiting} of {total} nodes waited, so the run was stopped and the "
-            f"cluster it started closed (which cancels its queued batch jobs). The "
-            f"cluster manager did not get workers started: check that cluster_kwargs "
-            f"ask for no more than the queue gives (squeue shows why a job is "
-            f"PENDING), look above for an error of the cluster manager, or raise "
-            f"dask_client.no_worker_timeout (null waits for ever) for a busy queue."
+            f"cluster it started closed (cancelling its queued jobs). Check that "
+            f"dask_client.cluster_kwargs ask for no more than the queue gives (squeue "
+            f"shows why a job is PENDING), look above for a cluster manager error, or "
+            f"raise dask_client.no_worker_timeout (null waits for ever)."
         )
 
 
@@ -222,12 +207,9 @@ def _one_line(error: BaseException) -> str:
 
 @contextmanager
 def _worker_start_errors(factory: Callable[..., Any]) -> Iterator[list[BaseException]]:
-    """Collects the errors a cluster manager's own code raises in the event loop:
-    a SpecCluster (dask-jobqueue's) starts workers in a callback there, so an
-    ``sbatch`` that refuses a job reaches only Tornado's log of failed callbacks,
-    as a long traceback. Each is logged in one line instead, and kept for the
-    run's error. (distributed's own clusters raise what goes wrong as they start.)
-    """
+    """Logs in one line, and keeps for the run's error, what a cluster manager's
+    callbacks raise: a SpecCluster's refused ``sbatch`` reaches only Tornado's log,
+    as a long traceback. (distributed's own clusters raise as they start.)"""
     package = factory.__module__.split(".")[0]
     errors: list[BaseException] = []
 
@@ -252,7 +234,7 @@ def _worker_start_errors(factory: Callable[..., Any]) -> Iterator[list[BaseExcep
 
 
 def _existing(config: DaskClientConfig) -> tuple[str | None, Any]:
-    """The scheduler the run connects to, or else this process's default client;
+    """The scheduler address to connect to, or else this process's default client;
     ``(None, None)`` when the run starts a cluster."""
     if config.starts_cluster:
         return None, None
@@ -273,9 +255,8 @@ def _loopback(host: str) -> bool:
 
 
 def _close(cluster: Any) -> None:
-    """Closes ``cluster`` after the run. An error of the cluster manager's own
-    while closing is logged, not raised over the run's outcome (dask-jobqueue
-    asserts on a job that sbatch refused, after it cancelled those it submitted)."""
+    """Logs, not raises over the run's outcome, an error in closing (dask-jobqueue
+    asserts on a job sbatch refused, after cancelling those it submitted)."""
     try:
         cluster.close()
     except Exception as exc:
@@ -305,8 +286,7 @@ def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any
             cluster.close()
             raise DaskSetupError(
                 f"Could not make {name} adaptive with {config.adapt}: {exc}. "
-                f"dask_client.adapt takes the keywords of Cluster.adapt, "
-                f"e.g. minimum and maximum."
+                f"dask_client.adapt takes Cluster.adapt's keywords, e.g. maximum."
             ) from exc
     return cluster
 
@@ -314,15 +294,15 @@ def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any
 def _what_to_check(error: Exception) -> str:
     if getattr(error, "status", None) in (401, 403):  # an HTTP API (dask-gateway)
         return (
-            "The cluster manager refused the credentials: check the user name and "
-            "password or token it is given (for dask-gateway, the "
-            "DASK_GATEWAY__AUTH__* settings; conf/gateway/parameters.yml)."
+            "The cluster manager refused the credentials: check its user name and "
+            "password or token (dask-gateway: the DASK_GATEWAY__AUTH__* settings; "
+            "conf/gateway/parameters.yml)."
         )
     if script := unguarded_script():
         return (
-            f"The worker processes import {script} as they start (Python's "
-            f"multiprocessing), which would start this run again: put the code "
-            f'that runs the session under `if __name__ == "__main__":`.'
+            f"Worker processes import {script} as they start, which would start "
+            f"this run again: put the code that runs the session under "
+            f'`if __name__ == "__main__":`.'
         )
     return "Check dask_client.cluster_kwargs."
 
@@ -330,8 +310,7 @@ def _what_to_check(error: Exception) -> str:
 def _log_dashboard(
     client: distributed.Client, config: DaskClientConfig, started: bool
 ) -> None:
-    """Logs the dashboard's link; warns when one the runner started listens
-    beyond this machine."""
+    """Logs the dashboard's link; warns if one the runner started is public."""
     address = config.cluster_kwargs.get("dashboard_address", LOCAL_DASHBOARD)
     if started and address is None:
         logger.info("Dask dashboard: none (dask_client.dashboard_address is null)")
@@ -348,9 +327,8 @@ def _log_dashboard(
 
 
 class _Client(distributed.Client):
-    """A client that closes itself when it cannot connect: distributed's own does
-    so only for OSError, and a half-made client is closed at interpreter exit,
-    which waits 2 x timeout and prints a traceback after the run's error."""
+    """Closes itself on any failure to connect (distributed's only on OSError): a
+    half-made client closes at exit, waiting 2 x timeout, printing a traceback."""
 
     #: What the cluster manager hit in starting workers (``WorkerWatch``).
     worker_start_errors: tuple | list[BaseException] = ()
@@ -366,8 +344,7 @@ class _Client(distributed.Client):
     def close(self, *args: Any, **kwargs: Any) -> Any:
         if self.status != "connecting":
             return super().close(*args, **kwargs)
-        # The scheduler went away and the run has said so: Dask would add that
-        # it gave up reconnecting.
+        # The run has said the scheduler went: Dask would add it gave up reconnecting.
         with quiet("distributed.client"):
             return super().close(*args, **kwargs)
 
@@ -385,8 +362,7 @@ def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
         where = target if isinstance(target, str) else "the cluster it started"
         raise DaskSetupError(
             f"Could not connect to the Dask scheduler at {where} within "
-            f"{config.timeout:g} s ({type(exc).__name__}: {exc}). Check that the "
-            f"scheduler is running and reachable from here, that dask_client.security "
-            f"matches a TLS scheduler, or drop `address` (and DASK_SCHEDULER_ADDRESS) "
-            f"to run on a local cluster."
+            f"{config.timeout:g} s ({type(exc).__name__}: {exc}). Check that it runs "
+            f"and is reachable, that dask_client.security matches a TLS scheduler, or "
+            f"drop `address` (and DASK_SCHEDULER_ADDRESS) to run on a local cluster."
         ) from exc

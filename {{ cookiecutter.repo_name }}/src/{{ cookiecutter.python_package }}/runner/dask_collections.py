@@ -1,21 +1,9 @@
-"""Nodes that compute dask collections, on the run's own cluster.
-
-A node's task holds one of its worker's threads. A node that computes a
-``dask.dataframe`` or ``dask.array`` submits the partitions to the same cluster
-and waits for them: if it keeps its thread while it waits, nodes waiting that way
-on every worker thread leave none for the partitions, and the run deadlocks.
-Only ``.compute()``/``dask.compute`` called in the task's own thread let go of the
-thread by themselves; ``Future.result()``, ``client.compute(...).result()``,
-``persist()`` + ``wait`` and the loads and saves Kedro's ``is_async`` mode runs
-in threads of its own do not.
-
-So the task of such a node leaves the worker's thread pool (Dask's ``secede``)
-before the node starts, and its worker takes another task in its place while the
-node mostly waits. Other nodes keep their thread, so ``threads_per_worker`` still
-caps how many ordinary nodes a worker runs at once. A node counts as computing
-dask collections when its function's code refers to dask or distributed, when one
-of its datasets is a dask dataset (kedro-datasets' ``dask.*``), or when one of
-its in-memory inputs is a dask collection.
+"""A node that computes dask collections on the run's own cluster must leave its worker
+thread (``secede``) while it waits, or such nodes on every thread leave none for their
+partitions and the run deadlocks; only ``.compute()`` in the task's own thread does that
+by itself. A node counts if its code refers to dask/distributed, it has a kedro-datasets
+``dask.*`` dataset, or an in-memory input is a dask collection. Other nodes keep their
+thread, so ``threads_per_worker`` still caps how many run at once per worker.
 """
 
 from __future__ import annotations
@@ -38,8 +26,7 @@ _DASK_DATASETS = "kedro_datasets.dask"
 def computes_dask_collections(
     node: Node, datasets: Mapping[str, AbstractDataset]
 ) -> bool:
-    """Whether ``node`` may wait for the cluster, seen from its code and its
-    persisted ``datasets`` (checked on the driver, once per node)."""
+    """Checked on the driver, once per node, from its code and persisted datasets."""
     return _refers_to_dask(node.func) or any(
         type(dataset).__module__.startswith(_DASK_DATASETS)
         for dataset in datasets.values()
@@ -47,30 +34,21 @@ def computes_dask_collections(
 
 
 def leave_the_worker_thread_pool() -> None:
-    """Lets this worker run other tasks (the node's partitions) in this task's
-    thread slot while the node waits for them.
-
-    The task does not rejoin the pool when the node ends: its work is done, and
-    rejoining would wait for a free slot before the node's outputs are reported.
-    """
-    # The worker's own client becomes this process's default, so that computes
-    # in threads without a worker context (Kedro's async loads and saves) go to
-    # the cluster instead of a local thread pool.
+    """Never rejoins: that would wait for a free slot before reporting the outputs."""
+    # Makes the worker's client the default: Kedro's async loads/saves use the cluster.
     distributed.get_client()
     distributed.secede()
 
 
 def refuse_persisted(node: Node, outputs: Mapping[str, Any]) -> None:
-    """Refuses outputs that are persisted collections: their partitions are
-    futures of this worker's client, which another node's worker cannot fetch
-    reliably and Dask frees once nothing refers to them."""
+    """Persisted collections' partitions are futures of this worker's client: other
+    workers cannot fetch them reliably, and Dask frees them once unreferenced."""
     for name, value in outputs.items():
         if not dask.is_dask_collection(value):
             continue
         futures = distributed.futures_of(value)
         for future in futures:
-            # Now: the traceback of the error below keeps ``value`` alive until
-            # the garbage collector runs, and with it the keys on the scheduler.
+            # Now: the error's traceback would keep the keys alive until GC runs.
             future.release()
         if futures:
             raise TypeError(
@@ -83,7 +61,9 @@ def refuse_persisted(node: Node, outputs: Mapping[str, Any]) -> None:
 
 
 def _refers_to_dask(func: Any) -> bool:
-    function = _plain_function(func)
+    while isinstance(func, functools.partial):
+        func = func.func
+    function = inspect.unwrap(func)
     try:
         return _function_refers_to_dask(function)
     except TypeError:  # an unhashable callable: not worth remembering
@@ -95,15 +75,8 @@ def _function_refers_to_dask(function: Any) -> bool:
     return _code_refers_to_dask(function, set())
 
 
-def _plain_function(func: Any) -> Any:
-    while isinstance(func, functools.partial):
-        func = func.func
-    return inspect.unwrap(func)
-
-
 def _code_refers_to_dask(func: Any, seen: set[int]) -> bool:
-    """Whether the global names ``func``'s code uses are dask or distributed
-    objects, directly or through functions of the same module it calls."""
+    """Also follows the functions of the same module that ``func`` calls."""
     code = getattr(func, "__code__", None)
     if code is None or id(code) in seen:
         return False
@@ -111,11 +84,7 @@ def _code_refers_to_dask(func: Any, seen: set[int]) -> bool:
     namespace = getattr(func, "__globals__", {})
     for name in _names_used(code):
         value = namespace.get(name)
-        if value is None:
-            continue
-        if _is_from_dask(value):
-            return True
-        if (
+        if _is_from_dask(value) or (
             isinstance(value, types.FunctionType)
             and value.__module__ == func.__module__
             and _code_refers_to_dask(value, seen)

@@ -51,27 +51,22 @@ from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
 from .worker_hooks import worker_hooks
 
-#: How often the driver checks the scheduler, the workers and the time limits
-#: while it waits; a finished node wakes it at once.
+#: How often the waiting driver checks scheduler, workers and time limits.
 _POLL_SECONDS = 0.1
 
 
 class DaskRunner(AbstractRunner):
-    """Runs each node as a Dask task on the cluster ``dask_client`` describes.
-
-    In-memory datasets pass between nodes as Dask futures and stay on the workers;
-    persisted datasets are loaded and saved by the node's task on its worker.
-    Node and dataset hooks fire on the workers, pipeline hooks on the driver.
-    """
+    """Runs each node as a Dask task on the cluster ``dask_client`` describes:
+    datasets load and save on the workers, in-memory ones stay there as futures,
+    and node and dataset hooks fire there (pipeline hooks on the driver)."""
 
     def __init__(self, is_async: bool = False, **dask_client: Any) -> None:
-        """Checks the settings now, so a bad one fails before anything starts,
-        and for a LocalCluster starts the process its workers will fork from, so
-        that it imports the project's code while Kedro loads the project.
+        """Checks the settings now, so a bad one fails before anything starts, and
+        starts a LocalCluster's fork server while Kedro loads the project.
 
         Args:
             is_async: Load and save each node's datasets with threads.
-            **dask_client: The keys of ``DaskClientConfig``, or the keywords of
+            **dask_client: ``DaskClientConfig`` keys, or the keywords of
                 ``distributed.LocalCluster`` / ``distributed.Client``.
         """
         super().__init__(is_async=is_async)
@@ -90,14 +85,9 @@ class DaskRunner(AbstractRunner):
         run_id: str | None = None,
         only_missing_outputs: bool = False,
     ) -> dict[str, Any]:
-        """Kedro's ``AbstractRunner.run``, with two things first.
-
-        The project's ``dask_client`` parameters (``params:dask_client``) are the
-        base of the runner's keywords: Kedro's own ``kedro run --runner=...``
-        passes only ``--runner-params``. And the pipeline's in-memory datasets
-        are added to the catalog at a fraction of the cost of Kedro's warm-up
-        (``add_memory_datasets``), which does it all with ``only_missing_outputs``.
-        """
+        """Bases the keywords on ``params:dask_client`` (``kedro run`` passes only
+        ``--runner-params``) and adds the in-memory datasets far cheaper than
+        Kedro's warm-up, which still does it with ``only_missing_outputs``."""
         if "params:dask_client" in catalog:
             project = catalog.get("params:dask_client").load() or {}
             self._config = DaskClientConfig.from_options(merged(project, self._options))
@@ -126,9 +116,8 @@ class DaskRunner(AbstractRunner):
         hooks = None  # workers in this very process fire the driver's plugins
         if where != "this process":
             hooks = worker_hooks(hook_manager, self._environment)
-        storage = None
-        if config.check_shared_storage and where == "anywhere":
-            storage = SharedStorage.of(datasets)
+        shared = config.check_shared_storage and where == "anywhere"
+        storage = SharedStorage.of(datasets) if shared else None
         run = RunContext(
             token=token,
             run_id=run_id,
@@ -157,20 +146,15 @@ class DaskRunner(AbstractRunner):
             submitted = graph.submit(client, config.retries, resources)
             try:
                 _Waiting(self, submitted, pipeline, catalog, clock).wait()
-                self._finish(submitted, catalog)
+                # The unpersisted outputs, for run() to return as Kedro's runners do.
+                for name, value in client.gather(submitted.free_outputs).items():
+                    catalog.get(name).save(value)
             finally:
                 submitted.cancel()
 
-    def _finish(self, submitted: SubmittedGraph, catalog: CatalogProtocol) -> None:
-        """Brings the unpersisted pipeline outputs to the driver's catalog, where
-        ``run()`` returns them, as Kedro's runners do."""
-        for name, value in submitted.client.gather(submitted.free_outputs).items():
-            catalog.get(name).save(value)
-
     @contextmanager
     def _performance_report(self, client: distributed.Client) -> Iterator[None]:
-        """Writes Dask's HTML performance report of the run, when asked to (the
-        scheduler holds what goes in it: none if the scheduler went away)."""
+        """Writes Dask's performance report when asked (none if the scheduler went)."""
         path = self._config.performance_report
         if not path:
             yield
@@ -189,9 +173,8 @@ class DaskRunner(AbstractRunner):
 
 
 class _Waiting:
-    """The driver's wait for one submitted run: each finished node is logged;
-    a failed node, a lost scheduler, workers that will not come or a node past
-    its time limit stop the run, with Kedro's hint to resume it."""
+    """The driver's wait for a run, stopped with Kedro's resume hint by a failed
+    node, a lost scheduler, workers that will not come or a node past its limit."""
 
     def __init__(
         self,
@@ -227,32 +210,29 @@ class _Waiting:
 
     def _problem(self) -> str | None:
         """Why the run cannot go on, if it cannot."""
-        done, total = len(self.done), len(self.pipeline.nodes)
         if self.submitted.client.status != "running":
             return self._scheduler_lost()
-        if problem := self.workers.none_to_come(total - done, total):
-            return problem
-        return self.clock.overdue()
+        total = len(self.pipeline.nodes)
+        waiting = total - len(self.done)
+        return self.workers.none_to_come(waiting, total) or self.clock.overdue()
 
     def _scheduler_lost(self) -> str:
         return (
             f"This run lost its connection to the Dask scheduler at "
             f"{self.submitted.scheduler_address} after {len(self.done)} of "
-            f"{len(self.pipeline.nodes)} nodes had finished (the scheduler stopped "
-            f"or restarted, or the network failed), and Dask forgets a run's tasks "
-            f"with its scheduler. The finished nodes' persisted outputs are saved: "
-            f"once the scheduler is back, run the same command again with "
-            f"--only-missing-outputs, or with the --from-nodes logged above."
+            f"{len(self.pipeline.nodes)} nodes had finished (it stopped or restarted, "
+            f"or the network failed), and its tasks went with it. Persisted outputs "
+            f"are saved: once the scheduler is back, run the same command again "
+            f"with --only-missing-outputs, or with the --from-nodes logged above."
         )
 
     def _stop(self) -> None:
-        """Cancels what has not finished and says how to resume."""
         self.submitted.cancel()
         self.runner._suggest_resume_scenario(self.pipeline, self.done, self.catalog)
 
     def _fail(self) -> None:
-        """Stops the run and raises the error of the failed node (the first in
-        run order: later ones may only have inherited its error)."""
+        """Raises the first failed node's error in run order (later ones may only
+        have inherited it)."""
         failed = {
             n: f for f, n in self.submitted.node_futures.items() if f.status == "error"
         }
@@ -266,10 +246,9 @@ class _Waiting:
         if missing := _missing_project(error, package):
             raise DaskSetupError(
                 f"The Dask workers cannot import the project package '{package}' "
-                f"({missing}). In dask_client, set `upload_project: true` to send "
-                f"its code with the run, or `install_wheel: dist/<the wheel kedro "
-                f"package builds>` to pip-install it there; or install the project "
-                f"on the scheduler and workers."
+                f"({missing}). Set dask_client `upload_project: true` to send its "
+                f"code with the run, or `install_wheel: dist/<kedro package's wheel>`, "
+                f"or install the project on the scheduler and workers."
             ) from error
         if isinstance(error, distributed.scheduler.KilledWorker):
             raise DaskRunError(_workers_died(node, error)) from error
@@ -279,17 +258,11 @@ class _Waiting:
 
 
 def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
-    """Adds to ``catalog`` what Kedro's warm-up in ``AbstractRunner.run`` would:
-    a dataset for each of the pipeline's datasets the catalog lacks, made from
-    the catalog's runtime pattern (``MemoryDataset`` by default).
-
-    Kedro makes each one from the pattern's config, finding the dataset class
-    by trying to import it under several package prefixes. Here Kedro makes the
-    first; when that is a ``MemoryDataset`` (just made, so empty), every other
-    name whose config Kedro resolves to the same gets a copy of it, which is what
-    Kedro would make. Pipeline inputs are left to Kedro, so that its check that
-    every input is in the catalog still fails a run that lacks one.
-    """
+    """Adds the datasets Kedro's warm-up in ``AbstractRunner.run`` would, cheaply:
+    Kedro makes the first from the runtime pattern (slow: it tries several imports
+    for the class); when that is a fresh ``MemoryDataset``, each name resolving to
+    the same config gets a copy. Inputs are left to Kedro, whose check for a
+    missing one must still fail the run."""
     if not isinstance(catalog, DataCatalog):
         return
     model: MemoryDataset | None = None
@@ -307,27 +280,23 @@ def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
 
 
 def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:
-    # The limit of the last worker that died: its replacement may not be there.
-    memory_limit = error.last_worker.memory_limit
-    limit = "no memory_limit"
-    if memory_limit:
-        limit = f"memory_limit {dask.utils.format_bytes(memory_limit)} per worker"
+    limit = "no memory_limit"  # the last dead worker's: a live one may not be there
+    if memory := error.last_worker.memory_limit:
+        limit = f"memory_limit {dask.utils.format_bytes(memory)} per worker"
     return (
         f"Kedro node '{node.name}' was running each time its Dask workers died, so "
-        f"Dask gave up on it ({error}). A worker dies like that when it uses more "
-        f"memory than it may ({limit} here): give each worker more, with "
-        f"dask_client.memory_limit (or cluster_kwargs.memory_limit), fewer "
-        f"threads_per_worker so that fewer nodes share it, or make the node use "
-        f"less memory. The workers' own logs say why each one stopped."
+        f"Dask gave up on it ({error}); likely it used more memory than a worker "
+        f"may ({limit} here). Raise dask_client.memory_limit (or cluster_kwargs."
+        f"memory_limit), lower threads_per_worker so fewer nodes share a worker, or "
+        f"make the node use less; the workers' logs say why each one stopped."
     )
 
 
 def _missing_project(
     error: BaseException | None, package_name: str | None
 ) -> ModuleNotFoundError | None:
-    """The failure to import the project package behind ``error``, if that is what
-    it is: raised by a worker that unpickles a node, or the cause of the
-    RuntimeError of a scheduler that cannot deserialize the task graph."""
+    """The project's import error behind ``error``: raised by a worker unpickling
+    a node, or the cause of a scheduler's RuntimeError on the task graph."""
     seen = set()
     while error is not None and id(error) not in seen and package_name:
         seen.add(id(error))

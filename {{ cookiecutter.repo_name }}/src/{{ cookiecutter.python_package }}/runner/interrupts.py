@@ -1,16 +1,8 @@
-"""Ctrl-C while the runner starts or closes a cluster.
-
-A terminal sends Ctrl-C (SIGINT) to every process of its foreground job: the
-driver and the worker processes of a LocalCluster. Two things must hold:
-
-- Workers never act on it: the driver alone stops the run, cancels its nodes and
-  closes the cluster in order. Worker processes are started with SIGINT blocked,
-  which they inherit and keep for their whole life (unlike a handler, a blocked
-  signal mask survives ``exec``).
-- A press while a cluster starts or closes is not lost, nor does it break the
-  start or close half-way (which leaves processes or batch jobs behind): it is
-  held back and raised as ``KeyboardInterrupt`` as soon as the cluster has
-  started, or has closed. A second press raises at once.
+"""Ctrl-C while the runner starts or closes a cluster. A terminal sends SIGINT to the
+driver and a LocalCluster's workers alike: workers start with it blocked for life (a
+blocked mask, unlike a handler, survives ``exec``), so the driver alone stops the run.
+A press during a cluster's start or close is held back (not to leave processes or
+batch jobs behind) and raised once it is done; a second press raises at once.
 """
 
 from __future__ import annotations
@@ -20,17 +12,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing import resource_tracker
-from types import FrameType, TracebackType
+from types import FrameType
 from typing import Any
 
 
 class CtrlCHeldBack:
-    """Holds Ctrl-C back inside ``with``; re-raises a press on the way out.
-
-    Only in the main thread, where Python handles signals; elsewhere it does
-    nothing. Threads started inside (such as the cluster's event loop, which
-    starts the worker processes) block SIGINT, and so do their processes.
-    """
+    """Holds Ctrl-C back inside ``with``, in the main thread only; re-raises a press
+    on the way out. Threads started inside (the cluster's event loop) block SIGINT,
+    and so do the processes they start."""
 
     def __init__(self) -> None:
         self._presses = 0
@@ -43,20 +32,14 @@ class CtrlCHeldBack:
         handler = signal.getsignal(signal.SIGINT)
         if handler in (signal.SIG_IGN, None):
             return self  # started with Ctrl-C ignored (nohup): nothing to hold
-        # Multiprocessing's resource tracker unblocks SIGINT in the thread that
-        # first starts it: start it now, so that no thread of the cluster does.
+        # The resource tracker unblocks SIGINT in the thread that first starts it.
         resource_tracker.ensure_running()
         self._presses = 0
         self._saved_handler = signal.signal(signal.SIGINT, self._pressed)
         self._saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         mask, self._saved_mask = self._saved_mask, None
         if mask is None:
             return
@@ -80,11 +63,8 @@ class CtrlCHeldBack:
 
 @contextmanager
 def ctrl_c_kept() -> Iterator[None]:
-    """Restores the SIGINT handler that was in place before ``with``.
-
-    Importing dask_jobqueue replaces it with ``sys.exit()``: a Ctrl-C then ends
-    ``kedro run`` silently with exit status 0, as if the run had succeeded.
-    """
+    """Importing dask_jobqueue sets a SIGINT handler that makes Ctrl-C end ``kedro run``
+    silently with exit status 0, as if the run had succeeded."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -1,13 +1,8 @@
-"""The LocalCluster the runner starts when ``dask_client`` names no other
-cluster, made to start and stop as fast as a Kedro run wants.
-
-- Its worker processes fork from one process that imported Dask, numpy, pandas
-  and the project's pipelines once (``worker_imports``), started while Kedro
-  still loads the project.
-- They log like the driver until their first node gives them its levels
-  (``log_forwarding``).
-- After Ctrl-C or a failure they get half a second to exit, and none waits for
-  Python's final garbage collection.
+"""The LocalCluster the runner starts when ``dask_client`` names none, made to start
+and stop as fast as a Kedro run wants: workers fork from a process that imported Dask,
+numpy, pandas and the project once (``worker_imports``, started while Kedro loads the
+project), log like the driver until their first node sends its levels, and get half a
+second to exit after Ctrl-C or a failure, skipping Python's final garbage collection.
 """
 
 from __future__ import annotations
@@ -27,7 +22,6 @@ import signal
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +33,12 @@ from .errors import DaskSetupError
 from .log_forwarding import WORKER_FORMAT, quiet, quiet_before_closing, this_process
 from .run_setup import set_environment
 
-#: Where the dashboard listens unless ``dashboard_address`` says otherwise.
-#: Dask's own default, ":8787", is every network interface: anyone who reaches
-#: the machine could read task names, logs, call stacks and profiles.
+#: Not Dask's ":8787" (every interface): anyone could read task names, logs, stacks.
 LOCAL_DASHBOARD = "127.0.0.1:8787"
 _START_METHOD = "distributed.worker.multiprocessing-method"
 
 
 def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keywords for ``distributed.LocalCluster``: the user's, and the
-    runner's defaults."""
     kwargs = dict(kwargs)
     kwargs.setdefault("silence_logs", False)  # conf/logging.yml decides
     kwargs["plugins"] = {*kwargs.get("plugins", ()), _ExitWithoutFinalCollection()}
@@ -59,19 +49,15 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
             **kwargs.get("scheduler_kwargs", {}),
         }
     if kwargs.get("processes") is not False:
-        # A forked worker inherits the environment the forkserver started
-        # with, maybe an earlier run's: its nanny sets this one first.
+        # Forked workers start with the forkserver's (maybe older) environment.
         kwargs["env"] = {**os.environ, **kwargs.get("env", {})}
     return kwargs
 
 
 def start_worker_forkserver() -> None:
-    """Starts the process the workers will fork from, so that it imports the
-    project while Kedro loads it. The caller holds Ctrl-C back, as the workers
-    must be born with it blocked (``interrupts``). It gets the variables Dask's
-    nanny sets for a worker (one thread for OpenMP and BLAS, ...), which count
-    only as a library loads, and this ``sys.path`` (Python 3.11's forkserver
-    drops it)."""
+    """Imports the project while Kedro loads it; the caller holds Ctrl-C back (workers
+    must be born with it blocked). Sets the nanny's pre-spawn variables, which count
+    only as a library loads, and ``sys.path`` (Python 3.11's forkserver drops it)."""
     variables = dask.config.get("distributed.nanny.pre-spawn-environ")
     path = [*filter(None, sys.path), os.environ.get("PYTHONPATH", "")]
     environment = {
@@ -86,15 +72,10 @@ def start_worker_forkserver() -> None:
             multiprocessing.forkserver.ensure_running()
 
 
-@contextmanager
-def worker_processes_environment(
-    extra: dict[str, str] | None = None,
-) -> Iterator[bool]:
-    """The environment of the worker processes, for the cluster's whole life (a
-    worker that dies is started again): Dask's own messages at the driver's
-    level, and the logging they start with. They fork from Dask's forkserver
-    where the platform has one, unless Dask's configuration chose another start
-    method. Yields whether they fork."""
+@contextlib.contextmanager
+def worker_processes_environment(extra: dict[str, str] | None = None) -> Iterator[bool]:
+    """The workers' environment, kept for the cluster's whole life (a dead worker is
+    restarted). Yields whether they fork from the forkserver."""
     forks = dask.config.get(_START_METHOD) in ("spawn", "forkserver")
     forks = forks and "forkserver" in multiprocessing.get_all_start_methods()
     level = logging.getLogger("distributed").getEffectiveLevel()
@@ -113,8 +94,7 @@ def worker_processes_environment(
 
 
 def check_not_a_worker_starting() -> None:
-    """Refuses to start a run in a worker process that is importing the script
-    of a run that lacks a ``__main__`` guard, before it makes anything."""
+    """A worker process re-runs a script that lacks a ``__main__`` guard."""
     if getattr(multiprocessing.current_process(), "_inheriting", False):
         raise DaskSetupError(
             "A Dask worker process is starting a Kedro run: the script that runs "
@@ -123,8 +103,7 @@ def check_not_a_worker_starting() -> None:
 
 
 def unguarded_script() -> str | None:
-    """The script this process runs if it has no ``if __name__ == "__main__":``:
-    the worker processes import it as they start, which runs it again."""
+    """This process's script if it lacks a ``__main__`` guard (workers re-run it)."""
     script = getattr(sys.modules["__main__"], "__file__", None)
     with contextlib.suppress(OSError, SyntaxError, ValueError, TypeError):
         if not any(
@@ -138,20 +117,16 @@ def unguarded_script() -> str | None:
 def stop_workers_at_once_if_the_run_failed(
     cluster: Any, client: distributed.Client
 ) -> Callable[..., None]:
-    """After Ctrl-C or a failure, nodes may still run, and nothing they would
-    still do is wanted: worker processes get half a second to exit, instead of
-    Dask's 4 s wait for their running tasks, and stay quiet meanwhile."""
+    """After Ctrl-C or a failure nothing the nodes still do is wanted: workers get half
+    a second to exit, quietly, instead of Dask's 4 s wait for their running tasks."""
 
     def on_exit(exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is None:
             return
         with contextlib.suppress(Exception):
             client.run(quiet_before_closing, this_process())
-        nannies = [
-            w
-            for w in getattr(cluster, "workers", {}).values()
-            if isinstance(w, distributed.Nanny)
-        ]
+        workers = getattr(cluster, "workers", {}).values()
+        nannies = [w for w in workers if isinstance(w, distributed.Nanny)]
 
         async def close() -> None:
             await asyncio.gather(*(nanny.close(timeout=0.5) for nanny in nannies))
@@ -163,9 +138,8 @@ def stop_workers_at_once_if_the_run_failed(
 
 
 class _ExitWithoutFinalCollection(WorkerPlugin):
-    """Lets a worker process exit as soon as it has closed, without Python's
-    final garbage collection of all that its nodes imported (the memory goes
-    back with the process). Not in the driver's process."""
+    """Skips Python's final garbage collection of all that nodes imported (the memory
+    goes back with the process). Not in the driver's process."""
 
     def __init__(self) -> None:
         self.driver_process = this_process()
@@ -175,10 +149,8 @@ class _ExitWithoutFinalCollection(WorkerPlugin):
             gc.freeze()
 
 
-# How a worker process logs until its first node gives it the driver's levels.
-# Kedro's project module, which the process imports as it starts, would
-# otherwise read conf/logging.yml: announce that on the run's console once per
-# worker, and have every worker write the driver's info.log.
+# A worker's logging until its first node sends the driver's levels. Else Kedro reads
+# conf/logging.yml, says so once per worker, and every worker writes info.log.
 _WORKER_START_LOGGING = f"""\
 version: 1
 disable_existing_loggers: false
@@ -201,9 +173,8 @@ root:
 
 @functools.cache
 def _worker_logging_file() -> Path:
-    """The file of ``_WORKER_START_LOGGING``, kept for this process's life: the
-    forkserver keeps the environment it started with, so workers of a later run
-    in this process read this path too."""
+    """Kept for this process's life: the forkserver keeps its first environment, so
+    workers of a later run read this path too."""
     folder = tempfile.mkdtemp(prefix="kedro-dask-")
     atexit.register(_remove_after_the_forkserver, folder)
     path = Path(folder) / "worker-logging.yml"
@@ -212,8 +183,8 @@ def _worker_logging_file() -> Path:
 
 
 def _remove_after_the_forkserver(folder: str) -> None:
-    """Stops the forkserver first: a run that failed before its cluster started
-    ends while the forkserver still imports the project, which reads the file."""
+    """Kills the forkserver first: it may still be importing the project (reading the
+    file) after a run that failed before its cluster started."""
     server = getattr(multiprocessing.forkserver, "_forkserver", None)
     if pid := getattr(server, "_forkserver_pid", None):
         with contextlib.suppress(OSError):

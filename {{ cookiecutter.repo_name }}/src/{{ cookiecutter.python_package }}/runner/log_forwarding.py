@@ -1,11 +1,8 @@
-"""What a Dask run prints: the nodes' log records, in the driver's console.
-
-A worker sends the records of a node (from its thread, and from threads it
-starts: Kedro's ``--async`` loads and saves) to the scheduler as events of one
-topic, tagged with the run's token; the driver re-emits the records of its own
-run through its logging configuration (``conf/logging.yml``). Workers take the
-driver's logger levels, so a node logs on a worker what it would log in the
-driver. Dask's own messages about its workings stay out of the console.
+"""The nodes' log records, printed by the driver's console as in a sequential run: a
+worker sends a node's records (also from threads it starts: ``--async``) as scheduler
+events tagged with the run's token, and the driver re-emits its own run's through
+``conf/logging.yml``. Workers take the driver's logger levels; Dask's own routine
+messages stay out of the console.
 """
 
 from __future__ import annotations
@@ -22,7 +19,6 @@ from typing import Any
 import distributed
 
 TOPIC = "kedro-node-logs"
-#: The field of a forwarded record that names its run.
 RUN_FIELD = "kedro_run"
 WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 _PROCESS_UUID = uuid.uuid4().hex
@@ -45,14 +41,13 @@ def driver_logging_levels() -> dict[str, int]:
 
 
 class _NodeLogForwarder(logging.Handler):
-    """Root handler in a worker process: forwards the records of nodes to their
-    run's driver and prints the others on the worker's stderr."""
+    """Root handler of a worker process: node records go to their run's driver, the
+    others to the worker's stderr."""
 
     def __init__(self) -> None:
         super().__init__()
         #: The workers of this process that ran nodes (one, unless --no-nanny).
         self.workers: set[distributed.Worker] = set()
-        #: Every run whose nodes ran here.
         self.tokens: set[str] = set()
         self.levels: dict[str, int] | None = None
         #: Set when the runner is about to close this worker: levels stay quiet.
@@ -61,10 +56,9 @@ class _NodeLogForwarder(logging.Handler):
         self.local.setFormatter(logging.Formatter(WORKER_FORMAT))
 
     def run_of(self, record: logging.LogRecord) -> tuple[str, Any] | None:
-        """The run of a record, and the worker that runs its node: the node its
-        thread runs (Dask's ``active_threads``), or, from another thread that is
-        not Dask's own, the one run with a node under way here (Kedro's
-        ``--async`` threads, a partition the node computes)."""
+        """The run and worker of the node the record's thread runs, or, from a thread
+        not Dask's own (``--async``, a partition a node computes), of the only run
+        with a node under way here."""
         tasks = [(worker, worker.active_threads) for worker in list(self.workers)]
         for worker, running in tasks:
             key = running.get(record.thread or 0)
@@ -107,8 +101,8 @@ _setup_lock = threading.Lock()
 def node_logs_to_driver(
     run_token: str, levels: dict[str, int], driver_process: str
 ) -> None:
-    """On a worker: sends the records of the run's nodes to its driver; in the
-    driver's own process (a cluster of threads) they are printed as is."""
+    """Forwards the run's node records to its driver; in the driver's own process (a
+    cluster of threads) they print as is."""
     if driver_process == this_process():
         return
     worker, forwarder = distributed.get_worker(), _forwarder
@@ -123,9 +117,8 @@ def node_logs_to_driver(
 
 
 def _take_levels(levels: dict[str, int]) -> None:
-    """Sets the driver's levels and replaces the root handlers: the driver prints
-    the nodes' records, so a worker sharing its terminal must not print them too.
-    The worker's own records still go to its stderr."""
+    """Replaces the root handlers: a worker sharing the driver's terminal must not
+    print the node records the driver prints."""
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     root = logging.getLogger()
@@ -137,8 +130,7 @@ def _take_levels(levels: dict[str, int]) -> None:
 
 
 def _not_a_node_failure(record: logging.LogRecord) -> bool:
-    """Drops Dask's "Compute Failed" report of a node: the driver raises the
-    node's error, named, as SequentialRunner does."""
+    """Drops Dask's "Compute Failed" for a node: the driver raises its error, named."""
     if not str(record.msg).startswith("Compute Failed") or not record.args:
         return True
     key = record.args[0] if isinstance(record.args, tuple) else record.args
@@ -146,9 +138,8 @@ def _not_a_node_failure(record: logging.LogRecord) -> bool:
 
 
 def quiet_before_closing(driver_process: str) -> None:
-    """On a worker the runner is about to stop at once, after Ctrl-C or a
-    failure: what Dask says about the tasks it cancels adds nothing to what the
-    run has reported. Not in the driver's process (a cluster of threads)."""
+    """After Ctrl-C or a failure, what Dask says about the tasks it cancels adds
+    nothing. Not in the driver's process (a cluster of threads)."""
     if driver_process == this_process():
         return
     with _setup_lock:
@@ -178,7 +169,6 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
 
 @contextmanager
 def quiet(logger_name: str) -> Iterator[None]:
-    """Only critical records of this logger, meanwhile."""
     logger = logging.getLogger(logger_name)
     saved = logger.level
     logger.setLevel(logging.CRITICAL)
@@ -189,9 +179,8 @@ def quiet(logger_name: str) -> Iterator[None]:
 
 
 def _not_routine(record: logging.LogRecord) -> bool:
-    """Drops what Dask's scheduler says at WARNING about every run that uses a
-    P2P shuffle, and about the results a lost worker took with it (a node
-    recomputed for them says so itself, ``node_task``)."""
+    """Drops the scheduler's warnings at every P2P shuffle and about a lost worker's
+    results (a node recomputed for them says so itself, ``node_task``)."""
     return not str(record.msg).startswith(
         ("Shuffle %s initialized by task", "Shuffle %s deactivated", "Removing worker")
     )
@@ -202,10 +191,8 @@ for _name in ("distributed.scheduler", "distributed.shuffle._scheduler_plugin"):
 
 
 def _not_an_early_ctrl_c(record: logging.LogRecord) -> bool:
-    """Drops the traceback that distributed's ``sync()`` logs when Ctrl-C comes
-    before its coroutine has started: its ``cancel`` callback then reads a
-    variable not yet set (a NameError in distributed/utils.py). The run stops
-    as it should; only that traceback is wrong."""
+    """Drops ``sync()``'s bogus NameError traceback at Ctrl-C before its coroutine
+    starts (its ``cancel`` callback reads a variable not yet set)."""
     error = record.exc_info[1] if record.exc_info else None
     if not isinstance(error, NameError):
         return True

@@ -1,10 +1,6 @@
-"""What a Dask worker runs for one Kedro node.
-
-The node runs through Kedro's own ``Task``, so hooks, ``node.confirms``, async
-loading and generator nodes behave exactly as under ``SequentialRunner``. Its
-catalog holds the node's persisted datasets (loaded and saved here, on the worker)
-and a ``MemoryDataset`` for each in-memory input and output, filled from and
-returned to Dask.
+"""What a Dask worker runs for one node: Kedro's own ``Task``, so hooks, confirms, async
+loading and generator nodes behave as under ``SequentialRunner``. Its catalog holds the
+persisted datasets and a ``MemoryDataset`` per in-memory input and output.
 """
 
 from __future__ import annotations
@@ -37,12 +33,9 @@ class RunContext:
     #: Unique per run: part of every Dask key and tag of every forwarded log record.
     token: str
     run_id: str | None
-    #: Kedro's ``is_async``: load and save each node's datasets with threads.
     is_async: bool
-    #: Whether each worker was prepared for the run (``run_setup.RunSetup``):
-    #: then a node runs only where that is under way.
+    #: Workers were prepared (``run_setup.RunSetup``): nodes refuse unprepared ones.
     prepared: bool
-    #: The driver's logger levels, which workers take.
     logging_levels: dict[str, int]
     #: ``this_process()`` of the driver: a worker in that process logs directly.
     driver_process: str
@@ -60,7 +53,6 @@ class NodeTask:
     memory_inputs: tuple[tuple[str, str | None], ...]
     #: The outputs the task returns to Dask, in this order.
     memory_outputs: tuple[str, ...]
-    #: Whether the node's code or datasets compute dask collections.
     computes_dask_collections: bool = False
     #: Whether the node loads or saves files of this machine (``shared_storage``).
     uses_local_files: bool = False
@@ -68,20 +60,14 @@ class NodeTask:
 
 @dataclass(frozen=True)
 class Inline:
-    """A small pipeline input passed inside a task's arguments; wrapped, so that
-    Dask hands it over as it is instead of searching it for futures."""
+    """A small pipeline input, wrapped so Dask does not search it for futures."""
 
     value: Any
 
 
 def run_node_task(task: NodeTask, *upstream: Any) -> Any:
-    """Runs ``task.node`` on this worker and returns its in-memory outputs.
-
-    ``upstream`` starts with the values of ``task.memory_inputs`` (``Inline`` for
-    small pipeline inputs); any further arguments only make Dask wait for nodes
-    whose outputs are persisted.
-    Returns ``None``, the single in-memory output, or a tuple of them.
-    """
+    """``upstream``: the values of ``task.memory_inputs``, then arguments that only make
+    Dask wait for nodes with persisted outputs. Returns None, one output or a tuple."""
     if task.computes_dask_collections or any(map(is_dask_collection, upstream)):
         leave_the_worker_thread_pool()
     node, persisted, hook_manager = task.node, task.persisted, _hook_manager(task)
@@ -142,13 +128,8 @@ _empty_memory_datasets: dict[str, MemoryDataset] = {}
 
 
 def _empty_memory_dataset(copy_mode: str) -> MemoryDataset:
-    """A new, empty ``MemoryDataset(copy_mode=copy_mode)``.
-
-    It is a shallow copy of one built once per mode: Kedro's dataset constructor
-    inspects its own signature on every call, which cost a third of this task's
-    own work for a trivial node. The copies share only the record of constructor
-    arguments, which Kedro never changes.
-    """
+    """Copies one per mode: Kedro's constructor inspects its signature on every call (a
+    third of a trivial node's task); copies share only its never-changed init args."""
     if copy_mode not in _empty_memory_datasets:
         _empty_memory_datasets[copy_mode] = MemoryDataset(copy_mode=copy_mode)
     return copy.copy(_empty_memory_datasets[copy_mode])
@@ -158,13 +139,8 @@ _inferred_copy_modes: dict[type, str] = {}
 
 
 def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
-    """The copy mode Kedro's ``MemoryDataset`` applies when it loads ``value``.
-
-    Without a mode, Kedro infers one on every load, and each inference retries
-    importing optional libraries (ibis): a failed import scans ``sys.path``, about
-    half of this task's own work for a trivial node. The answer depends only on
-    the value's type, so Kedro is asked once per type in this process.
-    """
+    """Kedro infers a mode on every load, retrying optional imports (ibis) that scan
+    ``sys.path`` (half a trivial node's task); it depends only on the type, so cache."""
     if copy_mode is not None:
         return copy_mode
     kind = type(value)
@@ -174,8 +150,7 @@ def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
 
 
 def _hook_manager(task: NodeTask) -> Any:
-    """The hook manager of the run on this worker: the driver's own in its
-    process, else that of the copies of its plugins (``run_setup``)."""
+    """The driver's own in its process, else that of its plugins' copies (run_setup)."""
     run = task.run
     if run.driver_process == this_process():
         return driver_hook_managers.get(run.token) or _NullPluginManager()

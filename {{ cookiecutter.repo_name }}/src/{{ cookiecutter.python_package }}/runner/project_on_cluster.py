@@ -1,14 +1,8 @@
-"""Putting the project's code on the cluster's scheduler and workers, those that
-join later included: ``upload_project`` (a copy of its package, with Dask's
-``UploadFile``) or ``install_wheel`` (the wheel ``kedro package`` builds, pip
-installed by Dask's ``InstallPlugin``, one process of a machine at a time).
-
-Both are named after the code's content: the same code is sent once, and a run
-never replaces what another run imports. The plugins travel by value (the
-processes they run in do not have the project yet), so what they run imports
-nothing but the standard library and distributed. Once the new code is in place,
-the package's modules already imported there are forgotten, so that the next
-node imports the new code (but in this process: its code is the new code).
+"""Puts the project's code on the scheduler and workers, late joiners included:
+``upload_project`` (a zip of its package) or ``install_wheel`` (pip, one process of
+a machine at a time). Builds are named after their content: the same code is sent
+once and a run never replaces what another imports. The plugins travel by value
+(those processes lack the project), so they import only stdlib and distributed.
 """
 
 from __future__ import annotations
@@ -46,8 +40,7 @@ def put_project_on_cluster(
     package: str | None,
     elsewhere: bool,
 ) -> None:
-    """Uploads or installs the project's code, as ``config`` asks; by default
-    uploads it to workers that may be on other machines (``elsewhere``)."""
+    """By default uploads the code only if workers may be on other machines."""
     upload = config.upload_project if config.upload_project is not None else elsewhere
     driver = (socket.gethostname(), os.getpid())
     if config.install_wheel:
@@ -62,26 +55,22 @@ def put_project_on_cluster(
         except Exception as exc:
             raise DaskSetupError(
                 f"Could not install {wheel.name} on the Dask cluster: "
-                f"{type(exc).__name__}: {exc}. The scheduler and workers need pip "
-                f"and write access to their Python environment; with "
-                f"install_requirements: true, also an index they reach."
+                f"{type(exc).__name__}: {exc}. For dask_client.install_wheel its "
+                f"processes need pip and write access to their Python environment "
+                f"(and an index they reach, for install_requirements: true)."
             ) from exc
     elif upload and package:
         content = _zipped(package)
         build = _build_name(package, content)
         logger.info("Uploading the %s package to the Dask cluster", package)
         with tempfile.TemporaryDirectory() as folder:
-            archive = Path(folder, f"{build}.zip")
-            archive.write_bytes(content)
-            plugins = (
-                _ToScheduler(str(archive), driver),
-                _ToWorkers(str(archive), driver),
-            )
+            archive = os.path.join(folder, f"{build}.zip")
+            Path(archive).write_bytes(content)
+            plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
         _register(client, build, *plugins)
 
 
 def _build_name(stem: str, content: bytes) -> str:
-    """Named after the content: the same code is sent once."""
     return f"{stem}-{hashlib.sha256(content).hexdigest()[:16]}"
 
 
@@ -104,7 +93,7 @@ def _zipped(package: str) -> bytes:
 
 
 def _forget(package: str, driver: tuple[str, int]) -> None:
-    """Makes the next import of ``package`` read the new code."""
+    """Makes the next import of ``package`` read the new code (the driver's is new)."""
     importlib.invalidate_caches()
     if (socket.gethostname(), os.getpid()) != driver:
         for name in [n for n in sys.modules if n.split(".")[0] == package]:
@@ -134,9 +123,8 @@ class _ToScheduler(SchedulerUploadFile):
 
 
 class _Installer:
-    """pip-installs the wheel into the environment of the process that calls it,
-    once per build (``InstallPlugin`` wants it idempotent), locked against other
-    processes sharing the environment (a shared file system)."""
+    """Installs once per build (InstallPlugin wants it idempotent), locked against
+    other processes sharing the environment (a shared file system)."""
 
     def __init__(
         self,
@@ -167,8 +155,7 @@ class _Installer:
             wheel.write_bytes(self.content)
             pip = [sys.executable, "-m", "pip", "install", "--no-input", "--quiet"]
             pip += ["--disable-pip-version-check"]
-            # The same name and version may hold new code: reinstall the wheel
-            # itself, then (if asked) let pip add the requirements it lacks.
+            # Same name and version may hold new code: reinstall it, then add deps.
             steps = [[*pip, "--force-reinstall", "--no-deps", str(wheel)]]
             steps += [[*pip, str(wheel)]] if self.requirements else []
             for step in steps:
@@ -180,5 +167,4 @@ class _Installer:
                     )
 
 
-# The processes the plugins run in do not have the project yet.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -1,10 +1,6 @@
-"""Nodes Dask computes a second time: their saves and hooks happen once.
-
-Dask recomputes a finished node whose in-memory outputs were lost with their
-worker. The scheduler marks that task (``MarkRecomputed``), so that the node's
-new worker recomputes the outputs without saving the node's datasets or firing
-its hooks again (``node_task``). The plugin travels by value: the scheduler may
-not have the project's package.
+"""Dask recomputes a finished node whose in-memory outputs died with their worker:
+the scheduler marks the task (``MarkRecomputed``), so ``node_task`` skips its saves
+and hooks. Pickled by value: the scheduler may not have the project's package.
 """
 
 from __future__ import annotations
@@ -16,14 +12,11 @@ import cloudpickle
 import distributed
 from distributed.diagnostics.plugin import SchedulerPlugin
 
-#: The annotation the scheduler gives a node task it computes again.
 RECOMPUTED = "kedro-recomputed"
 
 
 class MarkRecomputed(SchedulerPlugin):
-    """On the scheduler: marks a node task that finished and lost its result
-    with its worker, as Dask sends it to be computed again. Registered once per
-    cluster (its name)."""
+    """Marks a node task whose result was lost (memory -> released) for recompute."""
 
     name = "kedro-mark-recomputed-nodes"
     idempotent = True
@@ -41,7 +34,7 @@ class MarkRecomputed(SchedulerPlugin):
 
 
 def recomputing() -> bool:
-    """In a node task: whether the scheduler marked it as computed again."""
+    """In a node task: whether the scheduler marked it as recomputed."""
     worker = distributed.get_worker()
     task = worker.state.tasks.get(worker.get_current_task())
     return bool(task is not None and (task.annotations or {}).get(RECOMPUTED))

@@ -1,17 +1,9 @@
-"""What every worker needs for one run, and what the driver does around it.
-
-A run registers ``RunSetup``, a worker plugin: each worker, those that join later
-included, takes the environment the run's plugins set on the driver and checks
-that it sees the run's local files (``shared_storage``); its first node builds
-the copies of the driver's plugins (``hooks_here``, ``worker_hooks``). Once the
-run is over the driver collects what those copies learnt and removes the plugin:
-a node task that starts after that does not run.
-
-The plugin travels by value (cloudpickle, registered below): a worker that joins
-later unpickles its plugins before the project's package reaches it
-(``upload_project``), and a plugin that fails to unpickle there stops the worker
-from starting. So what its methods run uses nothing of the project but this
-module and ``shared_storage``.
+"""One run's state on each worker, late joiners too: the ``RunSetup`` worker plugin
+sets the driver's run environment and checks the local files; the first node makes
+copies of the driver's plugins. After the run the driver collects what they learnt
+and removes the plugin, so later node tasks do not run. It travels by value and is
+unpickled before the project arrives (a failure stops the worker), so it uses only
+this module and ``shared_storage``.
 """
 
 from __future__ import annotations
@@ -39,7 +31,7 @@ from .worker_hooks import (
 
 
 class RunSetup(WorkerPlugin):
-    """One run's state on one worker (see the module docstring)."""
+    """One run's state on one worker."""
 
     def __init__(
         self,
@@ -58,8 +50,7 @@ class RunSetup(WorkerPlugin):
         self.driver_registry = driver_registry
         #: The copies of the plugins, made by this worker's first node of the run.
         self.hooks_on_worker: Any = None
-        #: The directories of the run's local files this worker does not see:
-        #: its nodes that use them stop the run instead of running.
+        #: Run directories this worker does not see: nodes using them stop the run.
         self.unseen: list[str] = []
         #: What went wrong preparing this worker: its nodes raise it.
         self.error: BaseException | None = None
@@ -70,8 +61,7 @@ class RunSetup(WorkerPlugin):
         return f"kedro-run-{token}"
 
     async def setup(self, worker: distributed.Worker) -> None:
-        """Never raises: a worker plugin that fails here would fail the start of
-        a worker that joins later."""
+        """Never raises: that would fail the start of a worker that joins later."""
         try:
             registry = sys.modules.get(self.driver_registry)
             if self.token not in getattr(registry, "driver_hook_managers", {}):
@@ -85,8 +75,7 @@ class RunSetup(WorkerPlugin):
         self.finish()
 
     def finish(self) -> dict[str, Any]:
-        """Ends the run here: gives back the environment and returns what the
-        plugins' copies added to their attributes."""
+        """Restores the environment; returns what the plugins' copies added."""
         copies, self.hooks_on_worker = self.hooks_on_worker, None
         set_environment(self._saved)
         self._saved = {}
@@ -118,10 +107,9 @@ _copies_lock = threading.Lock()
 
 
 def hooks_here(token: str, uses_local_files: bool) -> Any:
-    """In a node task on a worker prepared for run ``token``: the hook manager
-    of the copies of the run's plugins, made by its first node here (None: the
-    run has none). Refuses a node that uses files this worker does not see as
-    the driver does. Not part of the plugin: it runs with the project there."""
+    """In a node task: the hook manager of the run's plugin copies here (None: no
+    plugins); refuses a node using files this worker does not see. Not part of the
+    plugin: it runs with the project there."""
     worker = distributed.get_worker()
     setup = worker.plugins.get(RunSetup.name_for(token))
     if setup is None:
@@ -149,9 +137,8 @@ def workers_prepared(
     hooks: WorkerHooks | None,
     storage: SharedStorage | None,
 ) -> Iterator[None]:
-    """Registers the run's plugin (refusing the run if a worker does not see its
-    files); afterwards merges what the workers' copies of the driver's plugins
-    learnt into the driver's, and removes the run from the workers."""
+    """Registers the run's plugin, refusing the run if a worker misses its files;
+    afterwards merges what the workers' plugin copies learnt into the driver's."""
     driver_hook_managers[token] = hook_manager  # for workers in this process
     name = RunSetup.name_for(token)
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})

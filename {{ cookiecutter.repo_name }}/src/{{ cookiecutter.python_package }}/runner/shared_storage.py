@@ -1,14 +1,9 @@
 """Whether the Dask workers see this machine's files where the catalog puts them.
 
-Kedro makes the catalog's local paths absolute on the machine that runs
-``kedro run``; a node's task loads and saves them on its worker. A worker on
-another machine that does not share that disk would read another copy and save
-where this machine never finds the outputs. So the driver writes a marker file
-named after the run into each directory that holds the run's local datasets, and
-each worker looks for them all when it is prepared for the run (``run_setup``):
-a worker that misses one stops the run before any node runs, and one that joins
-later stops it before one of its nodes touches those files. Remote paths
-(``s3://``, ``gcs://``, ...) need no check.
+Local catalog paths are absolute on the ``kedro run`` machine: a worker without that
+disk would read another copy and save where the driver never looks. So the driver
+marks each directory of the run's local datasets and every worker, late joiners too
+(``run_setup``), checks them before its nodes touch those files.
 """
 
 from __future__ import annotations
@@ -29,8 +24,7 @@ class SharedStorage:
 
     #: Dataset names by the existing directory that holds them.
     datasets: Mapping[str, list[str]]
-    #: Marker file name per directory; for a directory the driver cannot write
-    #: to, the names, sizes and times of its files instead.
+    #: Marker file per directory, or its file listing where the driver cannot write.
     proofs: Mapping[str, str | tuple] = field(default_factory=dict)
 
     @classmethod
@@ -61,24 +55,19 @@ class SharedStorage:
         return [f for f, proof in self.proofs.items() if not _sees(f, proof)]
 
     def uses(self, names: Iterable[str]) -> bool:
-        """Whether any of the datasets ``names`` is in these directories."""
         return any(name in found for found in self.datasets.values() for name in names)
 
     def refusal(self, unseen: Mapping[str, list[str]]) -> str:
-        """One paragraph for the workers that do not see the run's files."""
         folders = sorted({folder for missing in unseen.values() for folder in missing})
         names = sorted({name for folder in folders for name in self.datasets[folder]})
         return (
             f"The Dask workers {', '.join(sorted(unseen))} do not see this "
             f"machine's files at the paths of the datasets {', '.join(names)} "
-            f"(under {', '.join(folders)}): their nodes would read another disk's "
-            f"copies and save where this machine never finds the outputs, so the "
-            f"run was stopped before they touched them. Put the data on storage "
-            f"every worker reaches at the same path and point the catalog there "
-            f"(conf/remote/globals.yml: data_root, a shared mount or an object "
-            f"store such as s3://...), or mount this machine's data folder at the "
-            f"same path on every worker. If the workers' own copies are what you "
-            f"want, set dask_client.check_shared_storage: false."
+            f"(under {', '.join(folders)}): their nodes would use other copies, "
+            f"so the run was stopped before they touched them. Put the data where "
+            f"every worker reaches it at the same path (conf/remote/globals.yml: "
+            f"data_root, a shared mount or s3://...), or, if the workers' own "
+            f"copies are what you want, set dask_client.check_shared_storage: false."
         )
 
 

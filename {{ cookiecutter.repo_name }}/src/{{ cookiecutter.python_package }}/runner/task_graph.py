@@ -1,10 +1,7 @@
-"""A Kedro pipeline as one Dask graph, submitted and followed.
-
-Each node becomes one task, keyed ``(<function>-<run token>-<node name>,)``. In-memory
-datasets (names the catalog doesn't persist, and ``MemoryDataset`` entries) are task
-results: they stay on the worker that made them, move only to a worker whose node
-needs them, and Dask frees them once their last consumer has finished. A node that
-needs a persisted dataset waits for its producer but takes no data from it.
+"""A Kedro pipeline as one Dask graph, one task per node. In-memory datasets (names the
+catalog doesn't persist, and ``MemoryDataset`` entries) are task results: they stay on
+the worker that made them, move only to a consumer's worker, and Dask frees them after
+their last consumer. A node needing a persisted dataset waits for its producer only.
 """
 
 from __future__ import annotations
@@ -28,25 +25,20 @@ from .errors import DaskSetupError
 from .node_task import Inline, NodeTask, RunContext, run_node_task
 from .shared_storage import SharedStorage
 
-#: Pipeline inputs (parameters, pre-filled ``MemoryDataset``s) up to this size
-#: travel inside the task of every node that takes them.
+#: Pipeline inputs up to this size travel inside the task of every node taking them.
 INLINE_BYTES = 64 * 2**10
 
 
 @dataclass
 class SubmittedGraph:
-    """The futures the driver holds for a submitted pipeline.
-
-    It holds no intermediate data: a node's future is dropped once the node has
-    finished, so Dask frees its in-memory outputs after their last consumer.
-    """
+    """Holds no intermediate data: a node's future is dropped once the node finishes."""
 
     client: distributed.Client
-    #: Where the scheduler was when the run was submitted.
+    #: Kept to name the scheduler once it has gone away.
     scheduler_address: str
-    #: Futures of the nodes that have not finished yet.
+    #: Nodes not finished yet.
     node_futures: dict[distributed.Future, Node]
-    #: Pipeline outputs without a persisting catalog entry, returned to the caller.
+    #: Unpersisted pipeline outputs, returned to the caller.
     free_outputs: dict[str, distributed.Future]
     #: Tasks returning the large parameters and pre-filled ``MemoryDataset``s.
     inputs: list[distributed.Future] = field(default_factory=list)
@@ -54,10 +46,8 @@ class SubmittedGraph:
     _lost: list[distributed.Future] = field(default_factory=list)
 
     def follow(self) -> None:
-        """Has each node future enter a queue once it is no longer pending: a
-        done-callback each, registered from the client's event loop (from this
-        thread each would wake the loop up; ``as_completed`` costs several
-        coroutines per future)."""
+        """Callbacks added in the client's loop (from here each wakes it; as_completed
+        costs several coroutines per future)."""
 
         async def follow(futures: list[distributed.Future]) -> None:
             for future in futures:
@@ -66,9 +56,7 @@ class SubmittedGraph:
         self.client.sync(follow, list(self.node_futures))
 
     def completed(self, timeout: float) -> list[distributed.Future]:
-        """The futures finished, erred or cancelled since the last call; waits
-        up to ``timeout`` for one. A future whose result was lost with its worker
-        after it finished is held back until Dask has computed it again."""
+        """Futures done since the last call, holding back any lost with its worker."""
         try:
             batch = [self._done.get(timeout=timeout)]
         except queue.Empty:
@@ -85,12 +73,7 @@ class SubmittedGraph:
         return [f for f in batch if f.status != "lost"]
 
     def cancel(self) -> None:
-        """Stops every node that has not finished and forgets all futures.
-
-        Releasing every future this run holds leaves no task of it wanted, so
-        the scheduler drops them all, queued or running (``client.cancel`` trips
-        an assertion in Dask's scheduler on tasks no client holds).
-        """
+        """Releases all (``client.cancel`` asserts on tasks no client holds)."""
         if self.client.status == "running":  # else they went with the scheduler
             for future in [
                 *self.node_futures,
@@ -143,7 +126,6 @@ class TaskGraph:
         )
 
     def _check_serialisable(self) -> None:
-        """Names every node and dataset that a worker process could not receive."""
         problems = [
             f"node '{n.name}': {p}" for n in self._tasks if (p := _unpicklable(n))
         ]
@@ -185,13 +167,8 @@ class TaskGraph:
         retries: int = 0,
         resources: dict[Node, dict[str, float]] | None = None,
     ) -> SubmittedGraph:
-        """Submits every node in one graph; Dask starts each when its inputs exist.
-
-        One graph, not a ``client.submit`` per node: the scheduler takes it in one
-        message, and what the tasks share (the run's context) is pickled once.
-        Nodes that ask for the same worker resources share a layer, which carries
-        the request (Dask annotates whole layers).
-        """
+        """One graph: one message, the run context pickled once. Nodes asking for the
+        same resources share a layer, as Dask annotates whole layers."""
         token, resources = self._run.token, resources or {}
         providers = self._pipeline_inputs(client)
         layers: dict[tuple, dict[tuple[str], tuple]] = {}
@@ -247,8 +224,7 @@ class TaskGraph:
         return submitted
 
     def _order_only_parents(self) -> dict[Node, list[Node]]:
-        """For each node, the parents that give it only persisted data: the node
-        must wait for them but takes no data from them."""
+        """For each node, the parents it waits for but takes no in-memory data from."""
         waits_for = {}
         for node, parents in self._pipeline.node_dependencies.items():
             memory_inputs = {name for name, _ in self._tasks[node].memory_inputs}
@@ -260,14 +236,9 @@ class TaskGraph:
         return waits_for
 
     def _pipeline_inputs(self, client: distributed.Client) -> dict[str, Any]:
-        """Sends parameters and pre-filled ``MemoryDataset``s with the nodes' tasks.
-
-        A small value travels inside the task of each node that takes it, so that
-        node can start on any worker (a value held by one worker would draw all
-        its consumers there). A large value becomes one task that returns it, not
-        a ``scatter``: a task's result that dies with its worker is recomputed
-        elsewhere, scattered data is lost for good.
-        """
+        """Small values go inside each consumer's task, so it can start on any worker. A
+        large one becomes a task returning it, not a ``scatter``: a lost task result is
+        recomputed elsewhere, scattered data is lost for good."""
         providers: dict[str, Any] = {}
         for name in sorted(self._pipeline.inputs() & self._memory.keys()):
             value = self._datasets[name].load()
@@ -282,8 +253,7 @@ class TaskGraph:
 def check_resources(
     client: distributed.Client, resources: dict[Any, dict[str, float]]
 ) -> None:
-    """Refuses a run whose nodes ask for resources no worker has: Dask would
-    wait for such a worker forever."""
+    """Refuses resources no worker has: Dask would wait for such a worker forever."""
     wanted = {name for request in resources.values() for name in request}
     workers = client.scheduler_info(n_workers=-1)["workers"].values() if wanted else []
     available = {name for worker in workers for name in worker.get("resources", {})}

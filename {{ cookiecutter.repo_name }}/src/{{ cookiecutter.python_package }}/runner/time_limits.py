@@ -1,13 +1,8 @@
-"""Per-node time limits: ``dask_client.tag_timeouts``.
-
-A limit counts from the moment the node starts on its worker, not from when it
-was submitted (it may wait behind other nodes): a worker plugin tells the driver
-when a limited node starts, and the driver times it with its own clock.
-
-Python cannot stop a thread: a node past its limit is cancelled and the run
-fails, but the worker thread running it stays busy until the node returns. The
-runner stops the workers of a LocalCluster it started with the run; a worker of
-a cluster that was already running must be restarted if the node never returns.
+"""Per-node time limits (``dask_client.tag_timeouts``), counted from the node's start
+on its worker (a worker plugin reports it), not from its submission. Python cannot
+stop a thread: past its limit a node is cancelled and the run fails, but its worker
+thread stays busy until it returns (the runner stops a LocalCluster it started; an
+already running cluster's worker may need a restart).
 """
 
 from __future__ import annotations
@@ -16,7 +11,6 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 import cloudpickle
@@ -28,8 +22,7 @@ TOPIC = "kedro-node-started"
 
 
 class NodeClock:
-    """On the driver: the limit of each limited node of one run, and when each
-    of them started."""
+    """On the driver: one run's limited nodes, and when each started."""
 
     def __init__(self, nodes: list[Node], tag_timeouts: Mapping[str, float]) -> None:
         #: ``(seconds, tag)`` of the smallest limit of each node's tags, by name.
@@ -41,7 +34,7 @@ class NodeClock:
         self._started: dict[str, float] = {}
         self._finished: set[str] = set()
 
-    @contextmanager
+    @contextlib.contextmanager
     def running(self, client: distributed.Client, run_token: str) -> Iterator[None]:
         if not self.limits:
             yield
@@ -63,31 +56,27 @@ class NodeClock:
                     client.unregister_worker_plugin(name)
 
     def finished(self, name: str) -> None:
-        """Stops timing a node that has finished."""
         if name in self.limits:
             self._finished.add(name)
 
     def overdue(self) -> str | None:
-        """Why the run must stop, if a node that has not finished is past its
-        limit."""
+        """Why the run must stop, if an unfinished node is past its limit."""
         now = time.monotonic()
         for name, began in list(self._started.items()):  # the loop thread adds
             seconds, tag = self.limits[name]
             if now - began > seconds and name not in self._finished:
                 return (
                     f"Kedro node '{name}' ran longer than {seconds:g} s, the limit "
-                    f"dask_client.tag_timeouts gives its tag '{tag}', so the run was "
-                    f"stopped. Raise the limit if the node needs longer. A Dask "
-                    f"worker cannot interrupt a running node: on a cluster that was "
-                    f"already running, restart the worker if the node never returns."
+                    f"dask_client.tag_timeouts gives its tag '{tag}': run stopped. "
+                    "Raise the limit if the node needs longer. On a cluster that was "
+                    "already running, restart the worker if the node never returns."
                 )
         return None
 
 
 class _AnnounceStarts(WorkerPlugin):
-    """On a worker: tells the driver of a run when one of its limited nodes
-    starts (a node task's key is ``<function>-<run token>-<node name>``; the
-    keys of the run's other tasks start with the token)."""
+    """On a worker: tells the driver when a limited node starts (a node task's key is
+    ``<function>-<run token>-<node name>``; the run's other keys start with it)."""
 
     def __init__(self, run_token: str, nodes: set[str]) -> None:
         self.run_token, self.nodes = run_token, nodes

@@ -1,20 +1,8 @@
-"""Kedro hooks on Dask workers: the driver's plugins, as its run made them.
-
-Plugins keep state from one hook to the next: kedro-mlflow opens its MLflow run in
-``before_pipeline_run`` and logs each node's parameters into it; kedro-viz keeps
-the catalog from ``after_catalog_created``, collects dataset statistics in the
-dataset hooks and writes them in ``after_pipeline_run``. Pipeline hooks fire on
-the driver, node and dataset hooks where the node runs, so (README, "Hooks and
-plugins"):
-
-- Workers fire node and dataset hooks on copies of the driver's plugin instances,
-  pickled once when the run starts, after ``before_pipeline_run``.
-- What the copies add to dict, list and set attributes is merged into the
-  driver's instances before ``after_pipeline_run`` (or ``on_pipeline_error``).
-- Environment variables set on the driver since the runner was created (MLflow's
-  tracking URI and credentials, for one) are set on the workers for the run.
-- Workers in the driver's own process (``processes: false``) fire the driver's
-  instances themselves.
+"""Kedro hooks on Dask workers. Plugins keep state across hooks (kedro-mlflow's run,
+kedro-viz's statistics) but node and dataset hooks fire where the node runs, so the
+workers fire them on copies of the plugins pickled after ``before_pipeline_run``,
+with the driver's new environment variables; what the copies add to dict, list and
+set attributes is merged back before ``after_pipeline_run`` (README, "Hooks...").
 """
 
 from __future__ import annotations
@@ -24,7 +12,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +38,14 @@ class WorkerHooks:
 
     #: The plugins that implement node or dataset hooks, by name, pickled.
     plugins: bytes
-    #: Variables the driver's environment gained (or lost: None) since the
-    #: runner was created.
+    #: Variables set (or removed: None) on the driver since the runner was created.
     environment: Mapping[str, str | None]
 
 
 def worker_hooks(
     hook_manager: Any, environment_before: Mapping[str, str]
 ) -> WorkerHooks | None:
-    """The run's plugins and environment for the workers; None if there is
-    nothing to send."""
+    """The run's plugins and environment for the workers; None if nothing to send."""
     plugins = {}
     if isinstance(hook_manager, PluginManager):
         plugins = {
@@ -68,20 +54,15 @@ def worker_hooks(
             if NODE_HOOKS & {c.name for c in hook_manager.get_hookcallers(plugin) or ()}
         }
     environment: dict[str, str | None] = {
-        name: value
-        for name, value in os.environ.items()
-        if environment_before.get(name) != value
+        n: v for n, v in os.environ.items() if environment_before.get(n) != v
     }
-    environment.update(
-        {name: None for name in environment_before if name not in os.environ}
-    )
+    environment.update({n: None for n in environment_before if n not in os.environ})
     if not plugins and not environment:
         return None
     return WorkerHooks(_pickled(plugins, hook_manager), environment)
 
 
-#: The driver's hook managers of the runs under way in this process, by run
-#: token: workers in the driver's own process fire these.
+#: Hook managers of the runs under way, by token: in-process workers fire these.
 driver_hook_managers: dict[str, Any] = {}
 
 
@@ -89,8 +70,7 @@ class HooksOnWorker:
     """A worker process's copies of one run's plugins."""
 
     def __init__(self, plugins: bytes) -> None:
-        # Unpickling imports the plugins' modules: what they warn about as they
-        # are imported, the driver has shown already.
+        # Unpickling imports their modules, whose warnings the driver has shown.
         with import_warnings_silenced():
             self._as_sent = cloudpickle.loads(plugins)
         self._plugins = cloudpickle.loads(plugins)
@@ -112,8 +92,7 @@ class HooksOnWorker:
 
 @contextmanager
 def import_warnings_silenced() -> Iterator[None]:
-    """Silences warnings meanwhile, also those of libraries that add filters of
-    their own or route warnings to logging as they are imported."""
+    """Also for libraries that add their own filters or log warnings on import."""
     captured = logging.getLogger("py.warnings")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -126,7 +105,6 @@ def import_warnings_silenced() -> Iterator[None]:
 
 
 def merge_additions(hook_manager: Any, additions: Mapping[str, Mapping]) -> None:
-    """Merges what one worker's copies added into the driver's plugins."""
     for name, attributes in additions.items():
         plugin = hook_manager.get_plugin(name)
         for attribute, added in attributes.items():
@@ -135,15 +113,9 @@ def merge_additions(hook_manager: Any, additions: Mapping[str, Mapping]) -> None
 
 @contextmanager
 def mlflow_runs_left_open() -> Iterator[None]:
-    """Drops the MLflow runs a node's hooks opened in this worker thread.
-
-    kedro-mlflow's ``before_node_run`` re-opens the driver's MLflow run in the
-    thread that runs the node, and leaves it open there (as under ThreadRunner,
-    whose threads end with the run). A Dask worker thread outlives the run: the
-    next run's ``start_run`` would find the old run active there (and fail, with
-    ``nested: false`` in mlflow.yml). The run is only dropped from the thread,
-    not ended: the driver ends it.
-    """
+    """Drops (the driver ends them) MLflow runs a node's hooks left open here:
+    kedro-mlflow re-opens the driver's run in the node's thread, which outlives the
+    run on Dask, so the next run's ``start_run`` would find it still active."""
     fluent = sys.modules.get("mlflow.tracking.fluent")
     depth = len(fluent._active_run_stack.get()) if fluent else 0
     try:
@@ -196,10 +168,8 @@ def _merge(target: Any, added: Any) -> None:
 
 
 def _pickled(plugins: dict[str, Any], hook_manager: Any) -> bytes:
-    try:
+    with suppress(Exception):
         return cloudpickle.dumps(plugins)
-    except Exception:
-        pass
     problems = []
     for name, plugin in plugins.items():
         try:
@@ -207,10 +177,9 @@ def _pickled(plugins: dict[str, Any], hook_manager: Any) -> bytes:
         except Exception as exc:
             problems.append(f"{name} ({type(plugin).__qualname__}: {exc})")
     raise DaskSetupError(
-        f"The Kedro plugins {'; '.join(problems)} have node or dataset hooks, "
-        f"which DaskRunner fires on the Dask workers with copies of the plugins, "
-        f"and they cannot be copied to another process. Run the nodes as threads "
-        f"of this process (dask_client.processes: false), make the plugin "
+        f"The Kedro plugins {'; '.join(problems)} have node or dataset hooks, fired "
+        f"on the Dask workers with copies of the plugins, but cannot be pickled. Set "
+        f"dask_client.processes: false (workers as threads), make the plugin "
         f"picklable (drop what cannot travel in __getstate__), or disable its hooks "
         f"with DISABLE_HOOKS_FOR_PLUGINS in settings.py."
     )

@@ -1,14 +1,8 @@
-"""Imported once by the process that a LocalCluster's worker processes fork from
-(Python's forkserver), so that every worker starts with this project's pipelines,
-the libraries their nodes use and the installed Kedro plugins already imported.
-
-``DaskRunner`` starts that process when it is created, while Kedro is still
-loading the project, so the imports run on another core meanwhile (see
-``local_cluster.start_worker_forkserver``). Without this, each worker imports them when
-its first node arrives, and prints what they warn about as they are imported
-once per worker (the driver, which imports them too, has shown it already). A
-module that fails to import here is left alone: the worker that needs it imports
-it again and reports the error with the node.
+"""Imported once by the forkserver LocalCluster workers fork from, so each worker starts
+with the project's pipelines, their libraries and Kedro plugins imported; otherwise each
+imports them on its first node and repeats their import warnings. ``DaskRunner`` starts
+it early (``local_cluster.start_worker_forkserver``) to overlap Kedro's project loading.
+Failed imports are ignored here: the worker that needs the module reports the error.
 """
 
 from __future__ import annotations
@@ -22,8 +16,7 @@ from .worker_hooks import import_warnings_silenced
 
 
 def _import_pipelines_and_plugins(package: str) -> None:
-    """Imports ``<package>.pipelines.<name>`` for each pipeline, as Kedro's
-    ``find_pipelines`` does in the driver, and the plugins' hooks."""
+    """As Kedro's ``find_pipelines`` does in the driver, plus the plugins' hooks."""
     with contextlib.suppress(Exception):
         pipelines = importlib.import_module(f"{package}.pipelines")
         for module in pkgutil.iter_modules(pipelines.__path__):
