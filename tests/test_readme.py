@@ -34,3 +34,13 @@ def test_the_readme_states_the_supported_kedro_versions():
         f"Kedro versions: `{context['_kedro_versions']}`"
         in (ROOT / "README.md").read_text()
     )
+
+
+def test_the_project_readme_says_why_each_runner_module_exists():
+    project = ROOT / "{{ cookiecutter.repo_name }}"
+    runner = project / "src" / "{{ cookiecutter.python_package }}" / "runner"
+    text = (project / "README.md").read_text()
+    section = text.split("## Inside `runner/`", 1)[1].split("\n## ", 1)[0]
+    listed = re.findall(r"^\| `(\w+\.py)` \|", section, flags=re.MULTILINE)
+    modules = sorted(p.name for p in runner.glob("*.py") if p.name != "__init__.py")
+    assert sorted(listed) == modules
