@@ -46,8 +46,8 @@ class SubmittedGraph:
     _lost: list[distributed.Future] = field(default_factory=list)
 
     def follow(self) -> None:
-        """Callbacks added in the client's loop (from here each wakes it; as_completed
-        costs several coroutines per future)."""
+        """Queues each node future once done, with callbacks added in the client's
+        loop (from here each wakes it; as_completed costs coroutines per future)."""
 
         async def follow(futures: list[distributed.Future]) -> None:
             for future in futures:
@@ -73,7 +73,8 @@ class SubmittedGraph:
         return [f for f in batch if f.status != "lost"]
 
     def cancel(self) -> None:
-        """Releases all (``client.cancel`` asserts on tasks no client holds)."""
+        """Releases every future: the scheduler drops the run's tasks, queued or
+        running (``client.cancel`` asserts on tasks no client holds)."""
         if self.client.status == "running":  # else they went with the scheduler
             for future in [
                 *self.node_futures,
