@@ -25,6 +25,7 @@ from .errors import DaskSetupError
 from .interrupts import CtrlCHeldBack, ctrl_c_kept
 from .local_cluster import (
     LOCAL_DASHBOARD,
+    check_not_a_worker_starting,
     local_cluster_kwargs,
     start_worker_forkserver,
     stop_workers_at_once_if_the_run_failed,
@@ -71,7 +72,9 @@ def dask_client(
 
 
 def prepare_local_cluster(config: DaskClientConfig) -> None:
-    """Starts now the fork server of the LocalCluster's workers a run will start."""
+    """Refuses a run that a starting worker process runs again, and starts now the
+    fork server of the LocalCluster's workers a run will start."""
+    check_not_a_worker_starting()
     starts_cluster = _existing(config) == (None, None)
     if starts_cluster and where_workers_run(config) == "this machine":
         with CtrlCHeldBack():

@@ -41,7 +41,6 @@ from .cluster import (
     where_workers_run,
 )
 from .errors import DaskRunError, DaskSetupError
-from .local_cluster import check_not_a_worker_starting
 from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
 from .node_task import RunContext
 from .recomputed_nodes import MarkRecomputed
@@ -70,7 +69,6 @@ class DaskRunner(AbstractRunner):
                 ``distributed.LocalCluster`` / ``distributed.Client``.
         """
         super().__init__(is_async=is_async)
-        check_not_a_worker_starting()
         self._options = dask_client
         self._config = DaskClientConfig.from_options(dask_client)
         prepare_local_cluster(self._config)
@@ -127,7 +125,7 @@ class DaskRunner(AbstractRunner):
             driver_process=this_process(),
         )
         clock = NodeClock(pipeline.nodes, config.tag_timeouts)
-        graph = TaskGraph(pipeline, datasets, run, storage)
+        graph = TaskGraph(pipeline, datasets, run)
         with (
             storage.marked(token) if storage else nullcontext() as storage,
             dask_client(config, kedro_project.PACKAGE_NAME, where) as client,

@@ -54,8 +54,6 @@ class NodeTask:
     #: The outputs the task returns to Dask, in this order.
     memory_outputs: tuple[str, ...]
     computes_dask_collections: bool = False
-    #: Whether the node loads or saves files of this machine (``shared_storage``).
-    uses_local_files: bool = False
 
 
 @dataclass(frozen=True)
@@ -154,6 +152,6 @@ def _hook_manager(task: NodeTask) -> Any:
     run = task.run
     if run.driver_process == this_process():
         return driver_hook_managers.get(run.token) or _NullPluginManager()
-    if run.prepared and (manager := hooks_here(run.token, task.uses_local_files)):
+    if run.prepared and (manager := hooks_here(run.token, task.persisted)):
         return manager
     return _NullPluginManager()

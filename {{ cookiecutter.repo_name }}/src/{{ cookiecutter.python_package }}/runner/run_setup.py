@@ -13,7 +13,7 @@ import contextlib
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import cloudpickle
@@ -106,7 +106,7 @@ def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
 _copies_lock = threading.Lock()
 
 
-def hooks_here(token: str, uses_local_files: bool) -> Any:
+def hooks_here(token: str, datasets: Iterable[str]) -> Any:
     """In a node task: the hook manager of the run's plugin copies here (None: no
     plugins); refuses a node using files this worker does not see. Not part of the
     plugin: it runs with the project there."""
@@ -119,7 +119,7 @@ def hooks_here(token: str, uses_local_files: bool) -> Any:
         )
     if setup.error is not None:
         raise setup.error
-    if setup.unseen and uses_local_files:
+    if setup.unseen and setup.storage.uses(datasets):
         raise DaskRunError(setup.storage.refusal({worker.address: setup.unseen}))
     if setup.plugins is None:
         return None

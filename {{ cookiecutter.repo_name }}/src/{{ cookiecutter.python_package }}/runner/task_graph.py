@@ -23,7 +23,6 @@ from kedro.pipeline.node import Node
 from .dask_collections import computes_dask_collections
 from .errors import DaskSetupError
 from .node_task import Inline, NodeTask, RunContext, run_node_task
-from .shared_storage import SharedStorage
 
 #: Pipeline inputs up to this size travel inside the task of every node taking them.
 INLINE_BYTES = 64 * 2**10
@@ -95,7 +94,6 @@ class TaskGraph:
         pipeline: Pipeline,
         datasets: dict[str, AbstractDataset],
         run: RunContext,
-        storage: SharedStorage | None = None,
     ) -> None:
         self._pipeline, self._run, self._datasets = pipeline, run, datasets
         self._memory = {
@@ -118,7 +116,6 @@ class TaskGraph:
                 ),
                 memory_outputs=tuple(n for n in node.outputs if n in self._memory),
                 computes_dask_collections=computes_dask_collections(node, persisted),
-                uses_local_files=bool(storage and storage.uses(persisted)),
             )
         self._check_serialisable()
         #: Whether a node saves a dataset: a node computed again must not.
