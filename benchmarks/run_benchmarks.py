@@ -252,7 +252,7 @@ def _dask_runs(
         n_workers=report.WORKERS,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=":0",
+        dashboard_address="127.0.0.1:0",
     )
     # Raw distributed's client; for DaskRunner (which connects its own) only an
     # observer of the scheduler.

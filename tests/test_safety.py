@@ -53,6 +53,7 @@ def test_a_default_run_listens_on_loopback_only(project: Path, tmp_path: Path):
     ]
     assert not exposed, sockets
     assert "Dask dashboard: http://127.0.0.1:" in tail(run.log), tail(run.log)
+    assert "The Dask dashboard listens on" not in tail(run.log)
 
 
 SECRET = "s3cr3t-token-4f9a1c"

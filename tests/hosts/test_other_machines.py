@@ -14,6 +14,8 @@ working directory outside any project, as on real machines.
 - The same over TLS; without `security` the run is refused.
 - An S3 object store (SeaweedFS on a host of its own) as data_root instead of
   a shared mount gives SequentialRunner's outputs too.
+- A LocalCluster dashboard on every interface (of the driver's namespace) is
+  warned about.
 
 One network and cluster for the module; each test writes under a data root of
 its own. The figures the tests measure are printed (`pytest -s` shows them).
@@ -991,3 +993,28 @@ def test_an_object_store_as_data_root_gives_sequentials_outputs(lan: Lan) -> Non
         assert files_in(disk) == [RAW]
     assert not run_markers(lan.project, lan.shared.backing)
     MEASURED["object store (SeaweedFS S3): kedro run (s)"] = f"{result.seconds:.1f}"
+
+
+# --- 6. a dashboard open to the network is named ------------------------------
+
+
+def test_a_local_cluster_dashboard_on_every_interface_is_warned_about(
+    lan: Lan, tmp_path: Path
+) -> None:
+    """Only inside the driver's namespace may a test listen beyond loopback: the
+    LocalCluster's scheduler (a SpecCluster's, as dask-jobqueue's) serves the
+    dashboard on every interface there, and the run says so and how to stop it."""
+    project = tmp_path / "project"
+    shutil.copytree(lan.project, project)
+
+    result = kedro_on(
+        lan.driver, project, *RUN, "--params=dask_client.dashboard_address=:0"
+    )
+
+    assert result.returncode == 0, result.output
+    assert "The Dask dashboard listens on :0, so anyone who can reach" in " ".join(
+        result.output.split()
+    ), result.output
+    assert "cluster_kwargs.scheduler_options.dashboard_address" in " ".join(
+        result.output.split()
+    )

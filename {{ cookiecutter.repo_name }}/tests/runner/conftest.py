@@ -72,7 +72,10 @@ def hook_manager(recording_project: str, hook_log: Path) -> PluginManager:
 def process_cluster(hook_log: Path) -> Iterator[LocalCluster]:
     """Two single-threaded worker processes, as on a small real cluster."""
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
         yield cluster
 
@@ -81,7 +84,10 @@ def process_cluster(hook_log: Path) -> Iterator[LocalCluster]:
 def thread_cluster(hook_log: Path) -> Iterator[LocalCluster]:
     """Workers as threads of this process: no pickling between driver and nodes."""
     with LocalCluster(
-        n_workers=1, threads_per_worker=4, processes=False, dashboard_address=":0"
+        n_workers=1,
+        threads_per_worker=4,
+        processes=False,
+        dashboard_address="127.0.0.1:0",
     ) as cluster:
         yield cluster
 

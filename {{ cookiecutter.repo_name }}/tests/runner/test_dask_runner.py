@@ -75,6 +75,8 @@ def _how_the_worker_started(_: object) -> dict[str, bool]:
 
 
 PIPELINE_MODULE = "{{ cookiecutter.python_package }}.pipelines.iris.nodes"
+#: Every Dask process a test starts listens on this machine only.
+LOOPBACK = "127.0.0.1"
 
 
 class TestSettings:
@@ -229,7 +231,9 @@ class TestCatalogBeforeTheRun:
 class TestLifecycle:
     def test_starts_and_closes_its_own_cluster_every_run(self):
         before = _worker_processes()
-        runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+        runner = DaskRunner(
+            n_workers=1, threads_per_worker=1, dashboard_address=f"{LOOPBACK}:0"
+        )
         for seed in (1, 2):  # the same runner object runs twice
             result = runner.run(_doubled(), _catalog(seed=seed))
             assert result["doubled"].load() == 2 * seed
@@ -239,7 +243,9 @@ class TestLifecycle:
     def test_its_worker_processes_fork_from_the_forkserver(self):
         """Forked, they import Dask, numpy and pandas once, not once each."""
         pipeline = Pipeline([Node(_parent_command, "seed", "parent")])
-        runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+        runner = DaskRunner(
+            n_workers=1, threads_per_worker=1, dashboard_address=f"{LOOPBACK}:0"
+        )
         parent = runner.run(pipeline, _catalog(seed=0))["parent"].load()
         assert "forkserver" in parent
 
@@ -248,7 +254,9 @@ class TestLifecycle:
         project's pipelines once for every worker, and is born with SIGINT
         blocked, which the workers it forks inherit (see runner/interrupts.py)."""
         pipeline = Pipeline([Node(_how_the_worker_started, "seed", "how")])
-        runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+        runner = DaskRunner(
+            n_workers=1, threads_per_worker=1, dashboard_address=f"{LOOPBACK}:0"
+        )
         how = runner.run(pipeline, _catalog(seed=0))["how"].load()
         assert how == {"pipelines imported": True, "Ctrl-C blocked": True}
 
@@ -256,7 +264,9 @@ class TestLifecycle:
         """The forkserver keeps the environment it started with: the runner must
         hand each run's workers the environment as it is at that run."""
         pipeline = Pipeline([Node(_environment_variable, "name", "value")])
-        runner = DaskRunner(n_workers=1, threads_per_worker=1, dashboard_address=":0")
+        runner = DaskRunner(
+            n_workers=1, threads_per_worker=1, dashboard_address=f"{LOOPBACK}:0"
+        )
         for value in ("first", "second"):
             monkeypatch.setenv("DASK_RUNNER_TEST_VALUE", value)
             result = runner.run(pipeline, _catalog(name="DASK_RUNNER_TEST_VALUE"))
@@ -266,7 +276,9 @@ class TestLifecycle:
         # Worker processes skip Python's final collection when they close; workers
         # that are threads of this process must not switch it off here.
         frozen = gc.get_freeze_count()
-        runner = DaskRunner(n_workers=1, processes=False, dashboard_address=":0")
+        runner = DaskRunner(
+            n_workers=1, processes=False, dashboard_address=f"{LOOPBACK}:0"
+        )
         assert runner.run(_doubled(), _catalog(seed=5))["doubled"].load() == 10
         assert gc.get_freeze_count() == frozen
 
@@ -327,10 +339,14 @@ class TestRunOptions:
             + [Node(_worker_name, "seed", f"anywhere_{i}") for i in range(6)]
         )
         workers = {
-            "plain": {"cls": Nanny, "options": {"nthreads": 1}},
-            "gpu": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"GPU": 1}}},
+            "plain": {"cls": Nanny, "options": {"nthreads": 1, "host": LOOPBACK}},
+            "gpu": {
+                "cls": Nanny,
+                "options": {"nthreads": 1, "resources": {"GPU": 1}, "host": LOOPBACK},
+            },
         }
-        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+        options = {"host": LOOPBACK, "dashboard_address": f"{LOOPBACK}:0"}
+        scheduler = {"cls": Scheduler, "options": options}
         with SpecCluster(workers=workers, scheduler=scheduler) as cluster:
             runner = DaskRunner(
                 address=cluster.scheduler_address,
