@@ -66,7 +66,7 @@ def dask_client(
                 client = opened.enter_context(_connect(cluster, config))
                 client.worker_start_errors = errors
             opened.push(stop_workers_at_once_if_the_run_failed(cluster, client))
-        _log_dashboard(client, config, cluster)
+        _log_dashboard(client, cluster)
         opened.callback(held.__enter__)  # the first step out
         put_project_on_cluster(client, config, package_name, where == "anywhere")
         yield client
@@ -311,34 +311,27 @@ def _what_to_check(error: Exception) -> str:
     return "Check dask_client.cluster_kwargs."
 
 
-def _log_dashboard(
-    client: distributed.Client, config: DaskClientConfig, cluster: Any
-) -> None:
+def _log_dashboard(client: distributed.Client, cluster: Any) -> None:
     """Logs the dashboard's link; warns if the scheduler of a cluster the runner
     started here (a SpecCluster's: LocalCluster, dask-jobqueue) serves it to all."""
-    if (
-        cluster is not None
-        and config.cluster_kwargs.get("dashboard_address", "") is None
-    ):
+    spec = getattr(cluster, "scheduler_spec", None) or {}
+    in_process = spec.get("cls") is distributed.Scheduler  # else it runs elsewhere
+    options = spec.get("options", {}) if in_process else {}
+    if options.get("dashboard") is False:  # LocalCluster(dashboard_address=None)
         logger.info("Dask dashboard: none (dask_client.dashboard_address is null)")
         return
     logger.info("Dask dashboard: %s", client.dashboard_link or "none")
-    spec = getattr(cluster, "scheduler_spec", None) or {}
-    if spec.get("cls") is not distributed.Scheduler:  # it runs elsewhere, or none
-        return
-    options = spec.get("options", {})
     address = options.get("dashboard_address")
-    if options.get("dashboard", True) and address is not None:
-        if not _loopback(str(address).rpartition(":")[0]):
-            logger.warning(
-                "The Dask dashboard listens on %s, so anyone who can reach this "
-                "machine can see the run's tasks, logs and call stacks. Set its "
-                "dashboard_address to %s to keep it on this machine: "
-                "dask_client.dashboard_address for a LocalCluster, "
-                "cluster_kwargs.scheduler_options.dashboard_address for dask-jobqueue.",
-                address,
-                LOCAL_DASHBOARD,
-            )
+    if address is not None and not _loopback(str(address).rpartition(":")[0]):
+        logger.warning(
+            "The Dask dashboard listens on %s, so anyone who can reach this "
+            "machine can see the run's tasks, logs and call stacks. Set its "
+            "dashboard_address to %s to keep it on this machine: "
+            "dask_client.dashboard_address for a LocalCluster, "
+            "cluster_kwargs.scheduler_options.dashboard_address for dask-jobqueue.",
+            address,
+            LOCAL_DASHBOARD,
+        )
 
 
 class _Client(distributed.Client):
