@@ -144,11 +144,15 @@ class DaskRunner(AbstractRunner):
             submitted = graph.submit(client, config.retries, resources)
             try:
                 _Waiting(self, submitted, pipeline, catalog, clock).wait()
-                # The unpersisted outputs, for run() to return as Kedro's runners do.
-                for name, value in client.gather(submitted.free_outputs).items():
-                    catalog.get(name).save(value)
+                self._finish(submitted, catalog)
             finally:
                 submitted.cancel()
+
+    def _finish(self, submitted: SubmittedGraph, catalog: CatalogProtocol) -> None:
+        """Brings the unpersisted pipeline outputs to the driver's catalog, for
+        ``run()`` to return as Kedro's runners do."""
+        for name, value in submitted.client.gather(submitted.free_outputs).items():
+            catalog.get(name).save(value)
 
     @contextmanager
     def _performance_report(self, client: distributed.Client) -> Iterator[None]:
