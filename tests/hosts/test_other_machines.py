@@ -16,6 +16,8 @@ working directory outside any project, as on real machines.
   a shared mount gives SequentialRunner's outputs too.
 - A LocalCluster dashboard on every interface (of the driver's namespace) is
   warned about.
+- A worker with the driver's host name and process id (containers of one
+  machine) still takes each upload's new code.
 
 One network and cluster for the module; each test writes under a data root of
 its own. The figures the tests measure are printed (`pytest -s` shows them).
@@ -54,6 +56,7 @@ from ..conftest import (
     run_command,
 )
 from ..shared import kill_group, wait_for
+from ..test_clusters import NEW_PIPELINE
 from ..test_packaging import layered_venv
 from . import network
 from .network import (
@@ -1015,3 +1018,73 @@ def test_a_local_cluster_dashboard_on_every_interface_is_warned_about(
     assert result.returncode == 0, result.output
     assert "The Dask dashboard listens on :0, so anyone who can reach" in printed
     assert "cluster_kwargs.scheduler_options.dashboard_address" in printed
+
+
+# --- 7. a worker with the driver's host name and process id -------------------
+
+# Run on a host: the process ids of the workers of the scheduler at argv[1].
+WORKER_PIDS = """
+import os, sys
+from distributed import Client
+
+with Client(sys.argv[1], timeout=30) as client:
+    print(sorted(client.run(os.getpid).values()))
+"""
+#: Runs a command as process 1 of a new PID namespace, as a container does.
+AS_PROCESS_ONE = ("unshare", "--pid", "--fork", "--mount-proc")
+
+
+def test_a_worker_with_the_drivers_host_name_and_pid_takes_new_code(
+    lan: Lan, tmp_path: Path
+) -> None:
+    """Containers on one machine sharing its network (``docker --network host``)
+    share its host name and each numbers its processes from 1: a `--no-nanny`
+    worker can have the driver's host name and process id. It is still not the
+    driver's process, so it must forget an earlier upload's modules, or a new
+    pipeline module cannot be found in them."""
+    box = lan.net.add_host("box")
+    as_one = box.run(
+        [*AS_PROCESS_ONE, sys.executable, "-c", "import os; print(os.getpid())"]
+    )
+    assert as_one.stdout.strip() == "1", as_one.stderr
+    scheduler = lan.net.start_scheduler(box, port=8790, env=worker_env())
+    worker = box.start(
+        [
+            *AS_PROCESS_ONE,
+            BIN / "dask",
+            "worker",
+            scheduler.address,
+            f"--host={box.address}",
+            "--nthreads=1",
+            "--no-dashboard",
+            "--no-nanny",
+            f"--local-directory={tmp_path / 'worker'}",
+        ],
+        label="worker-as-process-one",
+        env=worker_env(),
+        cwd=lan.elsewhere,
+    )
+    try:
+        lan.net.wait_for_workers(scheduler, 1)
+        pids = box.python(WORKER_PIDS, scheduler.address, env=worker_env())
+        assert pids.strip() == "[1]", pids
+        project = tmp_path / "project"
+        shutil.copytree(lan.project, project)
+        params = f"--params=dask_client.address={scheduler.address},word=hi"
+
+        def kedro_run(*args: str) -> Timed:
+            argv = [*AS_PROCESS_ONE, BIN / "kedro", *RUN, *args, params]
+            with started_on(box, argv, cwd=project, env=ENV) as run:
+                return run.finish(240)
+
+        first = kedro_run("--nodes=split_data")
+        assert first.returncode == 0, first.output
+        assert "Uploading the" in first.output
+        shouting = project / "src" / PACKAGE / "pipelines" / "shouting"
+        shouting.mkdir()
+        (shouting / "__init__.py").write_text(NEW_PIPELINE)
+        second = kedro_run("--pipelines=shouting")
+        assert second.returncode == 0, second.output
+        assert "Completed 1 out of 1 nodes: shout" in second.output
+    finally:
+        stop_processes([worker, scheduler.process])

@@ -41,10 +41,10 @@ from .cluster import (
     where_workers_run,
 )
 from .errors import DaskRunError, DaskSetupError
-from .log_forwarding import driver_logging_levels, forward_node_logs, this_process
+from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
 from .recomputed_nodes import MarkRecomputed
-from .run_setup import workers_prepared
+from .run_setup import this_process, workers_prepared
 from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock

@@ -30,8 +30,8 @@ import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import DaskSetupError
-from .log_forwarding import WORKER_FORMAT, quiet, quiet_before_closing, this_process
-from .run_setup import set_environment
+from .log_forwarding import WORKER_FORMAT, quiet, quiet_before_closing
+from .run_setup import in_driver_process, set_environment, this_process
 
 #: Not Dask's ":8787" (every interface): anyone could read task names, logs, stacks.
 LOCAL_DASHBOARD = "127.0.0.1:8787"
@@ -145,7 +145,7 @@ class _ExitWithoutFinalCollection(WorkerPlugin):
         self.driver_process = this_process()
 
     def teardown(self, worker: distributed.Worker) -> None:
-        if self.driver_process != this_process():
+        if not in_driver_process(self.driver_process):
             gc.freeze()
 
 

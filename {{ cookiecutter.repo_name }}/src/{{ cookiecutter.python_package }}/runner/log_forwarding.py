@@ -8,27 +8,21 @@ messages stay out of the console.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import traceback
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import distributed
 
+from .run_setup import in_driver_process
+
 TOPIC = "kedro-node-logs"
 RUN_FIELD = "kedro_run"
 WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-_PROCESS_UUID = uuid.uuid4().hex
 #: The loggers of what a worker runs besides nodes.
 _DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
-
-
-def this_process() -> str:
-    """Identifies this process, also after a fork (which copies module state)."""
-    return f"{_PROCESS_UUID}:{os.getpid()}"
 
 
 def driver_logging_levels() -> dict[str, int]:
@@ -103,7 +97,7 @@ def node_logs_to_driver(
 ) -> None:
     """Forwards the run's node records to its driver; in the driver's own process (a
     cluster of threads) they print as is."""
-    if driver_process == this_process():
+    if in_driver_process(driver_process):
         return
     worker, forwarder = distributed.get_worker(), _forwarder
     if run_token in forwarder.tokens and worker in forwarder.workers:
@@ -140,7 +134,7 @@ def _not_a_node_failure(record: logging.LogRecord) -> bool:
 def quiet_before_closing(driver_process: str) -> None:
     """After Ctrl-C or a failure, what Dask says about the tasks it cancels adds
     nothing. Not in the driver's process (a cluster of threads)."""
-    if driver_process == this_process():
+    if in_driver_process(driver_process):
         return
     with _setup_lock:
         _forwarder.closing = True

@@ -18,9 +18,9 @@ from kedro.runner import Task
 
 from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
-from .log_forwarding import node_logs_to_driver, this_process
+from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import recomputing
-from .run_setup import hooks_here
+from .run_setup import hooks_here, in_driver_process
 from .worker_hooks import driver_hook_managers, mlflow_runs_left_open
 
 logger = logging.getLogger(__name__)
@@ -37,7 +37,8 @@ class RunContext:
     #: Workers were prepared (``run_setup.RunSetup``): nodes refuse unprepared ones.
     prepared: bool
     logging_levels: dict[str, int]
-    #: ``this_process()`` of the driver: a worker in that process logs directly.
+    #: ``this_process()`` of the driver: its in-process workers log and fire hooks
+    #: as it does.
     driver_process: str
 
 
@@ -150,7 +151,7 @@ def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
 def _hook_manager(task: NodeTask) -> Any:
     """The driver's own in its process, else that of its plugins' copies (run_setup)."""
     run = task.run
-    if run.driver_process == this_process():
+    if in_driver_process(run.driver_process):
         return driver_hook_managers.get(run.token) or _NullPluginManager()
     if run.prepared and (manager := hooks_here(run.token, task.persisted)):
         return manager

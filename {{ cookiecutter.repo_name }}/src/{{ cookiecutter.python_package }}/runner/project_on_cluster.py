@@ -2,7 +2,8 @@
 ``upload_project`` (a zip of its package) or ``install_wheel`` (pip, one process of
 a machine at a time). Builds are named after their content: the same code is sent
 once and a run never replaces what another imports. The plugins travel by value
-(those processes lack the project), so they import only stdlib and distributed.
+(those processes lack the project), so they use only stdlib, distributed and
+``run_setup`` (by value too).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import importlib
 import io
 import logging
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +30,7 @@ from distributed.diagnostics.plugin import (
 
 from .client_config import DaskClientConfig
 from .errors import DaskSetupError
+from .run_setup import in_driver_process, this_process
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def put_project_on_cluster(
 ) -> None:
     """By default uploads the code only if workers may be on other machines."""
     upload = config.upload_project if config.upload_project is not None else elsewhere
-    driver = (socket.gethostname(), os.getpid())
+    driver = this_process()
     if config.install_wheel:
         wheel = Path(config.install_wheel)
         content = wheel.read_bytes()
@@ -92,16 +93,16 @@ def _zipped(package: str) -> bytes:
     return buffer.getvalue()
 
 
-def _forget(package: str, driver: tuple[str, int]) -> None:
+def _forget(package: str, driver: str) -> None:
     """Makes the next import of ``package`` read the new code (the driver's is new)."""
     importlib.invalidate_caches()
-    if (socket.gethostname(), os.getpid()) != driver:
+    if not in_driver_process(driver):
         for name in [n for n in sys.modules if n.split(".")[0] == package]:
             del sys.modules[name]
 
 
 class _ToWorkers(UploadFile):
-    def __init__(self, path: str, driver: tuple[str, int]) -> None:
+    def __init__(self, path: str, driver: str) -> None:
         super().__init__(path, load=True)
         self.driver = driver
 
@@ -113,7 +114,7 @@ class _ToWorkers(UploadFile):
 class _ToScheduler(SchedulerUploadFile):
     """The scheduler unpickles the task graph, which names the project's code."""
 
-    def __init__(self, path: str, driver: tuple[str, int]) -> None:
+    def __init__(self, path: str, driver: str) -> None:
         super().__init__(path, load=True)
         self.driver = driver
 
@@ -132,7 +133,7 @@ class _Installer:
         content: bytes,
         build: str,
         requirements: bool,
-        driver: tuple[str, int],
+        driver: str,
     ) -> None:
         self.filename, self.content, self.build = filename, content, build
         self.requirements, self.driver = requirements, driver

@@ -1,6 +1,6 @@
 """One run's state on each worker, late joiners too: the ``RunSetup`` worker plugin
-sets the driver's run environment and checks the local files; the first node makes
-copies of the driver's plugins. After the run the driver collects what they learnt
+sets the driver's run environment (not in the driver's own process: ``this_process``)
+and checks the local files; the first node makes copies of the driver's plugins. After the run the driver collects what they learnt
 and removes the plugin, so later node tasks do not run. It travels by value and is
 unpickled before the project arrives (a failure stops the worker), so it uses only
 this module and ``shared_storage``.
@@ -13,6 +13,7 @@ import contextlib
 import os
 import sys
 import threading
+import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -39,15 +40,14 @@ class RunSetup(WorkerPlugin):
         plugins: bytes | None,
         environment: dict[str, str | None],
         storage: SharedStorage | None,
-        driver_registry: str,
+        driver_process: str,
     ) -> None:
         self.token = token
         #: The driver's plugins with node or dataset hooks, pickled.
         self.plugins = plugins
         self.environment = environment
         self.storage = storage
-        #: The module whose ``driver_hook_managers`` the driver's process fills.
-        self.driver_registry = driver_registry
+        self.driver_process = driver_process
         #: The copies of the plugins, made by this worker's first node of the run.
         self.hooks_on_worker: Any = None
         #: Run directories this worker does not see: nodes using them stop the run.
@@ -63,8 +63,7 @@ class RunSetup(WorkerPlugin):
     async def setup(self, worker: distributed.Worker) -> None:
         """Never raises: that would fail the start of a worker that joins later."""
         try:
-            registry = sys.modules.get(self.driver_registry)
-            if self.token not in getattr(registry, "driver_hook_managers", {}):
+            if not in_driver_process(self.driver_process):
                 self._saved = set_environment(self.environment)
             if self.storage is not None:  # off the event loop: a mount may be slow
                 self.unseen = await asyncio.to_thread(self.storage.unseen)
@@ -91,6 +90,24 @@ def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None
         else:
             os.environ[name] = value
     return saved
+
+
+_PROCESS_UUID = uuid.uuid4().hex
+#: By-value copies of this module ask the module imported where they run.
+_MODULE = __name__
+
+
+def this_process() -> str:
+    """Names this process, also after a fork (which copies module state). Code that
+    travels by value would carry the driver's name: it asks ``in_driver_process``."""
+    return f"{_PROCESS_UUID}:{os.getpid()}"
+
+
+def in_driver_process(driver_process: str) -> bool:
+    """Whether this is the run's driver process (its workers then share its
+    environment, modules and plugins); False where the project is not imported."""
+    identity = getattr(sys.modules.get(_MODULE), "this_process", None)
+    return identity is not None and identity() == driver_process
 
 
 def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:
@@ -142,7 +159,7 @@ def workers_prepared(
     driver_hook_managers[token] = hook_manager  # for workers in this process
     name = RunSetup.name_for(token)
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})
-    setup = RunSetup(token, plugins, dict(environment), storage, WorkerHooks.__module__)
+    setup = RunSetup(token, plugins, dict(environment), storage, this_process())
     try:
         if hooks is not None or storage is not None:
             client.register_plugin(setup, name=name)
