@@ -234,6 +234,7 @@ def cli_cluster(
     worker_env: dict | None = None,
     worker_cwd: Path | None = None,
     tls: dict[str, str] | None = None,
+    scheduler_env: dict | None = None,
     python: Path | None = None,
     worker_resources: list[str] | None = None,
 ) -> Iterator[CliCluster]:
@@ -287,7 +288,7 @@ def cli_cluster(
                 *tls_args,
             ],
             "scheduler",
-            ENV,
+            scheduler_env or ENV,
             None,
         )
         for index in range(n_workers):

@@ -329,6 +329,37 @@ def test_workers_without_the_project_and_no_upload_fail_clearly(
     assert_cluster_intact_and_clean(running, worker_pids)
 
 
+def test_workers_that_cannot_import_the_nodes_are_refused_and_kept(tmp_path: Path):
+    """distributed closes a worker that cannot unpickle a task (its log says
+    ModuleNotFoundError), so every worker given a node of this run would go and the
+    run would wait for workers: the runner asks the workers first, and says what
+    they miss. Here the scheduler can import the project and the workers cannot."""
+    project = render(tmp_path / "project")
+    worker_env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
+    scheduler_env = {**ENV, "PYTHONPATH": str(project / "src")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with cli_cluster(
+        tmp_path / "logs",
+        worker_env=worker_env,
+        worker_cwd=elsewhere,
+        scheduler_env=scheduler_env,
+    ) as running:
+        worker_pids = running.worker_pids()
+        message = refused_promptly(
+            project,
+            f"dask_client.address={running.address},dask_client.upload_project=false,"
+            "dask_client.no_worker_timeout=60",
+            "Error: The Dask workers tcp://127.0.0.1:",
+        )
+        assert (
+            f"cannot import what the run's nodes and datasets need: {PACKAGE}."
+            in message
+        )
+        assert "upload_project: true" in message
+        assert_cluster_intact_and_clean(running, worker_pids)
+
+
 # --- 3. TLS --------------------------------------------------------------------
 
 

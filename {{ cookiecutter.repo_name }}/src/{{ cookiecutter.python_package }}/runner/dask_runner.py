@@ -43,6 +43,7 @@ from .cluster import (
 from .errors import DaskRunError, DaskSetupError
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
+from .project_on_cluster import check_workers_import
 from .recomputed_nodes import MarkRecomputed
 from .run_setup import this_process, workers_prepared
 from .shared_storage import SharedStorage
@@ -138,6 +139,8 @@ class DaskRunner(AbstractRunner):
                 client.register_plugin(MarkRecomputed())
             if warning := credentials_in_the_clear(datasets, client):
                 self._logger.warning(warning)
+            if where == "anywhere":
+                check_workers_import(client, pipeline, datasets)
             resources = graph.resources(config.tag_resources)
             if config.adapt is None:  # no worker may come to have them
                 check_resources(client, resources)

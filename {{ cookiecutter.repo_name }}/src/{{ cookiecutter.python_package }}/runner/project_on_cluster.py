@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from distributed.diagnostics.plugin import (
     SchedulerUploadFile,
     UploadFile,
 )
+from kedro.pipeline import Pipeline
 
 from .client_config import DaskClientConfig
 from .errors import DaskSetupError
@@ -69,6 +71,34 @@ def put_project_on_cluster(
             Path(archive).write_bytes(content)
             plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
         _register(client, build, *plugins)
+
+
+def check_workers_import(
+    client: distributed.Client, pipeline: Pipeline, datasets: Mapping[str, Any]
+) -> None:
+    """Refuses a run whose node functions or dataset classes a worker cannot import:
+    distributed closes a worker that cannot unpickle a task, so the run would wait
+    for workers that never come back."""
+    code = [*(node.func for node in pipeline.nodes), *map(type, datasets.values())]
+    modules = {getattr(item, "__module__", None) or "__main__" for item in code}
+    found = client.run(_not_importable, sorted(modules - {"__main__"}))
+    if missing := {worker: names for worker, names in found.items() if names}:
+        raise DaskSetupError(
+            f"The Dask workers {', '.join(sorted(missing))} cannot import what the "
+            f"run's nodes and datasets need: {'; '.join(next(iter(missing.values())))}"
+            f". Install the missing packages where the workers run; for the project's "
+            f"own modules, set dask_client `upload_project: true` or `install_wheel`."
+        )
+
+
+def _not_importable(modules: list[str]) -> list[str]:
+    problems = []
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:
+            problems.append(f"{module} ({type(exc).__name__}: {exc})")
+    return problems
 
 
 def _build_name(stem: str, content: bytes) -> str:
