@@ -315,7 +315,8 @@ def cli_cluster(
         def connected() -> bool:
             with contextlib.suppress(OSError, TimeoutError):
                 with cluster.client() as client:
-                    client.wait_for_workers(n_workers, timeout=5)
+                    if n_workers:  # else the scheduler answering is enough
+                        client.wait_for_workers(n_workers, timeout=5)
                 return True
             return False
 

@@ -321,9 +321,10 @@ def test_workers_without_the_project_and_no_upload_fail_clearly(
         cwd=project,
     )
 
-    message = refusal(
-        result, f"Error: The Dask workers cannot import the project package '{PACKAGE}'"
-    )
+    # The workers are asked before any node is sent (distributed would close
+    # each worker given a task it cannot unpickle).
+    message = refusal(result, "Error: The Dask workers tcp://127.0.0.1:")
+    assert f"(ModuleNotFoundError: No module named '{PACKAGE}')" in message
     assert "upload_project: true" in message
     assert not (project / "data/08_reporting/model_comparison.csv").exists()
     assert_cluster_intact_and_clean(running, worker_pids)
@@ -479,6 +480,28 @@ def test_an_unreachable_address_fails_within_its_timeout(tmp_path: Path):
         f"dask_client.address={address},dask_client.timeout=2",
         f"Error: Could not connect to the Dask scheduler at {address} within 2 s",
     )
+
+
+def test_a_scheduler_without_workers_fails_after_no_worker_timeout(tmp_path: Path):
+    """Not the advice for a cluster the runner starts (cluster_kwargs, squeue):
+    this scheduler was running already, and needs workers of its own."""
+    project = render(tmp_path / "project")
+    with cli_cluster(tmp_path / "logs", n_workers=0) as running:
+        started = time.monotonic()
+        result = kedro(
+            *RUN,
+            f"--params=dask_client.address={running.address},"
+            "dask_client.no_worker_timeout=3",
+            cwd=project,
+            timeout=120,
+        )
+        message = refusal(result, "Error: No Dask worker was connected for ")
+        waited = int(message.split(" for ", 1)[1].split(" s ", 1)[0])
+        assert 3 <= waited <= 5, message  # checked about once a second
+        assert time.monotonic() - started < 30
+        assert f"Start workers for the scheduler at {running.address}" in message
+        assert "cluster_kwargs" not in message
+        assert data_files(project) == {}
 
 
 def test_an_unimportable_cluster_class_says_what_to_install(tmp_path: Path):

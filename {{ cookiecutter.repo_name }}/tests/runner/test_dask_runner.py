@@ -174,6 +174,29 @@ class TestUpFrontChecks:
         with pytest.raises(DaskSetupError, match="dataset 'source'"):
             DaskRunner(processes=False).run(pipeline, catalog)
 
+    def test_workers_are_asked_to_import_only_what_travels_by_reference(
+        self, process_cluster, monkeypatch
+    ):
+        """distributed closes a worker that cannot unpickle a task, so the run asks
+        the workers first: a module only this process has is named. A function of
+        no imported module travels by value (cloudpickle), so it runs."""
+        module = type(sys)("only_on_the_driver")
+        exec("def double(x):\n    return 2 * x\n", vars(module))
+        monkeypatch.setitem(sys.modules, module.__name__, module)
+        runner = DaskRunner(
+            address=process_cluster.scheduler_address,
+            upload_project=False,
+            no_worker_timeout=30,  # bounds a failure: workers given the task go
+        )
+        pipeline = Pipeline([Node(module.double, "x", "y", name="double")])
+        with pytest.raises(
+            DaskSetupError, match=r"need: only_on_the_driver \(ModuleNotFoundError"
+        ):
+            runner.run(pipeline, _catalog(x=2))
+        monkeypatch.delitem(sys.modules, module.__name__)
+        assert runner.run(pipeline, _catalog(x=2))["y"].load() == 4
+        assert len(process_cluster.scheduler_info["workers"]) == 2
+
 
 def _chain(length: int) -> Pipeline:
     return Pipeline(

@@ -33,15 +33,12 @@ from .local_cluster import (
     worker_processes_environment,
 )
 from .log_forwarding import quiet
-from .project_on_cluster import put_project_on_cluster
 
 logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def dask_client(
-    config: DaskClientConfig, package_name: str | None, where: str
-) -> Iterator[distributed.Client]:
+def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
     """Yields a client for the configured cluster and closes what it opened; Ctrl-C
     waits while a cluster starts or everything closes, lest either stop half-way."""
     held = CtrlCHeldBack()
@@ -68,7 +65,6 @@ def dask_client(
             opened.push(stop_workers_at_once_if_the_run_failed(cluster, client))
         _log_dashboard(client, cluster)
         opened.callback(held.__enter__)  # the first step out
-        put_project_on_cluster(client, config, package_name, where == "anywhere")
         yield client
 
 
@@ -148,10 +144,10 @@ class WorkerWatch:
             self._seen = now
             return None
         cluster = self._client.cluster
+        errors = getattr(self._client, "worker_start_errors", None)  # None: not ours
         # A SpecCluster's workers (dask-jobqueue's jobs) that failed stay "created".
         tried = list(getattr(cluster, "workers", {}).values())
         if tried and all(getattr(w, "status", None) == Status.created for w in tried):
-            errors = getattr(self._client, "worker_start_errors", [])
             error = f" ({_one_line(errors[-1])})" if errors else ""
             return (
                 f"{type(cluster).__name__} could not start any of the {len(tried)} "
@@ -161,13 +157,23 @@ class WorkerWatch:
             )
         if self._limit is None or now - self._seen <= self._limit:
             return None
-        return (
+        stopped = (
             f"No Dask worker was connected for {now - self._seen:.0f} s while "
-            f"{waiting} of {total} nodes waited, so the run was stopped and the "
-            f"cluster it started closed (cancelling its queued jobs). Check that "
-            f"dask_client.cluster_kwargs ask for no more than the queue gives (squeue "
-            f"shows why a job is PENDING), look above for a cluster manager error, or "
-            f"raise dask_client.no_worker_timeout (null waits for ever)."
+            f"{waiting} of {total} nodes waited, so the run was stopped"
+        )
+        if errors is None:
+            return (
+                f"{stopped}. Start workers for the scheduler at "
+                f"{self._client.scheduler.address} (`dask worker <address>`); if "
+                f"they left during the run, their logs say why. Or raise "
+                f"dask_client.no_worker_timeout (null waits for ever)."
+            )
+        return (
+            f"{stopped} and the cluster it started closed (cancelling its queued "
+            f"jobs). Check that dask_client.cluster_kwargs ask for no more than the "
+            f"queue gives (squeue shows why a job is PENDING), look above for a "
+            f"cluster manager error, or raise dask_client.no_worker_timeout (null "
+            f"waits for ever)."
         )
 
 
@@ -338,8 +344,9 @@ class _Client(distributed.Client):
     """Closes itself on any failure to connect (distributed's only on OSError): a
     half-made client closes at exit, waiting 2 x timeout, printing a traceback."""
 
-    #: What the cluster manager hit in starting workers (``WorkerWatch``).
-    worker_start_errors: tuple | list[BaseException] = ()
+    #: What the cluster manager hit in starting workers (``WorkerWatch``); None
+    #: when the runner did not start the cluster.
+    worker_start_errors: list[BaseException] | None = None
 
     def start(self, **kwargs: Any) -> None:
         try:

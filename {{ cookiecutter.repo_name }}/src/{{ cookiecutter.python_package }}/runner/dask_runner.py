@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,9 @@ from .cluster import (
 from .errors import DaskRunError, DaskSetupError
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
-from .project_on_cluster import check_workers_import
+from .project_on_cluster import put_project_on_cluster
 from .recomputed_nodes import MarkRecomputed
 from .run_setup import this_process, workers_prepared
-from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
 from .worker_hooks import worker_hooks
@@ -112,35 +111,33 @@ class DaskRunner(AbstractRunner):
         config, token = self._config, uuid.uuid4().hex[:12]
         datasets = {name: catalog.get(name) for name in pipeline.datasets()}
         where = where_workers_run(config)
+        elsewhere = where == "anywhere"  # workers may lack our files and code
         hooks = None  # workers in this very process fire the driver's plugins
         if where != "this process":
             hooks = worker_hooks(hook_manager, self._environment)
-        shared = config.check_shared_storage and where == "anywhere"
-        storage = SharedStorage.of(datasets) if shared else None
+        checked = datasets if config.check_shared_storage and elsewhere else None
         run = RunContext(
             token=token,
             run_id=run_id,
             is_async=self._is_async,
-            prepared=hooks is not None or storage is not None,
+            prepared=hooks is not None or checked is not None,
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
         )
         clock = NodeClock(pipeline.nodes, config.tag_timeouts)
         graph = TaskGraph(pipeline, datasets, run)
         with (
-            storage.marked(token) if storage else nullcontext() as storage,
-            dask_client(config, kedro_project.PACKAGE_NAME, where) as client,
+            dask_client(config) as client,
             forward_node_logs(client, token),
             clock.running(client, token),
             self._performance_report(client),
-            workers_prepared(client, token, hook_manager, hooks, storage),
+            workers_prepared(client, token, hook_manager, hooks, checked),
         ):
+            put_project_on_cluster(client, config, pipeline, datasets, elsewhere)
             if hooks is not None or graph.saves_datasets:  # else nothing to guard
                 client.register_plugin(MarkRecomputed())
             if warning := credentials_in_the_clear(datasets, client):
                 self._logger.warning(warning)
-            if where == "anywhere":
-                check_workers_import(client, pipeline, datasets)
             resources = graph.resources(config.tag_resources)
             if config.adapt is None:  # no worker may come to have them
                 check_resources(client, resources)

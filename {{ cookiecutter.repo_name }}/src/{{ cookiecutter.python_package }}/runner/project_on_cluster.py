@@ -8,6 +8,7 @@ once and a run never replaces what another imports. The plugins travel by value
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib
 import io
@@ -23,6 +24,7 @@ from typing import Any
 
 import cloudpickle
 import distributed
+import kedro.framework.project as kedro_project
 from distributed.diagnostics.plugin import (
     InstallPlugin,
     SchedulerUploadFile,
@@ -40,10 +42,13 @@ logger = logging.getLogger(__name__)
 def put_project_on_cluster(
     client: distributed.Client,
     config: DaskClientConfig,
-    package: str | None,
+    pipeline: Pipeline,
+    datasets: Mapping[str, Any],
     elsewhere: bool,
 ) -> None:
-    """By default uploads the code only if workers may be on other machines."""
+    """By default uploads the code only if workers may be on other machines; checks
+    that such workers import what the nodes need, uploaded or not."""
+    package = kedro_project.PACKAGE_NAME
     upload = config.upload_project if config.upload_project is not None else elsewhere
     driver = this_process()
     if config.install_wheel:
@@ -71,34 +76,46 @@ def put_project_on_cluster(
             Path(archive).write_bytes(content)
             plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
         _register(client, build, *plugins)
+    if elsewhere:
+        _check_workers_import(client, pipeline, datasets)
 
 
-def check_workers_import(
+def _check_workers_import(
     client: distributed.Client, pipeline: Pipeline, datasets: Mapping[str, Any]
 ) -> None:
-    """Refuses a run whose node functions or dataset classes a worker cannot import:
-    distributed closes a worker that cannot unpickle a task, so the run would wait
-    for workers that never come back."""
+    """Refuses a run whose node functions or dataset classes a connected worker
+    cannot import: distributed closes a worker that cannot unpickle a task, so the
+    run would wait for workers that never come back."""
     code = [*(node.func for node in pipeline.nodes), *map(type, datasets.values())]
-    modules = {getattr(item, "__module__", None) or "__main__" for item in code}
-    found = client.run(_not_importable, sorted(modules - {"__main__"}))
-    if missing := {worker: names for worker, names in found.items() if names}:
+    names = {getattr(item, "__module__", None) for item in code} - {"__main__"}
+    # distributed pickles a task by value only where plain pickle fails: functions
+    # of ``__main__`` or of no imported module; the rest the workers import.
+    by_reference = sorted(name for name in names if name in sys.modules)
+    found = client.run(_not_importable, by_reference, on_error="return")
+    missing = {w: found[w] for w in found if isinstance(found[w], list) and found[w]}
+    if missing:
         raise DaskSetupError(
             f"The Dask workers {', '.join(sorted(missing))} cannot import what the "
-            f"run's nodes and datasets need: {'; '.join(next(iter(missing.values())))}"
-            f". Install the missing packages where the workers run; for the project's "
-            f"own modules, set dask_client `upload_project: true` or `install_wheel`."
+            f"run's nodes and datasets need: {'; '.join(missing[min(missing)])}. "
+            f"Install the missing packages where the workers run; for the project's "
+            f"own modules, set dask_client `upload_project: true` or "
+            f"`install_wheel: dist/<kedro package's wheel>`."
         )
 
 
-def _not_importable(modules: list[str]) -> list[str]:
-    problems = []
-    for module in modules:
-        try:
-            importlib.import_module(module)
-        except Exception as exc:
-            problems.append(f"{module} ({type(exc).__name__}: {exc})")
-    return problems
+async def _not_importable(modules: list[str]) -> list[str]:
+    """Imports in a thread: a slow import must not hold up the worker's event loop."""
+
+    def problems() -> list[str]:
+        found = []
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception as exc:
+                found.append(f"{module} ({type(exc).__name__}: {exc})")
+        return found
+
+    return await asyncio.to_thread(problems)
 
 
 def _build_name(stem: str, content: bytes) -> str:

@@ -1,9 +1,10 @@
 """One run's state on each worker, late joiners too: the ``RunSetup`` worker plugin
 sets the driver's run environment (not in the driver's own process: ``this_process``)
-and checks the local files; the first node makes copies of the driver's plugins. After the run the driver collects what they learnt
-and removes the plugin, so later node tasks do not run. It travels by value and is
-unpickled before the project arrives (a failure stops the worker), so it uses only
-this module and ``shared_storage``.
+and checks the local files; the first node makes copies of the driver's plugins.
+After the run the driver collects what they learnt and removes the plugin, so later
+node tasks do not run. It travels by value and is unpickled before the project
+arrives (a failure stops the worker), so it uses only this module and
+``shared_storage``.
 """
 
 from __future__ import annotations
@@ -92,22 +93,23 @@ def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None
     return saved
 
 
-_PROCESS_UUID = uuid.uuid4().hex
-#: By-value copies of this module ask the module imported where they run.
-_MODULE = __name__
+#: Where each process keeps its name: on ``sys``, which never travels by value and
+#: outlives a reload of the project's modules (``%reload_kedro``).
+_NAME_ON_SYS = "_kedro_dask_process_name"
 
 
 def this_process() -> str:
-    """Names this process, also after a fork (which copies module state). Code that
-    travels by value would carry the driver's name: it asks ``in_driver_process``."""
-    return f"{_PROCESS_UUID}:{os.getpid()}"
+    """Names this process: a fork copies the name but not the process id, and a
+    copy of this function sent by value reads the name where it runs."""
+    name = getattr(sys, _NAME_ON_SYS, None)
+    name = name or vars(sys).setdefault(_NAME_ON_SYS, uuid.uuid4().hex)
+    return f"{name}:{os.getpid()}"
 
 
 def in_driver_process(driver_process: str) -> bool:
-    """Whether this is the run's driver process (its workers then share its
-    environment, modules and plugins); False where the project is not imported."""
-    identity = getattr(sys.modules.get(_MODULE), "this_process", None)
-    return identity is not None and identity() == driver_process
+    """Whether this is the run's driver process (named by ``this_process()`` there):
+    its workers share its environment, modules and plugins."""
+    return this_process() == driver_process
 
 
 def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:
@@ -152,24 +154,27 @@ def workers_prepared(
     token: str,
     hook_manager: Any,
     hooks: WorkerHooks | None,
-    storage: SharedStorage | None,
+    checked: Mapping[str, Any] | None,
 ) -> Iterator[None]:
-    """Registers the run's plugin, refusing the run if a worker misses its files;
-    afterwards merges what the workers' plugin copies learnt into the driver's."""
+    """Registers the run's plugin, refusing the run if a worker does not see the
+    local files of the ``checked`` datasets (None: no check); afterwards merges
+    what the workers' plugin copies learnt into the driver's."""
     driver_hook_managers[token] = hook_manager  # for workers in this process
-    name = RunSetup.name_for(token)
+    name, needed = RunSetup.name_for(token), hooks is not None or checked is not None
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})
-    setup = RunSetup(token, plugins, dict(environment), storage, this_process())
+    storage = SharedStorage.of(checked or {})
     try:
-        if hooks is not None or storage is not None:
-            client.register_plugin(setup, name=name)
-        unseen = client.run(_unseen, token) if storage is not None else {}
-        if unseen := {worker: folders for worker, folders in unseen.items() if folders}:
-            raise DaskSetupError(storage.refusal(unseen))  # type: ignore[union-attr]
-        yield
+        with storage.marked(token) if storage else contextlib.nullcontext() as storage:
+            setup = RunSetup(token, plugins, dict(environment), storage, this_process())
+            if needed:
+                client.register_plugin(setup, name=name)
+            unseen = client.run(_unseen, token) if storage is not None else {}
+            if unseen := {w: folders for w, folders in unseen.items() if folders}:
+                raise DaskSetupError(storage.refusal(unseen))  # type: ignore[union-attr]
+            yield
     finally:
         driver_hook_managers.pop(token, None)
-        if client.status == "running" and (hooks is not None or storage is not None):
+        if client.status == "running" and needed:
             with contextlib.suppress(Exception):
                 for additions in client.run(_finish, token).values():
                     merge_additions(hook_manager, additions)
