@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import (
+    BIN,
     DASK_RUNNER,
     ENV,
     PACKAGE,
@@ -26,7 +29,7 @@ from .conftest import (
     refusal,
     render,
 )
-from .shared import free_port, wait_for
+from .shared import free_port, kill_group, wait_for
 
 RUN = ("run", f"--runner={DASK_RUNNER}")
 
@@ -359,6 +362,57 @@ def test_workers_that_cannot_import_the_nodes_are_refused_and_kept(tmp_path: Pat
         )
         assert "upload_project: true" in message
         assert_cluster_intact_and_clean(running, worker_pids)
+
+
+def test_a_late_worker_that_cannot_import_the_nodes_is_named_when_it_dies(
+    tmp_path: Path,
+):
+    """The up-front check asks the workers connected when the run starts. One that
+    joins later without the project dies on its first task (distributed closes
+    it): the run stops at no_worker_timeout, naming the node and why."""
+    project = render(tmp_path / "project")
+    worker_env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
+    scheduler_env = {**ENV, "PYTHONPATH": str(project / "src")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    params = (
+        "--params=dask_client.upload_project=false,dask_client.no_worker_timeout=10"
+    )
+    finished = []
+    with cli_cluster(
+        tmp_path / "logs", n_workers=0, scheduler_env=scheduler_env
+    ) as running:
+        run = threading.Thread(
+            target=lambda: finished.append(
+                kedro(
+                    *RUN,
+                    f"{params},dask_client.address={running.address}",
+                    cwd=project,
+                    timeout=120,
+                )
+            )
+        )
+        run.start()
+        with (tmp_path / "logs" / "late-worker.log").open("w") as log:
+            wait_for(lambda: task_counts_by_prefix(running), 60, "the run's tasks")
+            late = subprocess.Popen(
+                [str(BIN / "dask"), "worker", running.address, "--host=127.0.0.1"]
+                + ["--nthreads=1", "--no-dashboard"],
+                env=worker_env,
+                cwd=elsewhere,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+            try:
+                run.join(timeout=150)
+            finally:
+                kill_group(late)
+    assert finished, "kedro run did not finish"
+    message = refusal(finished[0], "Error: Dask workers died running Kedro node '")
+    assert "'split_data'" in message
+    assert "cannot import what a node needs" in message
+    assert data_files(project) == {}
 
 
 # --- 3. TLS --------------------------------------------------------------------

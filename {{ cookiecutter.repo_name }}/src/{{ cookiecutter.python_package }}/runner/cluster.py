@@ -135,7 +135,10 @@ class WorkerWatch:
         self._client, self._limit = client, limit
         self._seen, self._asked = time.monotonic(), 0.0
 
-    def none_to_come(self, waiting: int, total: int) -> str | None:
+    def none_to_come(
+        self, pending: Mapping[distributed.Future, Any], total: int
+    ) -> str | None:
+        """``pending``: the unfinished node futures, with their Kedro nodes."""
         now = time.monotonic()
         if now - self._asked < 1.0:
             return None
@@ -157,11 +160,28 @@ class WorkerWatch:
             )
         if self._limit is None or now - self._seen <= self._limit:
             return None
+        return self._timed_out(pending, total, now - self._seen, errors is not None)
+
+    def _timed_out(
+        self,
+        pending: Mapping[distributed.Future, Any],
+        total: int,
+        seconds: float,
+        started_here: bool,
+    ) -> str:
+        if died := self._died_running(pending):
+            return (
+                f"Dask workers died running Kedro node {', '.join(died)}, and none "
+                f"was connected for {seconds:.0f} s after, so the run was stopped. "
+                f"Their logs say why: distributed closes a worker that cannot "
+                f"import what a node needs (workers that joined after the run "
+                f"started were not asked), and a worker out of memory dies."
+            )
         stopped = (
-            f"No Dask worker was connected for {now - self._seen:.0f} s while "
-            f"{waiting} of {total} nodes waited, so the run was stopped"
+            f"No Dask worker was connected for {seconds:.0f} s while "
+            f"{len(pending)} of {total} nodes waited, so the run was stopped"
         )
-        if errors is None:
+        if not started_here:
             return (
                 f"{stopped}. Start workers for the scheduler at "
                 f"{self._client.scheduler.address} (`dask worker <address>`); if "
@@ -175,6 +195,19 @@ class WorkerWatch:
             f"cluster manager error, or raise dask_client.no_worker_timeout (null "
             f"waits for ever)."
         )
+
+    def _died_running(self, pending: Mapping[distributed.Future, Any]) -> list[str]:
+        """The nodes whose task a worker died running (the scheduler's count)."""
+        names = {future.key: node.name for future, node in pending.items()}
+        died = self._client.run_on_scheduler(
+            lambda keys, dask_scheduler: [
+                key
+                for key in keys
+                if getattr(dask_scheduler.tasks.get(key), "suspicious", 0)
+            ],
+            list(names),
+        )
+        return sorted(repr(names[key]) for key in died)
 
 
 def cluster_factory(config: DaskClientConfig) -> Callable[..., Any]:

@@ -214,9 +214,8 @@ class _Waiting:
         """Why the run cannot go on, if it cannot."""
         if self.submitted.client.status != "running":
             return self._scheduler_lost()
-        total = len(self.pipeline.nodes)
-        waiting = total - len(self.done)
-        return self.workers.none_to_come(waiting, total) or self.clock.overdue()
+        pending, total = self.submitted.node_futures, len(self.pipeline.nodes)
+        return self.workers.none_to_come(pending, total) or self.clock.overdue()
 
     def _scheduler_lost(self) -> str:
         return (

@@ -77,20 +77,28 @@ def put_project_on_cluster(
             plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
         _register(client, build, *plugins)
     if elsewhere:
-        _check_workers_import(client, pipeline, datasets)
+        sent = package if config.install_wheel or (upload and package) else None
+        _check_workers_import(client, pipeline, datasets, sent)
 
 
 def _check_workers_import(
-    client: distributed.Client, pipeline: Pipeline, datasets: Mapping[str, Any]
+    client: distributed.Client,
+    pipeline: Pipeline,
+    datasets: Mapping[str, Any],
+    sent: str | None,
 ) -> None:
     """Refuses a run whose node functions or dataset classes a connected worker
     cannot import: distributed closes a worker that cannot unpickle a task, so the
-    run would wait for workers that never come back."""
+    run would wait for workers that never come back. Not asked for: the package
+    this run ``sent``, which a concurrent run's same upload may still be setting up
+    (registering an idempotent plugin again returns at once)."""
     code = [*(node.func for node in pipeline.nodes), *map(type, datasets.values())]
     names = {getattr(item, "__module__", None) for item in code} - {"__main__"}
     # distributed pickles a task by value only where plain pickle fails: functions
     # of ``__main__`` or of no imported module; the rest the workers import.
-    by_reference = sorted(name for name in names if name in sys.modules)
+    by_reference = sorted(
+        name for name in names if name in sys.modules and name.split(".")[0] != sent
+    )
     found = client.run(_not_importable, by_reference, on_error="return")
     missing = {w: found[w] for w in found if isinstance(found[w], list) and found[w]}
     if missing:
