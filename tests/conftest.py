@@ -42,6 +42,8 @@ ENV = {
     "DO_NOT_TRACK": "1",
     "COLUMNS": "200",  # rich wraps log lines at the terminal width
 }
+#: As on a machine without the project: no PYTHONPATH that could hold it.
+ENV_WITHOUT_PROJECT = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
 BIN = Path(sys.executable).parent
 
 # A suite started with Ctrl-C ignored (a background job of a script, nohup) would

@@ -11,7 +11,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +21,7 @@ from .conftest import (
     BIN,
     DASK_RUNNER,
     ENV,
+    ENV_WITHOUT_PROJECT,
     PACKAGE,
     CliCluster,
     cli_cluster,
@@ -144,14 +147,24 @@ def workers_without_project(tmp_path: Path) -> Iterator[CliCluster]:
     """A cluster of its own whose workers cannot import the project: no PYTHONPATH
     and a working directory outside any project. Its own, because an upload of
     the project stays on the scheduler and workers for good."""
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    worker_env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
-    with cli_cluster(
-        tmp_path / "logs", worker_env=worker_env, worker_cwd=elsewhere
-    ) as started:
+    with cluster_without_project(tmp_path) as started:
         assert not project_importable_on_workers(started)
         yield started
+
+
+def cluster_without_project(
+    tmp_path: Path, **options: Any
+) -> AbstractContextManager[CliCluster]:
+    """``cli_cluster`` whose workers run as on machines without the project, in
+    the folder ``tmp_path / "elsewhere"``."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    return cli_cluster(
+        tmp_path / "logs",
+        worker_env=ENV_WITHOUT_PROJECT,
+        worker_cwd=elsewhere,
+        **options,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -339,16 +352,8 @@ def test_workers_that_cannot_import_the_nodes_are_refused_and_kept(tmp_path: Pat
     run would wait for workers: the runner asks the workers first, and says what
     they miss. Here the scheduler can import the project and the workers cannot."""
     project = render(tmp_path / "project")
-    worker_env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
     scheduler_env = {**ENV, "PYTHONPATH": str(project / "src")}
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    with cli_cluster(
-        tmp_path / "logs",
-        worker_env=worker_env,
-        worker_cwd=elsewhere,
-        scheduler_env=scheduler_env,
-    ) as running:
+    with cluster_without_project(tmp_path, scheduler_env=scheduler_env) as running:
         worker_pids = running.worker_pids()
         message = refused_promptly(
             project,
@@ -371,16 +376,13 @@ def test_a_late_worker_that_cannot_import_the_nodes_is_named_when_it_dies(
     joins later without the project dies on its first task (distributed closes
     it): the run stops at no_worker_timeout, naming the node and why."""
     project = render(tmp_path / "project")
-    worker_env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
     scheduler_env = {**ENV, "PYTHONPATH": str(project / "src")}
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
     params = (
         "--params=dask_client.upload_project=false,dask_client.no_worker_timeout=10"
     )
     finished = []
-    with cli_cluster(
-        tmp_path / "logs", n_workers=0, scheduler_env=scheduler_env
+    with cluster_without_project(
+        tmp_path, n_workers=0, scheduler_env=scheduler_env
     ) as running:
         run = threading.Thread(
             target=lambda: finished.append(
@@ -398,8 +400,8 @@ def test_a_late_worker_that_cannot_import_the_nodes_is_named_when_it_dies(
             late = subprocess.Popen(
                 [str(BIN / "dask"), "worker", running.address, "--host=127.0.0.1"]
                 + ["--nthreads=1", "--no-dashboard"],
-                env=worker_env,
-                cwd=elsewhere,
+                env=ENV_WITHOUT_PROJECT,
+                cwd=tmp_path / "elsewhere",
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

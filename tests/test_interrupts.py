@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -100,6 +101,21 @@ def _sigint_ignored(pid: int) -> bool:
     return bool(ignored & (1 << (signal.SIGINT - 1)))
 
 
+def _swallowed(process: subprocess.Popen[bytes], log: Path) -> bool:
+    """Whether Python ignored the press, which it does (saying "Exception ignored")
+    when the press lands in a weakref callback or ``__del__``; if that leaves the
+    import lock held, the runner raises the press itself."""
+    try:
+        process.wait(timeout=EXIT_BOUND)
+        return False
+    except subprocess.TimeoutExpired:
+        output = log.read_text(errors="replace")
+        ignored = "Exception ignored in" in output and "KeyboardInterrupt" in output
+        if not ignored:
+            pytest.fail(f"Ctrl-C did not stop the run in {EXIT_BOUND} s:\n{tail(log)}")
+        return True
+
+
 @pytest.mark.parametrize(
     ("moment", "target"), CASES, ids=[f"{m}-{t.split()[-1]}" for m, t in CASES]
 )
@@ -130,18 +146,20 @@ def test_ctrl_c_stops_the_run_quietly_and_leaves_no_worker(
         sent = time.monotonic()
         if SUCCESS in log.read_text(errors="replace"):
             pytest.fail(f"the run had ended before Ctrl-C {moment}:\n{tail(log)}")
-        if target == "process group":
-            os.killpg(process.pid, signal.SIGINT)
-        else:
-            os.kill(process.pid, signal.SIGINT)
+        press = os.killpg if target == "process group" else os.kill
+        press(process.pid, signal.SIGINT)
+        if swallowed := _swallowed(process, log):
+            sent = time.monotonic()
+            press(process.pid, signal.SIGINT)  # as a user would
         returncode = finish(process, 60, log)
         elapsed = time.monotonic() - sent
         workers_left = alive(workers)
         _, others_left = psutil.wait_procs(alive(descendants), timeout=3)
     output = log.read_text(errors="replace")
+    again = " (Python swallowed the first press)" if swallowed else ""
     print(
         f"\n[Ctrl-C {moment} to the {target}] exit {returncode} after "
-        f"{elapsed:.2f} s; {len(markers(started))} nodes had started; "
+        f"{elapsed:.2f} s{again}; {len(markers(started))} nodes had started; "
         f"{len(workers)} workers, {len(workers_left)} alive at exit; it said: "
         f"{output.strip().splitlines()[-1].strip()!r}"
     )

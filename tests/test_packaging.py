@@ -23,7 +23,7 @@ import pytest
 from packaging.requirements import Requirement
 
 from .conftest import (
-    ENV,
+    ENV_WITHOUT_PROJECT,
     EXAMPLE_OUTPUTS,
     PACKAGE,
     ROOT,
@@ -229,10 +229,12 @@ def test_install_wheel_puts_the_project_on_workers_that_lack_it(
     python = layered_venv(venv, tmp_path / "cluster-venv")
     elsewhere = tmp_path / "elsewhere"  # no project in the working directory
     elsewhere.mkdir()
-    env = {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
     wheel = wheel_of(project).relative_to(project)
     with cli_cluster(
-        tmp_path / "logs", worker_env=env, worker_cwd=elsewhere, python=python
+        tmp_path / "logs",
+        worker_env=ENV_WITHOUT_PROJECT,
+        worker_cwd=elsewhere,
+        python=python,
     ) as cluster:
         address = f"dask_client.address={cluster.address}"
         refused = kedro_in(

@@ -47,6 +47,7 @@ from ..conftest import (
     BIN,
     DASK_RUNNER,
     ENV,
+    ENV_WITHOUT_PROJECT,
     PACKAGE,
     ROOT,
     data_files,
@@ -283,11 +284,6 @@ def workers_named(lan: Lan, names: list[str]) -> dict[str, str]:
     return found
 
 
-def worker_env() -> dict[str, str]:
-    """The tests' environment, but no PYTHONPATH that could hold the project."""
-    return {key: value for key, value in ENV.items() if key != "PYTHONPATH"}
-
-
 # --- the module's network ------------------------------------------------------
 
 
@@ -356,12 +352,12 @@ def _start_lan(tmp: Path, net: SimulatedNetwork) -> Lan:
         worker_hosts.append(net.add_host(name, mounts={project: disk}, shared=[shared]))
     elsewhere = tmp / "elsewhere"
     elsewhere.mkdir()
-    scheduler = net.start_scheduler(scheduler_host, env=worker_env())
+    scheduler = net.start_scheduler(scheduler_host, env=ENV_WITHOUT_PROJECT)
     workers = [
         net.start_worker(
             host,
             scheduler,
-            env=worker_env(),
+            env=ENV_WITHOUT_PROJECT,
             cwd=elsewhere,
             resources={"HOLD": 1},  # for the late-worker test's holding nodes
         )
@@ -542,7 +538,7 @@ def cluster_on_hosts(
         tls=tls,
         python=python,
         mounts=mounts.get("scheduler"),
-        env=worker_env(),
+        env=ENV_WITHOUT_PROJECT,
     )
     workers: list[DaskWorker] = []
     try:
@@ -552,7 +548,7 @@ def cluster_on_hosts(
                     net.hosts[name],
                     scheduler,
                     name=f"{name}-{label}",
-                    env=worker_env(),
+                    env=ENV_WITHOUT_PROJECT,
                     cwd=lan.elsewhere,
                     python=python,
                     mounts=mounts.get(name),
@@ -734,7 +730,7 @@ def test_a_worker_joining_mid_run_without_the_storage_stops_the_run_unwritten(
         return net.start_worker(
             host,
             lan.scheduler,
-            env=worker_env(),
+            env=ENV_WITHOUT_PROJECT,
             cwd=lan.elsewhere,
             resources={"LATE": 1},
         )
@@ -1047,7 +1043,7 @@ def test_a_worker_with_the_drivers_host_name_and_pid_takes_new_code(
         [*AS_PROCESS_ONE, sys.executable, "-c", "import os; print(os.getpid())"]
     )
     assert as_one.stdout.strip() == "1", as_one.stderr
-    scheduler = lan.net.start_scheduler(box, port=8790, env=worker_env())
+    scheduler = lan.net.start_scheduler(box, port=8790, env=ENV_WITHOUT_PROJECT)
     worker = box.start(
         [
             *AS_PROCESS_ONE,
@@ -1061,12 +1057,12 @@ def test_a_worker_with_the_drivers_host_name_and_pid_takes_new_code(
             f"--local-directory={tmp_path / 'worker'}",
         ],
         label="worker-as-process-one",
-        env=worker_env(),
+        env=ENV_WITHOUT_PROJECT,
         cwd=lan.elsewhere,
     )
     try:
         lan.net.wait_for_workers(scheduler, 1)
-        pids = box.python(WORKER_PIDS, scheduler.address, env=worker_env())
+        pids = box.python(WORKER_PIDS, scheduler.address, env=ENV_WITHOUT_PROJECT)
         assert pids.strip() == "[1]", pids
         project = tmp_path / "project"
         shutil.copytree(lan.project, project)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _imp
 import gc
 import os
 import signal
@@ -18,7 +19,11 @@ from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
 from {{ cookiecutter.python_package }}.runner import DaskClientConfig, DaskRunner, DaskSetupError
-from {{ cookiecutter.python_package }}.runner.cluster import cluster_factory, in_the_clear
+from {{ cookiecutter.python_package }}.runner.cluster import (
+    cluster_factory,
+    dask_client,
+    in_the_clear,
+)
 from {{ cookiecutter.python_package }}.runner.dask_runner import add_memory_datasets
 from {{ cookiecutter.python_package }}.runner.interrupts import CtrlCHeldBack
 from {{ cookiecutter.python_package }}.runner.task_graph import SubmittedGraph
@@ -434,6 +439,20 @@ class TestSafety:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)
             pytest.fail("the second press did not interrupt")
+
+    def test_a_press_python_swallowed_in_an_import_still_stops_the_run(self):
+        """A press just after importlib's lock clean-up took the import lock prints
+        "Exception ignored" and leaves it held, as here: a LocalCluster's start would
+        fail after 10 s with a bare AssertionError."""
+        _imp.acquire_lock()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                with dask_client(DaskClientConfig.from_options({})):
+                    pytest.fail("a cluster started")
+            assert not _imp.lock_held()
+        finally:
+            while _imp.lock_held():
+                _imp.release_lock()
 
     def test_ctrl_c_before_a_dask_call_starts_logs_no_traceback(self, caplog):
         """distributed's sync() logs a NameError traceback when Ctrl-C comes before

@@ -22,7 +22,7 @@ from distributed.core import Status
 
 from .client_config import DaskClientConfig
 from .errors import DaskSetupError
-from .interrupts import CtrlCHeldBack, ctrl_c_kept
+from .interrupts import CtrlCHeldBack, ctrl_c_kept, raise_a_press_python_swallowed
 from .local_cluster import (
     LOCAL_DASHBOARD,
     check_not_a_worker_starting,
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
     """Yields a client for the configured cluster and closes what it opened; Ctrl-C
     waits while a cluster starts or everything closes, lest either stop half-way."""
+    raise_a_press_python_swallowed()
     held = CtrlCHeldBack()
     with ExitStack() as opened:
         opened.push(held.__exit__)  # the last step out: a held press is raised

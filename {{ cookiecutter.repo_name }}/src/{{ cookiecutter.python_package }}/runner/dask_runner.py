@@ -131,7 +131,7 @@ class DaskRunner(AbstractRunner):
             forward_node_logs(client, token),
             clock.running(client, token),
             self._performance_report(client),
-            workers_prepared(client, token, hook_manager, hooks, checked),
+            workers_prepared(client, run, hook_manager, hooks, checked),
         ):
             put_project_on_cluster(client, config, pipeline, datasets, elsewhere)
             if hooks is not None or graph.saves_datasets:  # else nothing to guard

@@ -7,6 +7,7 @@ batch jobs behind) and raised once it is done; a second press raises at once.
 
 from __future__ import annotations
 
+import _imp
 import signal
 import threading
 from collections.abc import Iterator
@@ -74,3 +75,18 @@ def ctrl_c_kept() -> Iterator[None]:
     finally:
         if signal.getsignal(signal.SIGINT) is not handler:
             signal.signal(signal.SIGINT, handler)
+
+
+def raise_a_press_python_swallowed() -> None:
+    """Raises a Ctrl-C that Python printed as "Exception ignored" because it hit
+    importlib's lock clean-up just after it took the import lock: held on, that lock
+    makes another thread's first import (a cluster's start) wait forever."""
+    held = False
+    while _imp.lock_held():
+        try:
+            _imp.release_lock()
+        except RuntimeError:  # another thread is importing: not ours to release
+            break
+        held = True
+    if held:
+        raise KeyboardInterrupt

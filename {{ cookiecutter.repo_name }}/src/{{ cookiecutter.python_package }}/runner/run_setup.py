@@ -16,7 +16,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import distributed
@@ -30,6 +30,9 @@ from .worker_hooks import (
     driver_hook_managers,
     merge_additions,
 )
+
+if TYPE_CHECKING:
+    from .node_task import RunContext
 
 
 class RunSetup(WorkerPlugin):
@@ -151,7 +154,7 @@ def hooks_here(token: str, datasets: Iterable[str]) -> Any:
 @contextlib.contextmanager
 def workers_prepared(
     client: distributed.Client,
-    token: str,
+    run: RunContext,
     hook_manager: Any,
     hooks: WorkerHooks | None,
     checked: Mapping[str, Any] | None,
@@ -159,14 +162,15 @@ def workers_prepared(
     """Registers the run's plugin, refusing the run if a worker does not see the
     local files of the ``checked`` datasets (None: no check); afterwards merges
     what the workers' plugin copies learnt into the driver's."""
+    token, name = run.token, RunSetup.name_for(run.token)
     driver_hook_managers[token] = hook_manager  # for workers in this process
-    name, needed = RunSetup.name_for(token), hooks is not None or checked is not None
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})
     storage = SharedStorage.of(checked or {})
     try:
         with storage.marked(token) if storage else contextlib.nullcontext() as storage:
-            setup = RunSetup(token, plugins, dict(environment), storage, this_process())
-            if needed:
+            environment = dict(environment)
+            setup = RunSetup(token, plugins, environment, storage, run.driver_process)
+            if run.prepared:
                 client.register_plugin(setup, name=name)
             unseen = client.run(_unseen, token) if storage is not None else {}
             if unseen := {w: folders for w, folders in unseen.items() if folders}:
@@ -174,7 +178,7 @@ def workers_prepared(
             yield
     finally:
         driver_hook_managers.pop(token, None)
-        if client.status == "running" and needed:
+        if client.status == "running" and run.prepared:
             with contextlib.suppress(Exception):
                 for additions in client.run(_finish, token).values():
                     merge_additions(hook_manager, additions)
