@@ -15,10 +15,16 @@ import distributed
 import psutil
 import pytest
 from distributed import Client, Nanny, Scheduler, SpecCluster
+from distributed.deploy.spec import ProcessInterface
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
-from {{ cookiecutter.python_package }}.runner import DaskClientConfig, DaskRunner, DaskSetupError
+from {{ cookiecutter.python_package }}.runner import (
+    DaskClientConfig,
+    DaskRunError,
+    DaskRunner,
+    DaskSetupError,
+)
 from {{ cookiecutter.python_package }}.runner.cluster import (
     cluster_factory,
     dask_client,
@@ -316,6 +322,31 @@ class TestLifecycle:
             assert client.status == "running"
         assert result["doubled"].load() == 6
 
+    def test_a_cluster_here_that_cannot_start_workers_fails_the_run_and_stays(self):
+        """As dask-jobqueue's jobs when sbatch refuses them: the workers stay created
+        and the SpecCluster does not retry."""
+
+        class RefusedJob(ProcessInterface):
+            def __init__(self, scheduler: str, name: str) -> None:
+                super().__init__()
+
+            async def start(self) -> None:
+                raise RuntimeError("sbatch: error: invalid partition specified")
+
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+        with (
+            SpecCluster(scheduler=scheduler, worker={"cls": RefusedJob}) as cluster,
+            Client(cluster) as client,  # becomes this process's default
+        ):
+            cluster.scale(1)
+            with pytest.raises(DaskRunError) as refused:
+                DaskRunner().run(_doubled(), _catalog(seed=3))
+            assert client.status == "running"
+        message = str(refused.value)
+        assert "SpecCluster could not start any of the 1 Dask workers" in message
+        assert "closed" not in message
+        assert "Check the options the cluster was made with" in message
+
     def test_leaves_a_scheduler_it_connected_to_running(self, process_cluster):
         runner = DaskRunner(
             address=process_cluster.scheduler_address, upload_project=False
@@ -385,16 +416,20 @@ class TestRunOptions:
         assert {result[name].load() for name in tagged} == {"gpu"}
 
     def test_resources_no_worker_has_are_refused_instead_of_waiting(
-        self, thread_cluster
+        self, thread_cluster, tmp_path: Path
     ):
         pipeline = Pipeline(
             [Node(cases.double, "seed", "doubled", name="double", tags=["gpu"])]
         )
+        report = tmp_path / "dask.html"
         runner = DaskRunner(
-            address=thread_cluster.scheduler_address, tag_resources={"gpu": {"GPU": 1}}
+            address=thread_cluster.scheduler_address,
+            tag_resources={"gpu": {"GPU": 1}},
+            performance_report=str(report),
         )
         with pytest.raises(DaskSetupError, match="no worker of this cluster has them"):
             runner.run(pipeline, _catalog(seed=4))
+        assert not report.exists()  # a run refused before it started has no report
 
     def test_performance_report_is_written(self, thread_cluster, tmp_path: Path):
         report = tmp_path / "reports" / "dask.html"

@@ -153,11 +153,14 @@ class WorkerWatch:
         tried = list(getattr(cluster, "workers", {}).values())
         if tried and all(getattr(w, "status", None) == Status.created for w in tried):
             error = f" ({_one_line(errors[-1])})" if errors else ""
+            closed, options = " and its cluster closed", "dask_client.cluster_kwargs"
+            if errors is None:  # a cluster this process made, not the runner
+                closed, options = "", "the options the cluster was made with"
             return (
                 f"{type(cluster).__name__} could not start any of the {len(tried)} "
                 f"Dask workers it tried to{error} and does not retry, so the run was "
-                f"stopped and its cluster closed. Check dask_client.cluster_kwargs "
-                f"against what it accepts (partition, memory, cores, walltime)."
+                f"stopped{closed}. Check {options} against what it accepts "
+                f"(partition, memory, cores, walltime)."
             )
         if self._limit is None or now - self._seen <= self._limit:
             return None

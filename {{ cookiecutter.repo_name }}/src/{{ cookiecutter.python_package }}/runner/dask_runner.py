@@ -97,7 +97,6 @@ class DaskRunner(AbstractRunner):
 
     def _get_executor(self, max_workers: int) -> None:
         """Dask schedules the nodes: there is no ``concurrent.futures`` executor."""
-        return None
 
     def _run(
         self,
@@ -130,7 +129,6 @@ class DaskRunner(AbstractRunner):
             dask_client(config) as client,
             forward_node_logs(client, token),
             clock.running(client, token),
-            self._performance_report(client),
             workers_prepared(client, run, hook_manager, hooks, checked),
         ):
             put_project_on_cluster(client, config, pipeline, datasets, elsewhere)
@@ -141,22 +139,20 @@ class DaskRunner(AbstractRunner):
             resources = graph.resources(config.tag_resources)
             if config.adapt is None:  # no worker may come to have them
                 check_resources(client, resources)
-            submitted = graph.submit(client, config.retries, resources)
-            try:
-                _Waiting(self, submitted, pipeline, catalog, clock).wait()
-                self._finish(submitted, catalog)
-            finally:
-                submitted.cancel()
-
-    def _finish(self, submitted: SubmittedGraph, catalog: CatalogProtocol) -> None:
-        """Brings the unpersisted pipeline outputs to the driver's catalog, for
-        ``run()`` to return as Kedro's runners do."""
-        for name, value in submitted.client.gather(submitted.free_outputs).items():
-            catalog.get(name).save(value)
+            with self._performance_report(client):
+                submitted = graph.submit(client, config.retries, resources)
+                try:
+                    _Waiting(self, submitted, pipeline, catalog, clock).wait()
+                    # The unpersisted outputs, for run() to return as Kedro's do.
+                    for name, value in client.gather(submitted.free_outputs).items():
+                        catalog.get(name).save(value)
+                finally:
+                    submitted.cancel()
 
     @contextmanager
     def _performance_report(self, client: distributed.Client) -> Iterator[None]:
-        """Writes Dask's performance report when asked (none if the scheduler went)."""
+        """Writes Dask's performance report of the submitted run when asked (none if
+        the scheduler went)."""
         path = self._config.performance_report
         if not path:
             yield

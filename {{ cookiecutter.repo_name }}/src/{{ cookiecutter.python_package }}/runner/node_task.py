@@ -153,6 +153,5 @@ def _hook_manager(task: NodeTask) -> Any:
     run = task.run
     if in_driver_process(run.driver_process):
         return driver_hook_managers.get(run.token) or _NullPluginManager()
-    if run.prepared and (manager := hooks_here(run.token, task.persisted)):
-        return manager
-    return _NullPluginManager()
+    manager = hooks_here(run.token, task.persisted) if run.prepared else None
+    return manager or _NullPluginManager()

@@ -40,13 +40,11 @@ class RunSetup(WorkerPlugin):
 
     def __init__(
         self,
-        token: str,
         plugins: bytes | None,
         environment: dict[str, str | None],
         storage: SharedStorage | None,
         driver_process: str,
     ) -> None:
-        self.token = token
         #: The driver's plugins with node or dataset hooks, pickled.
         self.plugins = plugins
         self.environment = environment
@@ -168,8 +166,7 @@ def workers_prepared(
     storage = SharedStorage.of(checked or {})
     try:
         with storage.marked(token) if storage else contextlib.nullcontext() as storage:
-            environment = dict(environment)
-            setup = RunSetup(token, plugins, environment, storage, run.driver_process)
+            setup = RunSetup(plugins, dict(environment), storage, run.driver_process)
             if run.prepared:
                 client.register_plugin(setup, name=name)
             unseen = client.run(_unseen, token) if storage is not None else {}

@@ -78,9 +78,8 @@ def _local_folder(dataset: AbstractDataset) -> Path | None:
         return None
     protocol, path = get_protocol_and_path(str(location))
     # fsspec datasets keep the path without its protocol (s3://bucket/x: bucket/x)
-    if getattr(dataset, "_protocol", protocol) not in ("file", "local", None):
-        return None
-    if protocol != "file":
+    fs_protocol = getattr(dataset, "_protocol", protocol)
+    if protocol != "file" or fs_protocol not in ("file", "local", None):
         return None
     folder = Path(path).absolute().parent
     while not folder.is_dir() and folder != folder.parent:
