@@ -480,6 +480,7 @@ def test_a_node_past_the_memory_limit_fails_the_run_with_what_to_change(
     assert "Kedro node 'hog' was running each time its Dask workers died" in message
     assert "memory_limit 400.00 MiB per worker" in message, message
     assert "threads_per_worker" in message
+    assert "could not import what it needs" in message  # the other way workers die
     assert "Traceback" not in output, output
     assert not left, [(child.pid, child.cmdline()) for child in left]
 

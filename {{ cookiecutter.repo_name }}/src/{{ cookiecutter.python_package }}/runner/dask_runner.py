@@ -285,7 +285,9 @@ def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:
         f"Dask gave up on it ({error}); likely it used more memory than a worker "
         f"may ({limit} here). Raise dask_client.memory_limit (or cluster_kwargs."
         f"memory_limit), lower threads_per_worker so fewer nodes share a worker, or "
-        f"make the node use less; the workers' logs say why each one stopped."
+        f"make the node use less. Or the workers could not import what it needs "
+        f"(distributed closes such a worker; those that join after the run starts "
+        f"are not asked). The workers' logs say why each one stopped."
     )
 
 
