@@ -92,13 +92,8 @@ _forwarder = _NodeLogForwarder()
 _setup_lock = threading.Lock()
 
 
-def node_logs_to_driver(
-    run_token: str, levels: dict[str, int], driver_process: str
-) -> None:
-    """Forwards the run's node records to its driver; in the driver's own process (a
-    cluster of threads) they print as is."""
-    if in_driver_process(driver_process):
-        return
+def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> None:
+    """Forwards the run's node records from this worker process to its driver."""
     worker, forwarder = distributed.get_worker(), _forwarder
     if run_token in forwarder.tokens and worker in forwarder.workers:
         if forwarder.levels == levels or forwarder.closing:

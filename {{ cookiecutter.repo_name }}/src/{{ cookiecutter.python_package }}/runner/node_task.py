@@ -69,7 +69,9 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     Dask wait for nodes with persisted outputs. Returns None, one output or a tuple."""
     if task.computes_dask_collections or any(map(is_dask_collection, upstream)):
         leave_the_worker_thread_pool()
-    node, persisted, hook_manager = task.node, task.persisted, _hook_manager(task)
+    in_driver = in_driver_process(task.run.driver_process)
+    node, persisted = task.node, task.persisted
+    hook_manager = _hook_manager(task, in_driver)
     hooked = not isinstance(hook_manager, _NullPluginManager)
     # Computed again after its worker was lost: only its saves and hooks matter.
     recomputed = (hooked or bool(persisted)) and recomputing()
@@ -89,9 +91,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         if name in task.memory_outputs or recomputed
     }
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
-    node_logs_to_driver(
-        task.run.token, task.run.logging_levels, task.run.driver_process
-    )
+    if not in_driver:  # in the driver's own process (threads) records print as is
+        node_logs_to_driver(task.run.token, task.run.logging_levels)
     with mlflow_runs_left_open() if hooked else nullcontext():
         if recomputed:
             logger.warning(
@@ -148,10 +149,10 @@ def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
     return _inferred_copy_modes[kind]
 
 
-def _hook_manager(task: NodeTask) -> Any:
+def _hook_manager(task: NodeTask, in_driver: bool) -> Any:
     """The driver's own in its process, else that of its plugins' copies (run_setup)."""
     run = task.run
-    if in_driver_process(run.driver_process):
+    if in_driver:
         return driver_hook_managers.get(run.token) or _NullPluginManager()
     manager = hooks_here(run.token, task.persisted) if run.prepared else None
     return manager or _NullPluginManager()

@@ -166,8 +166,10 @@ def workers_prepared(
     storage = SharedStorage.of(checked or {})
     try:
         with storage.marked(token) if storage else contextlib.nullcontext() as storage:
-            setup = RunSetup(plugins, dict(environment), storage, run.driver_process)
             if run.prepared:
+                setup = RunSetup(
+                    plugins, dict(environment), storage, run.driver_process
+                )
                 client.register_plugin(setup, name=name)
             unseen = client.run(_unseen, token) if storage is not None else {}
             if unseen := {w: folders for w, folders in unseen.items() if folders}:
