@@ -8,8 +8,17 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
-from .conftest import DASK_RUNNER, ENV, PACKAGE, cli_cluster, kedro, render
+from .conftest import (
+    DASK_RUNNER,
+    ENV,
+    PACKAGE,
+    CliCluster,
+    cli_cluster,
+    kedro,
+    render,
+)
 from .faults import finish, started_kedro
 from .shared import tail, wait_for
 
@@ -115,6 +124,21 @@ def hook_calls(log: Path) -> list[str]:
     return sorted(log.read_text().splitlines())
 
 
+def _finished(cluster: CliCluster, node_name: str) -> bool:
+    """Whether the scheduler has the node's task done (none of it still running)."""
+
+    def done(suffix: str, dask_scheduler: Any) -> bool:
+        states = [
+            task.state
+            for key, task in dask_scheduler.tasks.items()
+            if str(key[0] if isinstance(key, tuple) else key).endswith(suffix)
+        ]
+        return bool(states) and "processing" not in states
+
+    with cluster.client() as client:
+        return bool(client.run_on_scheduler(done, f"-{node_name}"))
+
+
 def test_a_node_recomputed_after_its_worker_died_saves_and_fires_hooks_once(
     tmp_path: Path,
 ):
@@ -146,8 +170,11 @@ def test_a_node_recomputed_after_its_worker_died_saves_and_fires_hooks_once(
             log=run_log,
             env=env,
         ) as process:
+            # Finished, not only saved: a task killed between its save and its end
+            # runs again in full (Dask runs a task at least once).
             wait_for(
-                lambda: (project / "data/09_lost/used_now.json").exists(),
+                lambda: (project / "data/09_lost/used_now.json").exists()
+                and _finished(cluster, "use_now"),
                 60,
                 "the first branch to finish",
             )
