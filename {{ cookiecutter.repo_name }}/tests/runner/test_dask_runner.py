@@ -18,6 +18,7 @@ from distributed import Client, Nanny, Scheduler, SpecCluster
 from distributed.deploy.spec import ProcessInterface
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
+from kedro_datasets.pickle import PickleDataset
 
 from {{ cookiecutter.python_package }}.runner import (
     DaskClientConfig,
@@ -45,6 +46,11 @@ def _catalog(**data) -> DataCatalog:
 
 def _worker_name(_: object) -> str:
     return distributed.get_worker().name
+
+
+def _run_plugins_here(_: object) -> bool:
+    worker = distributed.get_worker()
+    return any(name.startswith("kedro-run-") for name in worker.plugins)
 
 
 def _doubled() -> Pipeline:
@@ -131,7 +137,9 @@ class TestSettings:
         config = DaskClientConfig.from_options(
             {"cluster_class": "distributed.LocalCluster.from_name"}
         )
-        assert cluster_factory(config) == distributed.LocalCluster.from_name
+        assert (
+            cluster_factory(config.cluster_class) == distributed.LocalCluster.from_name
+        )
 
     def test_a_cluster_class_that_does_not_exist_is_named(self):
         with pytest.raises(DaskSetupError, match="'LocalCluster' has no 'from_nam'"):
@@ -355,6 +363,27 @@ class TestLifecycle:
         with Client(process_cluster, set_as_default=False) as client:
             assert len(client.scheduler_info()["workers"]) == 2
 
+    @pytest.mark.parametrize("local_file", [False, True])
+    def test_workers_get_a_run_plugin_only_with_something_to_set_up(
+        self, process_cluster, tmp_path: Path, local_file: bool
+    ):
+        """Workers elsewhere check the run's local files (none: nothing to check)
+        and fire its hooks (none here)."""
+        catalog = _catalog(seed=1)
+        if local_file:
+            catalog["kept"] = PickleDataset(filepath=str(tmp_path / "kept.pickle"))
+        pipeline = Pipeline(
+            [Node(_run_plugins_here, "seed", "kept", name="look"), *_doubled().nodes]
+        )
+        outputs = Pipeline([Node(cases.identity, "kept", "seen", name="copy")])
+        runner = DaskRunner(
+            address=process_cluster.scheduler_address,
+            upload_project=False,
+            check_shared_storage=True,
+        )
+        result = runner.run(pipeline + outputs, catalog)
+        assert result["seen"].load() == local_file
+
     def test_a_lost_node_is_followed_again_once_dask_recomputes_it(self):
         """A node's result lost with its worker before the driver saw it finish:
         Dask computes it again, and the driver waits for that."""
@@ -533,5 +562,5 @@ class TestSafety:
         config = DaskClientConfig.from_options(
             {"cluster_class": "replaces_sigint.Cluster"}
         )
-        assert cluster_factory(config) is object
+        assert cluster_factory(config.cluster_class) is object
         assert signal.getsignal(signal.SIGINT) is before

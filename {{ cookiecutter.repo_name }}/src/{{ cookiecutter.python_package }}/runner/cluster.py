@@ -55,7 +55,7 @@ def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
             logger.info("Using this process's Dask client %s", client)
         else:
             with held:
-                factory = cluster_factory(config)
+                factory = cluster_factory(config.cluster_class)
                 if factory is distributed.LocalCluster:
                     opened.enter_context(worker_processes_environment())
                 errors = opened.enter_context(_worker_start_errors(factory))
@@ -90,7 +90,7 @@ def where_workers_run(config: DaskClientConfig) -> str:
             return "this process"
         local = isinstance(getattr(active, "cluster", None), distributed.LocalCluster)
         return "this machine" if local else "anywhere"
-    if cluster_factory(config) is not distributed.LocalCluster:
+    if cluster_factory(config.cluster_class) is not distributed.LocalCluster:
         return "anywhere"
     if config.cluster_kwargs.get("processes") is False:
         return "this process"
@@ -214,13 +214,9 @@ class WorkerWatch:
         return sorted(repr(names[key]) for key in died)
 
 
-def cluster_factory(config: DaskClientConfig) -> Callable[..., Any]:
-    """What the runner makes its cluster with (LocalCluster by default)."""
-    return _cluster_factory(config.cluster_class)
-
-
 @functools.cache
-def _cluster_factory(path: str | None) -> Callable[..., Any]:
+def cluster_factory(path: str | None) -> Callable[..., Any]:
+    """What ``dask_client.cluster_class`` names (by default LocalCluster)."""
     if not path:
         return distributed.LocalCluster
     if "." not in path:

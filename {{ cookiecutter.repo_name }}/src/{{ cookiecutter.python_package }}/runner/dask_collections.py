@@ -26,7 +26,7 @@ _DASK_DATASETS = "kedro_datasets.dask"
 def computes_dask_collections(
     node: Node, datasets: Mapping[str, AbstractDataset]
 ) -> bool:
-    """Checked on the driver, once per node, from its code and persisted datasets."""
+    """From the node's code and persisted datasets."""
     return _refers_to_dask(node.func) or any(
         type(dataset).__module__.startswith(_DASK_DATASETS)
         for dataset in datasets.values()

@@ -46,6 +46,7 @@ from .node_task import RunContext
 from .project_on_cluster import put_project_on_cluster
 from .recomputed_nodes import MarkRecomputed
 from .run_setup import this_process, workers_prepared
+from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
 from .worker_hooks import worker_hooks
@@ -114,12 +115,14 @@ class DaskRunner(AbstractRunner):
         hooks = None  # workers in this very process fire the driver's plugins
         if where != "this process":
             hooks = worker_hooks(hook_manager, self._environment)
-        checked = datasets if config.check_shared_storage and elsewhere else None
+        storage = None  # the local directories workers must see, if any
+        if config.check_shared_storage and elsewhere:
+            storage = SharedStorage.of(datasets)
         run = RunContext(
             token=token,
             run_id=run_id,
             is_async=self._is_async,
-            prepared=hooks is not None or checked is not None,
+            prepared=hooks is not None or storage is not None,
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
         )
@@ -129,7 +132,7 @@ class DaskRunner(AbstractRunner):
             dask_client(config) as client,
             forward_node_logs(client, token),
             clock.running(client, token),
-            workers_prepared(client, run, hook_manager, hooks, checked),
+            workers_prepared(client, run, hook_manager, hooks, storage),
         ):
             put_project_on_cluster(client, config, pipeline, datasets, elsewhere)
             if hooks is not None or graph.saves_datasets:  # else nothing to guard
@@ -256,24 +259,25 @@ class _Waiting:
 
 def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
     """Adds the datasets Kedro's warm-up in ``AbstractRunner.run`` would, cheaply:
-    Kedro makes the first from the runtime pattern (slow: it tries several imports
-    for the class); when that is a fresh ``MemoryDataset``, each name resolving to
-    the same config gets a copy. Inputs are left to Kedro, whose check for a
-    missing one must still fail the run."""
+    Kedro resolves each name's pattern and makes its dataset (slow: it tries several
+    imports for the class). Names that no catalog pattern of the project matches
+    get copies of the first fresh ``MemoryDataset``. Inputs are left to Kedro, whose
+    check for a missing one must still fail the run."""
     if not isinstance(catalog, DataCatalog):
         return
-    model: MemoryDataset | None = None
-    model_config: dict[str, Any] | None = None
+    resolver, model = catalog.config_resolver, None
     for name in sorted(pipeline.datasets() - pipeline.inputs()):
         if name in catalog:
             continue
-        config = catalog.config_resolver.resolve_pattern(name)
-        if model is not None and config == model_config:
+        patterned = resolver.match_dataset_pattern(name) or (
+            resolver.match_user_catch_all_pattern(name)
+        )
+        if model is not None and not patterned:
             catalog[name] = copy.copy(model)
             continue
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)
-        if model is None and type(dataset) is MemoryDataset:
-            model, model_config = dataset, config
+        if model is None and not patterned and type(dataset) is MemoryDataset:
+            model = dataset
 
 
 def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from dask import is_dask_collection
@@ -16,12 +16,16 @@ from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 
-from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
+from .dask_collections import (
+    computes_dask_collections,
+    leave_the_worker_thread_pool,
+    refuse_persisted,
+)
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import recomputing
 from .run_setup import hooks_here, in_driver_process
-from .worker_hooks import driver_hook_managers, mlflow_runs_left_open
+from .worker_hooks import mlflow_runs_left_open
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +58,12 @@ class NodeTask:
     memory_inputs: tuple[tuple[str, str | None], ...]
     #: The outputs the task returns to Dask, in this order.
     memory_outputs: tuple[str, ...]
-    computes_dask_collections: bool = False
+    #: Whether the node computes dask collections, checked once, on the driver.
+    computes_dask: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        computes = computes_dask_collections(self.node, self.persisted)
+        object.__setattr__(self, "computes_dask", computes)
 
 
 @dataclass(frozen=True)
@@ -67,11 +76,11 @@ class Inline:
 def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     """``upstream``: the values of ``task.memory_inputs``, then arguments that only make
     Dask wait for nodes with persisted outputs. Returns None, one output or a tuple."""
-    if task.computes_dask_collections or any(map(is_dask_collection, upstream)):
+    if task.computes_dask or any(map(is_dask_collection, upstream)):
         leave_the_worker_thread_pool()
     in_driver = in_driver_process(task.run.driver_process)
     node, persisted = task.node, task.persisted
-    hook_manager = _hook_manager(task, in_driver)
+    hook_manager = hooks_here(task.run, persisted, in_driver) or _NullPluginManager()
     hooked = not isinstance(hook_manager, _NullPluginManager)
     # Computed again after its worker was lost: only its saves and hooks matter.
     recomputed = (hooked or bool(persisted)) and recomputing()
@@ -147,12 +156,3 @@ def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
     if kind not in _inferred_copy_modes:
         _inferred_copy_modes[kind] = _infer_copy_mode(value)
     return _inferred_copy_modes[kind]
-
-
-def _hook_manager(task: NodeTask, in_driver: bool) -> Any:
-    """The driver's own in its process, else that of its plugins' copies (run_setup)."""
-    run = task.run
-    if in_driver:
-        return driver_hook_managers.get(run.token) or _NullPluginManager()
-    manager = hooks_here(run.token, task.persisted) if run.prepared else None
-    return manager or _NullPluginManager()

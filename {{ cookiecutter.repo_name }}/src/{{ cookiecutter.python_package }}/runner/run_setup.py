@@ -126,15 +126,17 @@ def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
 _copies_lock = threading.Lock()
 
 
-def hooks_here(token: str, datasets: Iterable[str]) -> Any:
-    """In a node task: the hook manager of the run's plugin copies here (None: no
-    plugins); refuses a node using files this worker does not see. Not part of the
-    plugin: it runs with the project there."""
+def hooks_here(run: RunContext, datasets: Iterable[str], in_driver: bool) -> Any:
+    """In a node task: the driver's hook manager in its own process, else that of
+    the run's plugin copies here (None: no hooks); refuses a node using files this
+    worker does not see. Not part of the plugin: it runs with the project there."""
+    if in_driver or not run.prepared:
+        return driver_hook_managers.get(run.token) if in_driver else None
     worker = distributed.get_worker()
-    setup = worker.plugins.get(RunSetup.name_for(token))
+    setup = worker.plugins.get(RunSetup.name_for(run.token))
     if setup is None:
         raise RuntimeError(
-            f"This Dask worker is not prepared for Kedro run {token}: the run "
+            f"This Dask worker is not prepared for Kedro run {run.token}: the run "
             f"is over, or preparing the worker failed (its log says why)."
         )
     if setup.error is not None:
@@ -155,25 +157,22 @@ def workers_prepared(
     run: RunContext,
     hook_manager: Any,
     hooks: WorkerHooks | None,
-    checked: Mapping[str, Any] | None,
+    storage: SharedStorage | None,
 ) -> Iterator[None]:
     """Registers the run's plugin, refusing the run if a worker does not see the
-    local files of the ``checked`` datasets (None: no check); afterwards merges
-    what the workers' plugin copies learnt into the driver's."""
+    ``storage`` (None: no check); afterwards merges what the workers' plugin
+    copies learnt into the driver's."""
     token, name = run.token, RunSetup.name_for(run.token)
     driver_hook_managers[token] = hook_manager  # for workers in this process
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})
-    storage = SharedStorage.of(checked or {})
     try:
-        with storage.marked(token) if storage else contextlib.nullcontext() as storage:
+        with storage.marked(token) if storage else contextlib.nullcontext() as marked:
             if run.prepared:
-                setup = RunSetup(
-                    plugins, dict(environment), storage, run.driver_process
-                )
+                setup = RunSetup(plugins, dict(environment), marked, run.driver_process)
                 client.register_plugin(setup, name=name)
-            unseen = client.run(_unseen, token) if storage is not None else {}
+            unseen = client.run(_unseen, token) if marked is not None else {}
             if unseen := {w: folders for w, folders in unseen.items() if folders}:
-                raise DaskSetupError(storage.refusal(unseen))  # type: ignore[union-attr]
+                raise DaskSetupError(marked.refusal(unseen))  # type: ignore[union-attr]
             yield
     finally:
         driver_hook_managers.pop(token, None)

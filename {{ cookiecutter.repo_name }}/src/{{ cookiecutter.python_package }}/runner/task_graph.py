@@ -20,7 +20,6 @@ from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
-from .dask_collections import computes_dask_collections
 from .errors import DaskSetupError
 from .node_task import Inline, NodeTask, RunContext, run_node_task
 
@@ -115,7 +114,6 @@ class TaskGraph:
                     (n, self._memory[n]) for n in node.inputs if n in self._memory
                 ),
                 memory_outputs=tuple(n for n in node.outputs if n in self._memory),
-                computes_dask_collections=computes_dask_collections(node, persisted),
             )
         self._check_serialisable()
         #: Whether a node saves a dataset: a node computed again must not.
@@ -197,7 +195,10 @@ class TaskGraph:
                 layer[finished[node]] = (_nothing, key)
             elif node in awaited:
                 finished[node] = key
-        free = {n: providers[n] for n in self._pipeline.outputs() & self._memory.keys()}
+        # The pipeline's in-memory outputs (Pipeline.outputs() costs more).
+        used = {name for task in self._tasks.values() for name, _ in task.memory_inputs}
+        free = {n: providers[n] for t in self._tasks.values() for n in t.memory_outputs}
+        free = {name: key for name, key in free.items() if name not in used}
         wanted = [*node_keys, *free.values()]
         graph = HighLevelGraph(
             {
