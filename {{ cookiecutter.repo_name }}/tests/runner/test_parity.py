@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from distributed import Client, LocalCluster
+from distributed.stealing import fast_tasks
 from kedro.io import MemoryDataset
 from kedro.runner import SequentialRunner
 from pluggy import PluginManager
@@ -219,7 +220,9 @@ def test_each_output_of_a_node_is_taken_out_where_the_node_ran(
     """A node with several outputs returns them in one tuple, and a small task
     takes each one out. Those tasks must run where the tuple is: when they shared
     one Dask task group, the scheduler took them for root tasks and spread them
-    over the workers, each of which then fetched the whole tuple."""
+    over the workers, each of which then fetched the whole tuple; and Dask's work
+    stealing must not move them (it did, on a busy machine, while it took each for
+    a task of 0.5 s: the default for a task prefix it has not timed yet)."""
     case = cases.many_outputs()
     runner = dask_runner(process_cluster)
     _, free, _ = run_case(runner, case, tmp_path, hook_manager, hook_log)
@@ -232,9 +235,14 @@ def test_each_output_of_a_node_is_taken_out_where_the_node_ran(
             for key in fetch["keys"]
         ]
 
+    def prefixes(dask_scheduler) -> list[str]:
+        return list(dask_scheduler.task_prefixes)
+
     with Client(process_cluster, set_as_default=False) as observer:
         fetched = [key for keys in observer.run(keys_fetched).values() for key in keys]
+        splits = [p for p in observer.run_on_scheduler(prefixes) if "-output" in p]
     assert not [key for key in fetched if "-split_parts" in key]
+    assert splits == [] and "split-stage" in fast_tasks  # never stolen
 
 
 def tasks_left_on_scheduler(observer: Client) -> dict[str, str]:

@@ -130,8 +130,10 @@ def hooks_here(run: RunContext, datasets: Iterable[str], in_driver: bool) -> Any
     """In a node task: the driver's hook manager in its own process, else that of
     the run's plugin copies here (None: no hooks); refuses a node using files this
     worker does not see. Not part of the plugin: it runs with the project there."""
-    if in_driver or not run.prepared:
-        return driver_hook_managers.get(run.token) if in_driver else None
+    if in_driver:
+        return driver_hook_managers.get(run.token)
+    if not run.prepared:
+        return None
     worker = distributed.get_worker()
     setup = worker.plugins.get(RunSetup.name_for(run.token))
     if setup is None:

@@ -25,6 +25,10 @@ from .node_task import Inline, NodeTask, RunContext, run_node_task
 
 #: Pipeline inputs up to this size travel inside the task of every node taking them.
 INLINE_BYTES = 64 * 2**10
+#: Key prefix of the instant tasks that take one output out of a node's tuple or wait
+#: for a node: a prefix Dask's work stealing never moves (``fast_tasks``), since a
+#: moved one copies all the node's outputs to another worker.
+_NEVER_MOVED = "split-stage"
 
 
 @dataclass
@@ -188,17 +192,16 @@ class TaskGraph:
             if len(outputs) == 1:
                 providers[outputs[0]] = key
             for index, name in enumerate(outputs if len(outputs) > 1 else ()):
-                providers[name] = (f"{token}-output-{name}",)
+                providers[name] = (f"{_NEVER_MOVED}-{token}-output-{name}",)
                 layer[providers[name]] = (operator.getitem, key, index)
             if node in awaited and outputs:  # wait for it without fetching its data
-                finished[node] = (f"{token}-finished-{node.name}",)
+                finished[node] = (f"{_NEVER_MOVED}-{token}-done-{node.name}",)
                 layer[finished[node]] = (_nothing, key)
             elif node in awaited:
                 finished[node] = key
         # The pipeline's in-memory outputs (Pipeline.outputs() costs more).
         used = {name for task in self._tasks.values() for name, _ in task.memory_inputs}
-        free = {n: providers[n] for t in self._tasks.values() for n in t.memory_outputs}
-        free = {name: key for name, key in free.items() if name not in used}
+        free = {name: key for name, key in providers.items() if name not in used}
         wanted = [*node_keys, *free.values()]
         graph = HighLevelGraph(
             {
