@@ -53,6 +53,15 @@ def _run_plugins_here(_: object) -> bool:
     return any(name.startswith("kedro-run-") for name in worker.plugins)
 
 
+def _two_parts(seed: int) -> tuple[int, int]:
+    return seed, seed
+
+
+def _slowly(value: int) -> int:
+    time.sleep(1.5)
+    return value + 1
+
+
 def _doubled() -> Pipeline:
     return Pipeline([Node(cases.double, "seed", "doubled", name="double")])
 
@@ -459,6 +468,21 @@ class TestRunOptions:
         with pytest.raises(DaskSetupError, match="no worker of this cluster has them"):
             runner.run(pipeline, _catalog(seed=4))
         assert not report.exists()  # a run refused before it started has no report
+
+    def test_a_time_limit_counts_from_the_limited_nodes_own_start(self, thread_cluster):
+        # "output-a" is also the name Dask's task taking `a` out of split's tuple
+        # ends with: that task starts 1.5 s before the node does.
+        pipeline = Pipeline(
+            [
+                Node(_two_parts, "seed", ["a", "b"], name="split"),
+                Node(_slowly, "b", "c", name="slow"),
+                Node(cases.add, ["a", "c"], "d", name="output-a", tags=["quick"]),
+            ]
+        )
+        runner = DaskRunner(
+            address=thread_cluster.scheduler_address, tag_timeouts={"quick": 1.0}
+        )
+        assert runner.run(pipeline, _catalog(seed=1))["d"].load() == 3
 
     def test_performance_report_is_written(self, thread_cluster, tmp_path: Path):
         report = tmp_path / "reports" / "dask.html"

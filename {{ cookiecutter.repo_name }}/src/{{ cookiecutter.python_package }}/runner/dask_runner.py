@@ -126,8 +126,8 @@ class DaskRunner(AbstractRunner):
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
         )
-        clock = NodeClock(pipeline.nodes, config.tag_timeouts)
         graph = TaskGraph(pipeline, datasets, run)
+        clock = NodeClock(graph.node_keys, config.tag_timeouts)
         with (
             dask_client(config) as client,
             forward_node_logs(client, token),

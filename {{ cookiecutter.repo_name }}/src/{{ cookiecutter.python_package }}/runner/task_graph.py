@@ -105,7 +105,10 @@ class TaskGraph:
             if isinstance(dataset, MemoryDataset)
         }
         self._tasks: dict[Node, NodeTask] = {}
+        #: Each node's Dask task key.
+        self.node_keys: dict[Node, tuple[str]] = {}
         for node in pipeline.nodes:
+            self.node_keys[node] = (f"{funcname(node.func)}-{run.token}-{node.name}",)
             # Not `- self._memory.keys()`: that copies the keys for every node.
             own = {*node.inputs, *node.outputs, *node.confirms}
             own = {name for name in own if name not in self._memory}
@@ -177,7 +180,7 @@ class TaskGraph:
         waits_for = self._order_only_parents()
         awaited = {parent for parents in waits_for.values() for parent in parents}
         for node, task in self._tasks.items():
-            key = (f"{funcname(node.func)}-{token}-{node.name}",)
+            key = self.node_keys[node]
             layer = layers.setdefault(
                 tuple(sorted(resources.get(node, {}).items())), {}
             )

@@ -24,13 +24,19 @@ TOPIC = "kedro-node-started"
 class NodeClock:
     """On the driver: one run's limited nodes, and when each started."""
 
-    def __init__(self, nodes: list[Node], tag_timeouts: Mapping[str, float]) -> None:
+    def __init__(
+        self, node_keys: Mapping[Node, Any], tag_timeouts: Mapping[str, float]
+    ) -> None:
+        """``node_keys``: each node's Dask task key."""
         #: ``(seconds, tag)`` of the smallest limit of each node's tags, by name.
         self.limits: dict[str, tuple[float, str]] = {}
-        for node in nodes:
+        #: The names of the limited nodes, by task key.
+        self._names: dict[Any, str] = {}
+        for node, key in node_keys.items():
             tagged = [(tag_timeouts[tag], tag) for tag in node.tags & set(tag_timeouts)]
             if tagged:
                 self.limits[node.name] = min(tagged)
+                self._names[key] = node.name
         self._started: dict[str, float] = {}
         self._finished: set[str] = set()
 
@@ -46,7 +52,7 @@ class NodeClock:
 
         name = f"kedro-node-starts-{run_token}"
         client.subscribe_topic(TOPIC, started)
-        client.register_plugin(_AnnounceStarts(run_token, set(self.limits)), name=name)
+        client.register_plugin(_AnnounceStarts(run_token, self._names), name=name)
         try:
             yield
         finally:
@@ -75,20 +81,16 @@ class NodeClock:
 
 
 class _AnnounceStarts(WorkerPlugin):
-    """On a worker: tells the driver when a limited node starts (a node task's key is
-    ``<function>-<run token>-<node name>``; the run's other keys start with it)."""
+    """On a worker: tells the driver when a limited node's task starts."""
 
-    def __init__(self, run_token: str, nodes: set[str]) -> None:
-        self.run_token, self.nodes = run_token, nodes
+    def __init__(self, run_token: str, names: dict[Any, str]) -> None:
+        self.run_token, self.names = run_token, names
 
     def setup(self, worker: distributed.Worker) -> None:
         self.worker = worker
 
     def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
-        if finish != "executing" or not isinstance(key, tuple):
-            return
-        _, _, node = str(key[0]).partition(f"-{self.run_token}-")
-        if node in self.nodes:
+        if finish == "executing" and (node := self.names.get(key)) is not None:
             self.worker.log_event(TOPIC, {"run": self.run_token, "node": node})
 
 
