@@ -1,10 +1,14 @@
-"""A worker that dies after its node finished: Dask computes the node again to
-rebuild the in-memory output lost with the worker, and the run must still save
-the node's datasets and fire its hooks once, as SequentialRunner does."""
+"""Workers that die around a node's saves. One that dies after its node finished:
+Dask computes the node again to rebuild the in-memory output lost with the
+worker, and the run must still save the node's datasets and fire its hooks once,
+as SequentialRunner does. One that dies while its node saves: Dask runs the node
+again, and the run must still succeed, keeping what it saved with versioning."""
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import signal
 import time
 from pathlib import Path
@@ -203,3 +207,97 @@ def _worker_pid(cluster, resource: str) -> int:
         pids = client.run(os.getpid)
     (address,) = [a for a, w in workers.items() if resource in w.get("resources", {})]
     return pids[address]
+
+
+INTERRUPTED_NODES = '''\
+"""A node whose versioned output is saved before the node's task ends."""
+
+from kedro.pipeline import Pipeline, node
+
+
+def fit() -> tuple[dict, dict]:
+    return {"weights": [1, 2, 3]}, {"rows": 3}
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline([node(fit, None, ["model", "report"], name="fit")])
+'''
+
+#: Waits, once, after the model is saved: the test kills the worker meanwhile.
+STALL_HOOK = '''\
+"""Writes this worker's process id to $STALL_MARKER after the first model save,
+then waits."""
+
+import os
+import time
+from pathlib import Path
+
+from kedro.framework.hooks import hook_impl
+
+
+class StallAfterModelSaved:
+    @hook_impl
+    def after_dataset_saved(self, dataset_name):
+        marker = Path(os.environ["STALL_MARKER"])
+        if dataset_name == "model" and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            time.sleep(120)
+'''
+
+INTERRUPTED_CATALOG = """\
+model:
+  type: pickle.PickleDataset
+  filepath: data/09_lost/model.pkl
+  versioned: true
+
+report:
+  type: json.JSONDataset
+  filepath: data/09_lost/report.json
+"""
+
+
+def test_a_node_whose_worker_died_while_it_saved_runs_again_keeping_its_versions(
+    tmp_path: Path,
+):
+    project = render(tmp_path / "project")
+    package = project / "src" / PACKAGE
+    (package / "pipelines" / "interrupted").mkdir()
+    (package / "pipelines" / "interrupted" / "__init__.py").write_text(
+        INTERRUPTED_NODES
+    )
+    (package / "stall_hook.py").write_text(STALL_HOOK)
+    settings = package / "settings.py"
+    settings.write_text(
+        settings.read_text()
+        + f"\nfrom {PACKAGE}.stall_hook import StallAfterModelSaved\n\n"
+        "HOOKS = (StallAfterModelSaved(),)\n"
+    )
+    (project / "conf/base/catalog_interrupted.yml").write_text(INTERRUPTED_CATALOG)
+    marker = tmp_path / "stalled"
+    stall = {"STALL_MARKER": str(marker)}
+    with cli_cluster(tmp_path / "cluster", worker_env=stall) as cluster:
+        run_log = tmp_path / "run.log"
+        with started_kedro(
+            project,
+            "run",
+            f"--runner={DASK_RUNNER}",
+            "--pipelines=interrupted",
+            f"--params=dask_client.address={cluster.address}",
+            log=run_log,
+            env={**ENV, **stall},
+        ) as process:
+            stalled = wait_for(
+                lambda: marker.exists() and marker.read_text(),
+                60,
+                "the model saved",
+                details=lambda: tail(run_log),
+            )
+            os.kill(int(stalled), signal.SIGKILL)
+            assert finish(process, 60, run_log) == 0, tail(run_log)
+        output = run_log.read_text()
+    assert "runs again (its Dask worker died" in output, output
+    (version,) = (project / "data/09_lost/model.pkl").iterdir()
+    model = pickle.loads((version / "model.pkl").read_bytes())
+    assert model == {"weights": [1, 2, 3]}
+    report = json.loads((project / "data/09_lost/report.json").read_text())
+    assert report == {"rows": 3}

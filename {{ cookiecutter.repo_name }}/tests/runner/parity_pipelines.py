@@ -12,9 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
@@ -93,6 +94,22 @@ def fail_once(marker):
         path.touch()
         raise RuntimeError("first try fails")
     return "second try"
+
+
+class SaveFailsOnce(AbstractDataset):
+    """Fails its first save, when ``marker`` does not exist yet."""
+
+    def __init__(self, marker: str) -> None:
+        self._marker = marker
+
+    def _save(self, data: Any) -> None:
+        fail_once(self._marker)
+
+    def _load(self) -> Any:
+        raise NotImplementedError
+
+    def _describe(self) -> dict[str, Any]:
+        return {"marker": self._marker}
 
 
 def fail(x):

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from distributed import Client, Nanny, Scheduler, SpecCluster
 from distributed.deploy.spec import ProcessInterface
-from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.io import AbstractDataset, DataCatalog, MemoryDataset, Version
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.pickle import PickleDataset
 
@@ -422,6 +422,26 @@ class TestRunOptions:
         )
         result = runner.run(pipeline, _catalog(marker=str(tmp_path / "failed-once")))
         assert result["out"].load() == "second try"
+
+    def test_a_retried_node_keeps_the_version_it_saved(self, process_cluster, tmp_path):
+        # The first try saves the model, then fails to save `flaky`.
+        saved_at = "2026-12-06T00.00.00.000Z"  # as a session's catalog sets it
+        pipeline = Pipeline([Node(_two_parts, "seed", ["model", "flaky"], name="fit")])
+        catalog = DataCatalog(
+            {
+                "seed": MemoryDataset(1),
+                "model": PickleDataset(
+                    filepath=str(tmp_path / "model.pkl"),
+                    version=Version(None, saved_at),
+                ),
+                "flaky": cases.SaveFailsOnce(str(tmp_path / "failed-once")),
+            }
+        )
+        runner = DaskRunner(
+            address=process_cluster.scheduler_address, upload_project=False, retries=1
+        )
+        runner.run(pipeline, catalog)
+        assert [path.name for path in (tmp_path / "model.pkl").iterdir()] == [saved_at]
 
     def test_tagged_nodes_run_only_on_workers_with_their_resources(self, hook_log):
         # Worker processes (the hook_log fixture puts the tests on their path):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import nullcontext
+from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from .dask_collections import (
 )
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
-from .recomputed_nodes import recomputing
+from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marked
 from .run_setup import hooks_here, in_driver_process
 from .worker_hooks import mlflow_runs_left_open
 
@@ -83,7 +83,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     hook_manager = hooks_here(task.run, persisted, in_driver) or _NullPluginManager()
     hooked = not isinstance(hook_manager, _NullPluginManager)
     # Computed again after its worker was lost: only its saves and hooks matter.
-    recomputed = (hooked or bool(persisted)) and recomputing()
+    recomputed = (hooked or bool(persisted)) and marked(RECOMPUTED)
+    again = _RECOMPUTED % node.name if recomputed else None
     if recomputed and not task.memory_outputs:
         return None  # what it saved is saved: nothing to compute again
     inputs = {
@@ -94,6 +95,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         node = node._copy(confirms=None) if node.confirms else node
         persisted = {n: d for n, d in persisted.items() if n not in node.outputs}
         hook_manager = _NullPluginManager()
+    elif any(name in persisted for name in node.outputs) and marked(INTERRUPTED):
+        persisted, again = _saving_again(node, persisted)
     outputs = {
         name: _empty_memory_dataset("assign")
         for name in node.outputs
@@ -103,13 +106,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     if not in_driver:  # in the driver's own process (threads) records print as is
         node_logs_to_driver(task.run.token, task.run.logging_levels)
     with mlflow_runs_left_open() if hooked else nullcontext():
-        if recomputed:
-            logger.warning(
-                "Kedro node '%s' finished before, on a Dask worker that was lost "
-                "since with its in-memory outputs: computing them again, without "
-                "saving its datasets or firing its hooks again.",
-                node.name,
-            )
+        if again:
+            logger.warning("%s", again)
         Task(
             node=node,
             catalog=catalog,
@@ -122,6 +120,35 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     if len(values) == 1:
         return values[0]
     return values or None
+
+
+_RECOMPUTED = (
+    "Kedro node '%s' finished before, on a Dask worker that was lost since with its "
+    "in-memory outputs: computing them again, without saving its datasets or firing "
+    "its hooks again."
+)
+
+
+def _saving_again(
+    node: Node, persisted: dict[str, AbstractDataset]
+) -> tuple[dict[str, AbstractDataset], str]:
+    """The datasets for a node run again after a try that may have saved some: Kedro
+    refuses to save a version twice, so a versioned output this run saved is kept."""
+    kept = []
+    for name in node.outputs:
+        dataset = persisted.get(name)
+        version = getattr(dataset, "resolve_save_version", lambda: None)()
+        with suppress(Exception):  # no version saved yet
+            if version and version in dataset.list_versions(full_path=False):
+                kept.append(name)
+    message = (
+        f"Kedro node '{node.name}' runs again (its Dask worker died, or Dask retries "
+        f"it), maybe after it saved some of its outputs, which it saves again"
+    )
+    if kept:
+        message += f", except {', '.join(kept)}, kept as saved in this run's version"
+    persisted = {n: MemoryDataset() if n in kept else d for n, d in persisted.items()}
+    return persisted, message + "; its hooks fire again."
 
 
 def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:

@@ -1,6 +1,9 @@
-"""Dask recomputes a finished node whose in-memory outputs died with their worker:
-the scheduler marks the task (``MarkRecomputed``), so ``node_task`` skips its saves
-and hooks. Pickled by value: the scheduler may not have the project's package.
+"""Dask runs a node task again in two cases, and the scheduler marks it for
+``node_task`` (``MarkRecomputed``): a finished node whose in-memory outputs died with
+their worker is ``RECOMPUTED`` (its saves and hooks are skipped), and a node whose
+worker died running it, or that Dask retries (``dask_client.retries``), is
+``INTERRUPTED`` (it may have saved some outputs).
+Pickled by value: the scheduler may not have the project's package.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import distributed
 from distributed.diagnostics.plugin import SchedulerPlugin
 
 RECOMPUTED = "kedro-recomputed"
+INTERRUPTED = "kedro-interrupted"
 
 
 class MarkRecomputed(SchedulerPlugin):
-    """Marks a node task whose result was lost (memory -> released) for recompute."""
+    """Marks a node task whose result was lost (memory -> released), or that left
+    a worker unfinished (processing -> released or, to retry it, waiting)."""
 
     name = "kedro-mark-recomputed-nodes"
     idempotent = True
@@ -25,19 +30,23 @@ class MarkRecomputed(SchedulerPlugin):
         self._tasks = scheduler.tasks
 
     def transition(self, key: Any, start: str, finish: str, *_: Any, **__: Any) -> None:
-        if (start, finish) != ("memory", "released"):
+        if start == "memory" and finish == "released":
+            mark = RECOMPUTED
+        elif start == "processing" and finish in ("released", "waiting"):
+            mark = INTERRUPTED
+        else:
             return
         task = self._tasks.get(key)
         function = getattr(task.run_spec, "func", None) if task else None
         if getattr(function, "__name__", None) == "run_node_task":
-            task.annotations = {**(task.annotations or {}), RECOMPUTED: True}
+            task.annotations = {**(task.annotations or {}), mark: True}
 
 
-def recomputing() -> bool:
-    """In a node task: whether the scheduler marked it as recomputed."""
+def marked(mark: str) -> bool:
+    """In a node task: whether the scheduler gave it ``mark``."""
     worker = distributed.get_worker()
     task = worker.state.tasks.get(worker.get_current_task())
-    return bool(task is not None and (task.annotations or {}).get(RECOMPUTED))
+    return bool(task is not None and (task.annotations or {}).get(mark))
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
