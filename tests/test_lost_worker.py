@@ -2,7 +2,7 @@
 Dask computes the node again to rebuild the in-memory output lost with the
 worker, and the run must still save the node's datasets and fire its hooks once,
 as SequentialRunner does. One that dies while its node saves: Dask runs the node
-again, and the run must still succeed, keeping what it saved with versioning."""
+again, which must save its outputs anew, versioned ones too."""
 
 from __future__ import annotations
 
@@ -223,10 +223,11 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([node(fit, None, ["model", "report"], name="fit")])
 '''
 
-#: Waits, once, after the model is saved: the test kills the worker meanwhile.
+#: Once, after the model is saved: cuts the model's file short, as a worker that
+#: dies writing it would, and waits: the test kills the worker meanwhile.
 STALL_HOOK = '''\
-"""Writes this worker's process id to $STALL_MARKER after the first model save,
-then waits."""
+"""Cuts the first saved model short, writes this worker's process id to
+$STALL_MARKER and waits."""
 
 import os
 import time
@@ -240,6 +241,8 @@ class StallAfterModelSaved:
     def after_dataset_saved(self, dataset_name):
         marker = Path(os.environ["STALL_MARKER"])
         if dataset_name == "model" and not marker.exists():
+            for saved in Path(os.environ["MODEL_FOLDER"]).glob("*/model.pkl"):
+                saved.write_bytes(saved.read_bytes()[:5])
             marker.write_text(str(os.getpid()))
             time.sleep(120)
 '''
@@ -256,7 +259,7 @@ report:
 """
 
 
-def test_a_node_whose_worker_died_while_it_saved_runs_again_keeping_its_versions(
+def test_a_node_whose_worker_died_while_it_saved_runs_again_and_saves_anew(
     tmp_path: Path,
 ):
     project = render(tmp_path / "project")
@@ -274,7 +277,10 @@ def test_a_node_whose_worker_died_while_it_saved_runs_again_keeping_its_versions
     )
     (project / "conf/base/catalog_interrupted.yml").write_text(INTERRUPTED_CATALOG)
     marker = tmp_path / "stalled"
-    stall = {"STALL_MARKER": str(marker)}
+    stall = {
+        "STALL_MARKER": str(marker),
+        "MODEL_FOLDER": str(project / "data/09_lost/model.pkl"),
+    }
     with cli_cluster(tmp_path / "cluster", worker_env=stall) as cluster:
         run_log = tmp_path / "run.log"
         with started_kedro(

@@ -423,7 +423,9 @@ class TestRunOptions:
         result = runner.run(pipeline, _catalog(marker=str(tmp_path / "failed-once")))
         assert result["out"].load() == "second try"
 
-    def test_a_retried_node_keeps_the_version_it_saved(self, process_cluster, tmp_path):
+    def test_a_retried_node_saves_its_versioned_output_anew(
+        self, process_cluster, tmp_path
+    ):
         # The first try saves the model, then fails to save `flaky`.
         saved_at = "2026-12-06T00.00.00.000Z"  # as a session's catalog sets it
         pipeline = Pipeline([Node(_two_parts, "seed", ["model", "flaky"], name="fit")])

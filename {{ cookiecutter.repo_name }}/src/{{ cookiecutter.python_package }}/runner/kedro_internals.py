@@ -2,7 +2,8 @@
 change them in any release, so ``nox -s kedro_versions`` tests the oldest and newest
 Kedro supported (they are the same from 1.6.0 to 1.7.0). Also used where needed:
 ``Node._copy``, ``AbstractRunner._suggest_resume_scenario`` and private dataset
-attributes (``MemoryDataset._data``, ``_copy_mode``, ``_init_args``, ``_filepath``).
+attributes (``MemoryDataset._data``, ``_copy_mode``, ``_init_args``, ``_filepath``,
+``_fs``).
 """
 
 from __future__ import annotations

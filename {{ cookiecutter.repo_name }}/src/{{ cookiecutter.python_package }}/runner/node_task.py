@@ -9,10 +9,11 @@ import copy
 import logging
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any
 
 from dask import is_dask_collection
-from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.io import AbstractDataset, DataCatalog, DatasetError, MemoryDataset
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 
@@ -96,7 +97,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         persisted = {n: d for n, d in persisted.items() if n not in node.outputs}
         hook_manager = _NullPluginManager()
     elif any(name in persisted for name in node.outputs) and marked(INTERRUPTED):
-        persisted, again = _saving_again(node, persisted)
+        again = _saving_again(node, persisted)
     outputs = {
         name: _empty_memory_dataset("assign")
         for name in node.outputs
@@ -129,26 +130,29 @@ _RECOMPUTED = (
 )
 
 
-def _saving_again(
-    node: Node, persisted: dict[str, AbstractDataset]
-) -> tuple[dict[str, AbstractDataset], str]:
-    """The datasets for a node run again after a try that may have saved some: Kedro
-    refuses to save a version twice, so a versioned output this run saved is kept."""
-    kept = []
+def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
+    """Before a node runs again after a try that may have saved outputs, maybe in
+    part: removes this run's versions of its versioned outputs (Kedro refuses to save
+    a version twice), so that they are saved anew, as unversioned ones are."""
+    replaced = []
     for name in node.outputs:
         dataset = persisted.get(name)
         version = getattr(dataset, "resolve_save_version", lambda: None)()
-        with suppress(Exception):  # no version saved yet
-            if version and version in dataset.list_versions(full_path=False):
-                kept.append(name)
+        file_system = getattr(dataset, "_fs", None)
+        if not version or file_system is None:
+            continue
+        with suppress(DatasetError):  # no version saved yet
+            for path in dataset.list_versions():  # type: ignore[union-attr]
+                if PurePosixPath(path).parent.name == version:
+                    file_system.rm(path, recursive=True)
+                    replaced.append(name)
     message = (
         f"Kedro node '{node.name}' runs again (its Dask worker died, or Dask retries "
-        f"it), maybe after it saved some of its outputs, which it saves again"
+        f"it), maybe after it saved some of its outputs: it saves them anew"
     )
-    if kept:
-        message += f", except {', '.join(kept)}, kept as saved in this run's version"
-    persisted = {n: MemoryDataset() if n in kept else d for n, d in persisted.items()}
-    return persisted, message + "; its hooks fire again."
+    if replaced:
+        message += f", replacing this run's versions of {', '.join(replaced)}"
+    return message + "; its hooks fire again."
 
 
 def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
