@@ -5,6 +5,7 @@ nox -s scaleout # real Slurm (dask-jobqueue) and dask-gateway runs (root)
 nox -s plugins  # kedro-mlflow, kedro-viz and project hooks under DaskRunner
 nox -s packaging  # the starter pip-installed in a fresh venv: alias, kedro package
 nox -s kedro_versions  # a generated project's own tests on the oldest and newest Kedro
+nox -s bench_smoke  # the benchmark suite end to end at tiny sizes (tests/test_benchmarks.py)
 nox -s demo     # generate a project in a temp folder and run it on Dask
 nox -s lint     # black and ruff on this repo and on a freshly generated project
 nox -s format   # black and ruff --fix, applied through a rendered project
@@ -57,6 +58,8 @@ OWN_PYTHON = [
 #: Their own session: they build a fresh virtual environment (~20 s even from
 #: pip's cache) and run the example four times, too slow to add to `tests`.
 PACKAGING_TESTS = "tests/test_packaging.py"
+#: Its own session too: the whole benchmark suite at tiny sizes takes over a minute.
+BENCHMARK_TESTS = "tests/test_benchmarks.py"
 
 nox.options.sessions = ["lint", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -103,6 +106,7 @@ def tests(session: nox.Session) -> None:
         "--ignore=tests/plugins",
         "--ignore=tests/hosts",
         f"--ignore={PACKAGING_TESTS}",
+        f"--ignore={BENCHMARK_TESTS}",
         "--ignore=tests/test_existing_project.py",
         "--durations=15",
         *session.posargs,
@@ -135,6 +139,15 @@ def plugins(session: nox.Session) -> None:
     session.run(
         "pytest", "tests/plugins", "--durations=15", *session.posargs, env=QUIET_ENV
     )
+
+
+@nox.session
+def bench_smoke(session: nox.Session) -> None:
+    """Every runner on every benchmark pipeline once, at tiny sizes, so that the
+    benchmark suite never rots (timings are not checked)."""
+    _install_generated_requirements(session)
+    session.install(*TOOLS)
+    session.run("pytest", BENCHMARK_TESTS, *session.posargs, env=QUIET_ENV)
 
 
 @nox.session
