@@ -108,18 +108,29 @@ used_later:
 """
 
 
-def lost_worker_project(folder: Path) -> Path:
+def project_with(
+    folder: Path, pipeline: str, nodes: str, hooks: tuple[str, str, str], catalog: str
+) -> Path:
+    """A rendered project with ``pipeline`` (its ``nodes`` module), a hooks module
+    ``(module, class, text)`` registered in settings.py, and its catalog."""
     project = render(folder)
     package = project / "src" / PACKAGE
-    (package / "pipelines" / "lost").mkdir()
-    (package / "pipelines" / "lost" / "__init__.py").write_text(NODES)
-    (package / "node_hook_log.py").write_text(HOOKS)
+    (package / "pipelines" / pipeline).mkdir()
+    (package / "pipelines" / pipeline / "__init__.py").write_text(nodes)
+    module, hook_class, text = hooks
+    (package / f"{module}.py").write_text(text)
     settings = package / "settings.py"
     settings.write_text(
         settings.read_text()
-        + f"\nfrom {PACKAGE}.node_hook_log import NodeHookLog\n\nHOOKS = (NodeHookLog(),)\n"
+        + f"\nfrom {PACKAGE}.{module} import {hook_class}\n\nHOOKS = ({hook_class}(),)\n"
     )
-    (project / "conf/base/catalog_lost.yml").write_text(CATALOG)
+    (project / f"conf/base/catalog_{pipeline}.yml").write_text(catalog)
+    return project
+
+
+def lost_worker_project(folder: Path) -> Path:
+    hooks = ("node_hook_log", "NodeHookLog", HOOKS)
+    project = project_with(folder, "lost", NODES, hooks, CATALOG)
     (project / "conf/base/parameters_lost.yml").write_text("wait_seconds: 0\n")
     return project
 
@@ -262,20 +273,14 @@ report:
 def test_a_node_whose_worker_died_while_it_saved_runs_again_and_saves_anew(
     tmp_path: Path,
 ):
-    project = render(tmp_path / "project")
-    package = project / "src" / PACKAGE
-    (package / "pipelines" / "interrupted").mkdir()
-    (package / "pipelines" / "interrupted" / "__init__.py").write_text(
-        INTERRUPTED_NODES
+    hooks = ("stall_hook", "StallAfterModelSaved", STALL_HOOK)
+    project = project_with(
+        tmp_path / "project",
+        "interrupted",
+        INTERRUPTED_NODES,
+        hooks,
+        INTERRUPTED_CATALOG,
     )
-    (package / "stall_hook.py").write_text(STALL_HOOK)
-    settings = package / "settings.py"
-    settings.write_text(
-        settings.read_text()
-        + f"\nfrom {PACKAGE}.stall_hook import StallAfterModelSaved\n\n"
-        "HOOKS = (StallAfterModelSaved(),)\n"
-    )
-    (project / "conf/base/catalog_interrupted.yml").write_text(INTERRUPTED_CATALOG)
     marker = tmp_path / "stalled"
     stall = {
         "STALL_MARKER": str(marker),

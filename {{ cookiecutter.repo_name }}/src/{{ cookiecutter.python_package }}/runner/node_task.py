@@ -13,7 +13,13 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from dask import is_dask_collection
-from kedro.io import AbstractDataset, DataCatalog, DatasetError, MemoryDataset
+from kedro.io import (
+    AbstractDataset,
+    AbstractVersionedDataset,
+    DataCatalog,
+    DatasetError,
+    MemoryDataset,
+)
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 
@@ -24,7 +30,7 @@ from .dask_collections import (
 )
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
-from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marked
+from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marks
 from .run_setup import hooks_here, in_driver_process
 from .worker_hooks import mlflow_runs_left_open
 
@@ -83,8 +89,9 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     node, persisted = task.node, task.persisted
     hook_manager = hooks_here(task.run, persisted, in_driver) or _NullPluginManager()
     hooked = not isinstance(hook_manager, _NullPluginManager)
-    # Computed again after its worker was lost: only its saves and hooks matter.
-    recomputed = (hooked or bool(persisted)) and marked(RECOMPUTED)
+    # Run again (recomputed_nodes): only its saves and hooks can go wrong.
+    rerun = marks() if hooked or persisted else {}
+    recomputed = bool(rerun.get(RECOMPUTED))
     again = _RECOMPUTED % node.name if recomputed else None
     if recomputed and not task.memory_outputs:
         return None  # what it saved is saved: nothing to compute again
@@ -96,7 +103,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         node = node._copy(confirms=None) if node.confirms else node
         persisted = {n: d for n, d in persisted.items() if n not in node.outputs}
         hook_manager = _NullPluginManager()
-    elif any(name in persisted for name in node.outputs) and marked(INTERRUPTED):
+    elif rerun.get(INTERRUPTED) and any(name in persisted for name in node.outputs):
         again = _saving_again(node, persisted)
     outputs = {
         name: _empty_memory_dataset("assign")
@@ -137,12 +144,12 @@ def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
     replaced = []
     for name in node.outputs:
         dataset = persisted.get(name)
-        version = getattr(dataset, "resolve_save_version", lambda: None)()
         file_system = getattr(dataset, "_fs", None)
-        if not version or file_system is None:
+        if not isinstance(dataset, AbstractVersionedDataset) or file_system is None:
             continue
+        version = dataset.resolve_save_version()  # None: not versioned
         with suppress(DatasetError):  # no version saved yet
-            for path in dataset.list_versions():  # type: ignore[union-attr]
+            for path in dataset.list_versions():
                 if PurePosixPath(path).parent.name == version:
                     file_system.rm(path, recursive=True)
                     replaced.append(name)

@@ -42,11 +42,11 @@ class MarkRecomputed(SchedulerPlugin):
             task.annotations = {**(task.annotations or {}), mark: True}
 
 
-def marked(mark: str) -> bool:
-    """In a node task: whether the scheduler gave it ``mark``."""
+def marks() -> dict[str, Any]:
+    """In a node task: the marks the scheduler gave it (its annotations)."""
     worker = distributed.get_worker()
     task = worker.state.tasks.get(worker.get_current_task())
-    return bool(task is not None and (task.annotations or {}).get(mark))
+    return (task.annotations if task is not None else None) or {}
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
