@@ -87,7 +87,7 @@ MODELS = (
 EXAMPLE_FOLDERS = {
     "data/01_raw": ["iris"],
     "data/03_primary": ["simulated_flowers"],
-    "data/06_models": [f"{model}.model" for model in MODELS],
+    "data/06_models": [f"{model}_model" for model in MODELS],
     "data/07_model_output": ["batch_scores"],
     "data/08_reporting": [
         *(f"{model}_metrics" for model in MODELS),

@@ -124,7 +124,7 @@ def plugin_project(folder: Path) -> Path:
     # still written where they were), its metrics MLflow metrics.
     catalog_file = project / "conf/base/catalog.yml"
     catalog = yaml.safe_load(catalog_file.read_text())
-    for name in ("{namespace}.model", "model_comparison_plot"):
+    for name in ("{model}_model", "model_comparison_plot"):
         catalog[name] = {
             "type": "kedro_mlflow.io.artifacts.MlflowArtifactDataset",
             "dataset": catalog[name],

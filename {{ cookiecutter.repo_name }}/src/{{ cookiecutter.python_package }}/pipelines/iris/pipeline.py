@@ -4,8 +4,9 @@
 - One branch per candidate model (a namespace, with its parameters under that
   name in ``parameters.yml``): ``tune_model`` grid-searches it by repeated
   cross-validation, ``evaluate`` scores it on the held-out rows. A branch's
-  model is ``<namespace>.model``; its metrics leave it as ``<namespace>_metrics``. The branches are
-  independent, so Dask runs them side by side.
+  model leaves it as ``<namespace>_model``, its metrics as ``<namespace>_metrics``
+  (names outside a namespace hold no dot). The branches are independent, so Dask
+  runs them side by side.
 - ``compare_models`` ranks them; ``plot_comparison`` draws the ranking.
 - ``simulate_flowers`` builds a large simulated batch as a ``dask.dataframe``
   (persisted as Parquet), and ``score_at_scale`` classifies it with the best
@@ -71,7 +72,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             namespace=model,
             inputs=set(_SPLIT),
             parameters={"params:model_selection"},
-            outputs={"metrics": f"{model}_metrics"},
+            outputs={"model": f"{model}_model", "metrics": f"{model}_metrics"},
         )
         for model in MODELS
     ]
@@ -105,7 +106,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "flowers": "simulated_flowers",
                     "comparison": "model_comparison",
                 }
-                | {model: f"{model}.model" for model in MODELS},
+                | {model: f"{model}_model" for model in MODELS},
                 outputs="batch_scores",
                 name="score_at_scale",
             ),
