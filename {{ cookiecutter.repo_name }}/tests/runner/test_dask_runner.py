@@ -364,6 +364,18 @@ class TestLifecycle:
         assert "closed" not in message
         assert "Check the options the cluster was made with" in message
 
+    def test_a_cluster_it_would_start_with_no_workers_is_refused_at_once(self):
+        """A SpecCluster adds workers only when scaled: without `adapt` the run
+        would wait no_worker_timeout for nothing (dask-jobqueue without n_workers)."""
+        runner = DaskRunner(
+            n_workers=0,
+            processes=False,
+            dashboard_address=f"{LOOPBACK}:0",
+            no_worker_timeout=5,
+        )
+        with pytest.raises(DaskSetupError, match="started with no workers"):
+            runner.run(_doubled(), _catalog(seed=1))
+
     def test_leaves_a_scheduler_it_connected_to_running(self, process_cluster):
         runner = DaskRunner(
             address=process_cluster.scheduler_address, upload_project=False

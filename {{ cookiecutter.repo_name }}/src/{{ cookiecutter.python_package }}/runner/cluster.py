@@ -322,6 +322,14 @@ def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any
             f"Could not start {name} with {text or 'no arguments'}: "
             f"{_one_line(exc).rstrip('.')}. {_what_to_check(exc)}"
         ) from exc
+    if config.adapt is None and getattr(cluster, "worker_spec", None) == {}:
+        _close(cluster)  # a SpecCluster (LocalCluster, dask-jobqueue) adds none itself
+        raise DaskSetupError(
+            f"{name} started with no workers and dask_client has no `adapt`, so no "
+            f"node could run. Ask for workers with cluster_kwargs.n_workers (or the "
+            f"top-level n_workers of a LocalCluster), or set dask_client.adapt "
+            f"(its minimum and maximum)."
+        )
     if config.adapt is not None:
         try:
             cluster.adapt(**config.adapt)
