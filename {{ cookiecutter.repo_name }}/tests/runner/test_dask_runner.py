@@ -14,7 +14,8 @@ from pathlib import Path
 import distributed
 import psutil
 import pytest
-from distributed import Client, Nanny, Scheduler, SpecCluster
+from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+from distributed.core import Status
 from distributed.deploy.spec import ProcessInterface
 from kedro.io import AbstractDataset, DataCatalog, MemoryDataset, Version
 from kedro.pipeline import Node, Pipeline
@@ -375,6 +376,33 @@ class TestLifecycle:
         )
         with pytest.raises(DaskSetupError, match="started with no workers"):
             runner.run(_doubled(), _catalog(seed=1))
+
+    def test_a_memory_limit_a_starting_worker_fills_is_refused_at_once(self):
+        """Dask would pause the worker before any node, and restart it for ever."""
+        runner = DaskRunner(
+            n_workers=1, memory_limit="50MB", dashboard_address=f"{LOOPBACK}:0"
+        )
+        with pytest.raises(DaskSetupError, match="holds .* as it starts"):
+            runner.run(_doubled(), _catalog(seed=1))
+
+    def test_workers_all_paused_running_nothing_stop_the_run(self):
+        """As when every worker is over its memory limit with no node running (paused
+        by hand here, with no limit that would resume it)."""
+        with (
+            LocalCluster(
+                n_workers=1,
+                processes=False,
+                memory_limit=0,
+                dashboard_address=f"{LOOPBACK}:0",
+            ) as cluster,
+            Client(cluster) as client,  # becomes this process's default
+        ):
+            client.run(
+                lambda dask_worker: setattr(dask_worker, "status", Status.paused)
+            )
+            runner = DaskRunner(no_worker_timeout=1)
+            with pytest.raises(DaskRunError, match="were all paused, running nothing"):
+                runner.run(_doubled(), _catalog(seed=1))
 
     def test_leaves_a_scheduler_it_connected_to_running(self, process_cluster):
         runner = DaskRunner(

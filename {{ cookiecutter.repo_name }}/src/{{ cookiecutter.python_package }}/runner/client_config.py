@@ -54,7 +54,8 @@ class DaskClientConfig:
     client_kwargs: dict[str, Any] = field(default_factory=dict)
     #: Seconds to wait for the scheduler before giving up.
     timeout: float = 30.0
-    #: Seconds to wait with nodes pending and no worker before failing; null: forever.
+    #: Seconds nodes may wait with no worker to run them (none connected, or all
+    #: paused over their memory limit) before the run fails; null: forever.
     no_worker_timeout: float | None = 300.0
     #: TLS files: ``tls_ca_file``, ``tls_client_cert``, ``tls_client_key``.
     security: dict[str, Any] | None = None

@@ -26,6 +26,7 @@ from .interrupts import CtrlCHeldBack, ctrl_c_kept, raise_a_press_python_swallow
 from .local_cluster import (
     LOCAL_DASHBOARD,
     check_not_a_worker_starting,
+    check_worker_memory,
     local_cluster_kwargs,
     start_worker_forkserver,
     stop_workers_at_once_if_the_run_failed,
@@ -130,7 +131,8 @@ def in_the_clear(address: str) -> bool:
 
 class WorkerWatch:
     """Whether to stop waiting for workers: the cluster manager failed to start all
-    it tried (it does not retry), or none was connected for ``no_worker_timeout``."""
+    it tried (it does not retry), or none could run a node for ``no_worker_timeout``
+    (none connected, or all paused, over their memory limit, running nothing)."""
 
     def __init__(self, client: distributed.Client, limit: float | None) -> None:
         self._client, self._limit = client, limit
@@ -144,27 +146,53 @@ class WorkerWatch:
         if now - self._asked < 1.0:
             return None
         self._asked = now
-        if self._client.scheduler_info(n_workers=0)["n_workers"]:
+        able = self._client.run_on_scheduler(
+            lambda dask_scheduler: [
+                # A node that left its thread (dask collections) waits for others.
+                worker.status == Status.running
+                or bool(worker.metrics.get("task_counts", {}).get("executing"))
+                for worker in dask_scheduler.workers.values()
+            ]
+        )
+        if any(able):
             self._seen = now
             return None
-        cluster = self._client.cluster
-        errors = getattr(self._client, "worker_start_errors", None)  # None: not ours
-        # A SpecCluster's workers (dask-jobqueue's jobs) that failed stay "created".
-        tried = list(getattr(cluster, "workers", {}).values())
-        if tried and all(getattr(w, "status", None) == Status.created for w in tried):
-            error = f" ({_one_line(errors[-1])})" if errors else ""
-            closed, options = " and its cluster closed", "dask_client.cluster_kwargs"
-            if errors is None:  # a cluster this process made, not the runner
-                closed, options = "", "the options the cluster was made with"
-            return (
-                f"{type(cluster).__name__} could not start any of the {len(tried)} "
-                f"Dask workers it tried to{error} and does not retry, so the run was "
-                f"stopped{closed}. Check {options} against what it accepts "
-                f"(partition, memory, cores, walltime)."
-            )
+        if not able and (refused := self._none_started()):
+            return refused
         if self._limit is None or now - self._seen <= self._limit:
             return None
-        return self._timed_out(pending, total, now - self._seen, errors is not None)
+        if able:  # connected, but all paused
+            return (
+                f"The Dask workers were all paused, running nothing, for "
+                f"{now - self._seen:.0f} s while {len(pending)} of {total} nodes "
+                f"waited, so the run was stopped: Dask pauses a worker whose memory "
+                f"is over {dask.config.get('distributed.worker.memory.pause'):.0%} "
+                f"of its memory_limit. Raise dask_client.memory_limit, or raise "
+                f"dask_client.no_worker_timeout (null waits for ever)."
+            )
+        started_here = getattr(self._client, "worker_start_errors", None) is not None
+        return self._timed_out(pending, total, now - self._seen, started_here)
+
+    def _none_started(self) -> str | None:
+        """Why a SpecCluster's workers (dask-jobqueue's jobs) all failed: they stay
+        "created"."""
+        cluster = self._client.cluster
+        errors = getattr(self._client, "worker_start_errors", None)  # None: not ours
+        tried = list(getattr(cluster, "workers", {}).values())
+        if not tried or any(
+            getattr(w, "status", None) != Status.created for w in tried
+        ):
+            return None
+        error = f" ({_one_line(errors[-1])})" if errors else ""
+        closed, options = " and its cluster closed", "dask_client.cluster_kwargs"
+        if errors is None:  # a cluster this process made, not the runner
+            closed, options = "", "the options the cluster was made with"
+        return (
+            f"{type(cluster).__name__} could not start any of the {len(tried)} "
+            f"Dask workers it tried to{error} and does not retry, so the run was "
+            f"stopped{closed}. Check {options} against what it accepts "
+            f"(partition, memory, cores, walltime)."
+        )
 
     def _timed_out(
         self,
@@ -322,8 +350,20 @@ def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any
             f"Could not start {name} with {text or 'no arguments'}: "
             f"{_one_line(exc).rstrip('.')}. {_what_to_check(exc)}"
         ) from exc
+    try:
+        _check_and_scale(cluster, name, config)
+    except DaskSetupError:
+        _close(cluster)
+        raise
+    return cluster
+
+
+def _check_and_scale(cluster: Any, name: str, config: DaskClientConfig) -> None:
+    """Refuses a started cluster no node could run on, and makes it adaptive."""
+    if isinstance(cluster, distributed.LocalCluster):
+        check_worker_memory(cluster)
     if config.adapt is None and getattr(cluster, "worker_spec", None) == {}:
-        _close(cluster)  # a SpecCluster (LocalCluster, dask-jobqueue) adds none itself
+        # A SpecCluster (LocalCluster, dask-jobqueue) adds workers only when scaled.
         raise DaskSetupError(
             f"{name} started with no workers and dask_client has no `adapt`, so no "
             f"node could run. Ask for workers with cluster_kwargs.n_workers (or the "
@@ -334,12 +374,10 @@ def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any
         try:
             cluster.adapt(**config.adapt)
         except Exception as exc:
-            cluster.close()
             raise DaskSetupError(
                 f"Could not make {name} adaptive with {config.adapt}: {exc}. "
                 f"dask_client.adapt takes Cluster.adapt's keywords, e.g. maximum."
             ) from exc
-    return cluster
 
 
 def _what_to_check(error: Exception) -> str:

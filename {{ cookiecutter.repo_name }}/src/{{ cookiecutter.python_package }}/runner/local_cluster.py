@@ -27,6 +27,8 @@ from typing import Any
 
 import dask.config
 import distributed
+import psutil
+from dask.utils import format_bytes
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import DaskSetupError
@@ -52,6 +54,40 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         # Forked workers start with the forkserver's (maybe older) environment.
         kwargs["env"] = {**os.environ, **kwargs.get("env", {})}
     return kwargs
+
+
+def check_worker_memory(cluster: distributed.LocalCluster) -> None:
+    """Refuses a memory_limit that a worker nearly fills as it starts: Dask pauses a
+    worker over ``memory.pause`` of its limit (before any node: for ever) and its
+    nanny restarts one over its budget (also for ever)."""
+    pause = dask.config.get("distributed.worker.memory.pause")
+    nannies = [
+        nanny
+        for nanny in cluster.workers.values()
+        if isinstance(nanny, distributed.Nanny) and nanny.memory_manager.memory_limit
+    ]
+    if not (pause and nannies):
+        return
+    limit = min(nanny.memory_manager.memory_limit for nanny in nannies)
+    # Workers the nanny has restarted already hold at least what they fork from.
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    processes = [getattr(server, "_forkserver_pid", None), *(n.pid for n in nannies)]
+    started = max([_memory(pid) for pid in processes if pid], default=0)
+    if started > pause * limit:
+        raise DaskSetupError(
+            f"Each Dask worker may use {format_bytes(limit)} (memory_limit) but "
+            f"holds {format_bytes(started)} as it starts: Dask pauses a worker over "
+            f"{pause:.0%} of its limit, so no node could run. Raise dask_client."
+            f"memory_limit (a plain number counts bytes: write e.g. 4GB), or lower "
+            f"n_workers so that each gets more."
+        )
+
+
+def _memory(pid: int) -> int:
+    try:
+        return int(psutil.Process(pid).memory_info().rss)
+    except psutil.Error:  # restarted meanwhile
+        return 0
 
 
 def start_worker_forkserver() -> None:
