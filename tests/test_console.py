@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import re
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
-from .conftest import DASK_RUNNER, ENV, kedro, render, run_command
+from .conftest import DASK_RUNNER, ENV, PACKAGE, kedro, render, run_command
 
 #: A node's records as Kedro's console prints them, and as Dask's plain worker
 #: format would (date, time, logger, level), which must not appear.
@@ -65,6 +66,30 @@ def test_no_warnings_that_sequential_does_not_print(project: Path):
     assert dask.returncode == 0, dask.output
     assert "Shuffle" not in dask.output, dask.output
     assert _lines(dask.output, "WARNING") == _lines(sequential.output, "WARNING")
+
+
+def test_a_nodes_warning_is_logged_as_in_a_sequential_run(tmp_path: Path):
+    """Kedro's console handler turns warnings into log records on the driver; a
+    worker process must too, or they miss the console and info.log."""
+    project = render(tmp_path)
+    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    warned = nodes.read_text() + textwrap.dedent("""
+        import warnings as _warnings
+
+        _split_data = split_data
+
+
+        def split_data(data, parameters):
+            _warnings.warn("a warning from the split_data node")
+            return _split_data(data, parameters)
+        """)
+    nodes.write_text(warned)
+    for runner in ("SequentialRunner", DASK_RUNNER):
+        result = _run(project, "--nodes=split_data", f"--runner={runner}")
+        assert result.returncode == 0, result.output
+        log = (project / "info.log").read_text()
+        for text in (" ".join(result.output.split()), log):
+            assert "WARNING" in text and "UserWarning: a warning from the" in text
 
 
 def test_a_run_that_fails_before_its_cluster_starts_shows_one_error(

@@ -107,9 +107,11 @@ def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> None:
 
 def _take_levels(levels: dict[str, int]) -> None:
     """Replaces the root handlers: a worker sharing the driver's terminal must not
-    print the node records the driver prints."""
+    print the node records the driver prints. Nodes' warnings become records too,
+    as Kedro's console handler makes them on the driver."""
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
+    logging.captureWarnings(True)
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
