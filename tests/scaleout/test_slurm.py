@@ -120,6 +120,26 @@ def test_a_partition_that_does_not_exist_fails_at_once_with_sbatchs_error(
     assert len(slurm.ended_jobs()) == ended_before
 
 
+def test_a_cluster_that_would_ask_for_no_job_is_refused_at_once(
+    slurm: SlurmCluster, tmp_path: Path
+) -> None:
+    """With neither `adapt` nor cluster_kwargs.n_workers a SLURMCluster submits no
+    job, ever: the run is refused at once, not after no_worker_timeout (300 s)."""
+    _, done, took = dask_run(
+        tmp_path / "no-jobs",
+        "slurm",
+        _env(slurm),
+        "--params=dask_client.adapt=null",
+        timeout=120,
+    )
+    assert done.returncode == 1, done.output[-5000:]
+    printed = " ".join(done.output.split())
+    assert "SLURMCluster started with no workers and dask_client has" in printed
+    assert "Traceback" not in done.output, done.output[-5000:]
+    assert took < 60, took
+    assert slurm.squeue_jobs() == []
+
+
 def test_a_failed_run_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:
     """A node that raises (cross-validation with one fold) fails the run as
     under SequentialRunner, and the run's jobs are cancelled."""
