@@ -166,9 +166,9 @@ class WorkerWatch:
                 f"The Dask workers were all paused, running nothing, for "
                 f"{now - self._seen:.0f} s while {len(pending)} of {total} nodes "
                 f"waited, so the run was stopped: Dask pauses a worker whose memory "
-                f"is over {dask.config.get('distributed.worker.memory.pause'):.0%} "
-                f"of its memory_limit. Raise dask_client.memory_limit, or raise "
-                f"dask_client.no_worker_timeout (null waits for ever)."
+                f"nears its memory_limit (distributed.worker.memory.pause). Raise "
+                f"dask_client.memory_limit, or dask_client.no_worker_timeout (null "
+                f"waits for ever)."
             )
         started_here = getattr(self._client, "worker_start_errors", None) is not None
         return self._timed_out(pending, total, now - self._seen, started_here)

@@ -70,9 +70,8 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
         return
     limit = min(nanny.memory_manager.memory_limit for nanny in nannies)
     # Workers the nanny has restarted already hold at least what they fork from.
-    server = getattr(multiprocessing.forkserver, "_forkserver", None)
-    processes = [getattr(server, "_forkserver_pid", None), *(n.pid for n in nannies)]
-    started = max([_memory(pid) for pid in processes if pid], default=0)
+    processes = [_forkserver_pid(), *(nanny.pid for nanny in nannies)]
+    started = max([_resident_bytes(pid) for pid in processes if pid], default=0)
     if started > pause * limit:
         raise DaskSetupError(
             f"Each Dask worker may use {format_bytes(limit)} (memory_limit) but "
@@ -83,11 +82,16 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
         )
 
 
-def _memory(pid: int) -> int:
+def _resident_bytes(pid: int) -> int:
     try:
         return int(psutil.Process(pid).memory_info().rss)
     except psutil.Error:  # restarted meanwhile
         return 0
+
+
+def _forkserver_pid() -> int | None:
+    server = getattr(multiprocessing.forkserver, "_forkserver", None)
+    return getattr(server, "_forkserver_pid", None)
 
 
 def start_worker_forkserver() -> None:
@@ -221,8 +225,7 @@ def _worker_logging_file() -> Path:
 def _remove_after_the_forkserver(folder: str) -> None:
     """Kills the forkserver first: it may still be importing the project (reading the
     file) after a run that failed before its cluster started."""
-    server = getattr(multiprocessing.forkserver, "_forkserver", None)
-    if pid := getattr(server, "_forkserver_pid", None):
+    if pid := _forkserver_pid():
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
