@@ -50,6 +50,18 @@ def _env(slurm: SlurmCluster) -> dict[str, str]:
     }
 
 
+def _failed_run(
+    slurm: SlurmCluster, folder: Path, params: str, timeout: float = 120
+) -> tuple[str, float]:
+    """Runs the example on Slurm with ``--params``; the run must fail. Returns
+    its output and seconds."""
+    _, done, took = dask_run(
+        folder, "slurm", _env(slurm), f"--params={params}", timeout=timeout
+    )
+    assert done.returncode == 1, done.output[-5000:]
+    return done.output, took
+
+
 def test_example_on_slurm_jobs_matches_sequential(
     slurm: SlurmCluster, tmp_path: Path
 ) -> None:
@@ -80,16 +92,12 @@ def test_job_that_never_starts_fails_within_the_bound(
     """A walltime above the partition's MaxTime keeps the job PENDING for ever:
     the run fails after no_worker_timeout (given by --params, to keep the test
     short) with the paragraph, and the pending job is cancelled."""
-    _, done, took = dask_run(
+    output, took = _failed_run(
+        slurm,
         tmp_path / "pending",
-        "slurm",
-        _env(slurm),
-        "--params=dask_client.cluster_kwargs.walltime=02:00:00,"
-        "dask_client.no_worker_timeout=10",
-        timeout=120,
+        "dask_client.cluster_kwargs.walltime=02:00:00,dask_client.no_worker_timeout=10",
     )
-    assert done.returncode == 1, done.output[-5000:]
-    assert "No Dask worker was connected for" in done.output, done.output[-5000:]
+    assert "No Dask worker was connected for" in output, output[-5000:]
     assert took < 60, took
     slurm.wait_for_no_jobs(15)
 
@@ -102,18 +110,15 @@ def test_a_partition_that_does_not_exist_fails_at_once_with_sbatchs_error(
     conf/slurm), with sbatch's error in its last paragraph; no Dask-internal
     error of closing the cluster is raised over the run's, and no job exists."""
     ended_before = len(slurm.ended_jobs())
-    _, done, took = dask_run(
+    output, took = _failed_run(
+        slurm,
         tmp_path / "no-partition",
-        "slurm",
-        _env(slurm),
-        "--params=dask_client.cluster_kwargs.queue=no_such_partition",
-        timeout=120,
+        "dask_client.cluster_kwargs.queue=no_such_partition",
     )
-    assert done.returncode == 1, done.output[-5000:]
-    paragraph = done.output.rfind("could not start any of the")
-    assert paragraph != -1, done.output[-5000:]
-    assert "invalid partition specified: no_such_partition" in done.output[paragraph:]
-    assert done.output.rfind("Traceback") < paragraph, done.output[-5000:]
+    paragraph = output.rfind("could not start any of the")
+    assert paragraph != -1, output[-5000:]
+    assert "invalid partition specified: no_such_partition" in output[paragraph:]
+    assert output.rfind("Traceback") < paragraph, output[-5000:]
     print(f"refused sbatch: the run failed after {took:.1f} s")
     assert took < 60, took
     assert slurm.squeue_jobs() == []
@@ -125,17 +130,10 @@ def test_a_cluster_that_would_ask_for_no_job_is_refused_at_once(
 ) -> None:
     """With neither `adapt` nor cluster_kwargs.n_workers a SLURMCluster submits no
     job, ever: the run is refused at once, not after no_worker_timeout (300 s)."""
-    _, done, took = dask_run(
-        tmp_path / "no-jobs",
-        "slurm",
-        _env(slurm),
-        "--params=dask_client.adapt=null",
-        timeout=120,
-    )
-    assert done.returncode == 1, done.output[-5000:]
-    printed = " ".join(done.output.split())
+    output, took = _failed_run(slurm, tmp_path / "no-jobs", "dask_client.adapt=null")
+    printed = " ".join(output.split())
     assert "SLURMCluster started with no workers and dask_client has" in printed
-    assert "Traceback" not in done.output, done.output[-5000:]
+    assert "Traceback" not in output, output[-5000:]
     assert took < 60, took
     assert slurm.squeue_jobs() == []
 
@@ -143,17 +141,15 @@ def test_a_cluster_that_would_ask_for_no_job_is_refused_at_once(
 def test_a_failed_run_leaves_no_job(slurm: SlurmCluster, tmp_path: Path) -> None:
     """A node that raises (cross-validation with one fold) fails the run as
     under SequentialRunner, and the run's jobs are cancelled."""
-    _, done, _ = dask_run(
+    output, _ = _failed_run(
+        slurm,
         tmp_path / "failing",
-        "slurm",
-        _env(slurm),
         # The whole block: --params replaces it (see conf/test/parameters.yml).
-        "--params=model_selection.folds=1,model_selection.repeats=1,"
+        "model_selection.folds=1,model_selection.repeats=1,"
         "model_selection.random_state=7",
         timeout=240,
     )
-    assert done.returncode == 1, done.output[-5000:]
-    assert "n_splits" in done.output and "--from-nodes" in done.output
+    assert "n_splits" in output and "--from-nodes" in output
     slurm.wait_for_no_jobs(15)
 
 
@@ -189,15 +185,10 @@ def test_an_unknown_slurm_cluster_keyword_fails_at_once(
 ) -> None:
     """A misspelt SLURMCluster keyword is refused before any job is submitted,
     with one paragraph naming the class and the keyword."""
-    _, done, took = dask_run(
-        tmp_path / "misspelt",
-        "slurm",
-        _env(slurm),
-        "--params=dask_client.cluster_kwargs.walltimes=00:10:00",
-        timeout=120,
+    output, took = _failed_run(
+        slurm, tmp_path / "misspelt", "dask_client.cluster_kwargs.walltimes=00:10:00"
     )
-    assert done.returncode == 1, done.output[-5000:]
-    assert "Error: Could not start dask_jobqueue" in done.output, done.output[-3000:]
-    assert "walltimes" in done.output and "Traceback" not in done.output
+    assert "Error: Could not start dask_jobqueue" in output, output[-3000:]
+    assert "walltimes" in output and "Traceback" not in output
     assert took < 30, took
     assert slurm.squeue_jobs() == []
