@@ -57,26 +57,29 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_worker_memory(cluster: distributed.LocalCluster) -> None:
-    """Refuses a memory_limit that a worker nearly fills as it starts: Dask pauses a
-    worker over ``memory.pause`` of its limit (before any node: for ever) and its
-    nanny restarts one over its budget (also for ever)."""
-    pause = dask.config.get("distributed.worker.memory.pause")
-    nannies = [
-        nanny
-        for nanny in cluster.workers.values()
-        if isinstance(nanny, distributed.Nanny) and nanny.memory_manager.memory_limit
+    """Refuses a memory_limit that a worker exceeds as it starts: its nanny restarts
+    a worker over its memory budget, and the new one starts as large, for ever. (One
+    that starts paused, short of the budget, is ``WorkerWatch``'s to stop.)"""
+    nannies = [w for w in cluster.workers.values() if isinstance(w, distributed.Nanny)]
+    budgets = [
+        (
+            nanny.memory_manager.memory_limit,
+            nanny.memory_manager.memory_terminate_fraction,
+        )
+        for nanny in nannies
     ]
-    if not (pause and nannies):
+    budgets = [(limit, share) for limit, share in budgets if limit and share]
+    if not budgets:
         return
-    limit = min(nanny.memory_manager.memory_limit for nanny in nannies)
+    limit, share = min(budgets)
     # Workers the nanny has restarted already hold at least what they fork from.
     processes = [_forkserver_pid(), *(nanny.pid for nanny in nannies)]
     started = max([_resident_bytes(pid) for pid in processes if pid], default=0)
-    if started > pause * limit:
+    if started > share * limit:
         raise DaskSetupError(
-            f"Each Dask worker may use {format_bytes(limit)} (memory_limit) but "
-            f"holds {format_bytes(started)} as it starts: Dask pauses a worker over "
-            f"{pause:.0%} of its limit, so no node could run. Raise dask_client."
+            f"Each Dask worker holds {format_bytes(started)} as it starts, over "
+            f"{share:.0%} of its memory_limit of {format_bytes(limit)}, so its nanny "
+            f"would restart it for ever and no node could run. Raise dask_client."
             f"memory_limit (a plain number counts bytes: write e.g. 4GB), or lower "
             f"n_workers so that each gets more."
         )
