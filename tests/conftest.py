@@ -203,6 +203,8 @@ class CliCluster:
     """A scheduler and workers started with the `dask` CLI, on 127.0.0.1 only."""
 
     address: str
+    #: The folder of each process's log, ``<name>.log`` (workers: worker-<index>).
+    logs: Path
     processes: list[subprocess.Popen] = field(default_factory=list)
     security: Security | None = None
 
@@ -264,7 +266,7 @@ def cli_cluster(
             require_encryption=True,
         )
     protocol = "tls" if tls else "tcp"
-    cluster = CliCluster(f"{protocol}://127.0.0.1:{port}", security=security)
+    cluster = CliCluster(f"{protocol}://127.0.0.1:{port}", logs, security=security)
 
     def start(args: list[str], name: str, env: dict, cwd: Path | None) -> None:
         log = (logs / f"{name}.log").open("w")

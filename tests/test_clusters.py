@@ -31,6 +31,7 @@ from .conftest import (
     outputs_under_sequential_runner,
     refusal,
     render,
+    run_bounded,
 )
 from .shared import free_port, kill_group, wait_for
 
@@ -257,6 +258,43 @@ def test_dask_collections_of_async_nodes_are_computed_by_its_workers(
         assert after.get(prefix, 0) > before.get(prefix, 0), (prefix, after)
     assert data_files(project) == sequential_outputs
     assert_cluster_intact_and_clean(running, worker_pids)
+
+
+def test_what_a_node_prints_on_a_worker_reaches_the_drivers_console(
+    cluster, tmp_path: Path
+):
+    """As in a sequential run, not in the worker's own log: on another machine
+    the user would never see it."""
+    running, worker_pids = cluster
+    project = render(tmp_path)
+    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    nodes.write_text(nodes.read_text() + PRINTING_SPLIT_DATA)
+    address = f"--params=dask_client.address={running.address}"
+
+    for runner in ("SequentialRunner", DASK_RUNNER):
+        run = [str(BIN / "kedro"), "run", f"--runner={runner}", address]
+        result = run_bounded(
+            [*run, "--nodes=split_data"], project, 300, ENV, subprocess.PIPE
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.count("split_data printed 42\n") == 1, result.stdout
+        assert result.stderr.count("split_data wrote to stderr\n") == 1, result
+    for log in running.logs.glob("worker-*.log"):
+        assert "split_data printed" not in log.read_text()
+    assert_cluster_intact_and_clean(running, worker_pids)
+
+
+PRINTING_SPLIT_DATA = """
+import sys as _sys
+
+_split_data = split_data
+
+
+def split_data(data, parameters):
+    print("split_data printed", 42)
+    print("split_data wrote to stderr", file=_sys.stderr)
+    return _split_data(data, parameters)
+"""
 
 
 # --- 2. workers that cannot import the project ---------------------------------

@@ -1,13 +1,14 @@
-"""The nodes' log records, printed by the driver's console as in a sequential run: a
-worker sends a node's records (also from threads it starts: ``--async``) as scheduler
-events tagged with the run's token, and the driver re-emits its own run's through
-``conf/logging.yml``. Workers take the driver's logger levels; Dask's own routine
-messages stay out of the console.
+"""The nodes' log records and prints, shown by the driver's console as in a sequential
+run: a worker sends a node's records and what it writes to stdout and stderr (also from
+threads it starts: ``--async``) as scheduler events tagged with the run's token, and the
+driver re-emits its own run's, records through ``conf/logging.yml``. Workers take the
+driver's logger levels; Dask's own routine messages stay out of the console.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import traceback
 from collections.abc import Iterator
@@ -20,6 +21,8 @@ from .run_setup import in_driver_process
 
 TOPIC = "kedro-node-logs"
 RUN_FIELD = "kedro_run"
+#: The field of an event that holds a print: ``[stream name, text]``.
+PRINTED = "kedro_printed"
 WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 #: The loggers of what a worker runs besides nodes.
 _DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
@@ -49,16 +52,16 @@ class _NodeLogForwarder(logging.Handler):
         self.local = logging.StreamHandler()
         self.local.setFormatter(logging.Formatter(WORKER_FORMAT))
 
-    def run_of(self, record: logging.LogRecord) -> tuple[str, Any] | None:
-        """The run and worker of the node the record's thread runs, or, from a thread
-        not Dask's own (``--async``, a partition a node computes), of the only run
-        with a node under way here."""
+    def run_of(self, thread: int | None, logger: str) -> tuple[str, Any] | None:
+        """The run and worker of the node ``thread`` runs, or, from a thread not
+        Dask's own (``--async``, a partition a node computes), of the only run with a
+        node under way here. ``logger``: the record's, "" for a print."""
         tasks = [(worker, worker.active_threads) for worker in list(self.workers)]
         for worker, running in tasks:
-            key = running.get(record.thread or 0)
+            key = running.get(thread or 0)
             if key is not None and (token := self.run_in(key)) is not None:
                 return token, worker
-        if record.name.startswith(_DASKS_OWN):
+        if logger.startswith(_DASKS_OWN):
             return None
         runs = {
             (token, worker)
@@ -74,7 +77,7 @@ class _NodeLogForwarder(logging.Handler):
         return next((part for part in name.split("-") if part in self.tokens), None)
 
     def emit(self, record: logging.LogRecord) -> None:
-        if (found := self.run_of(record)) is None:
+        if (found := self.run_of(record.thread, record.name)) is None:
             self.local.handle(record)
             return
         if record.exc_info and not record.exc_text:
@@ -85,6 +88,24 @@ class _NodeLogForwarder(logging.Handler):
         fields.pop("message", None)
         token, worker = found
         worker.log_event(TOPIC, {**fields, RUN_FIELD: token})
+
+
+class _NodePrints:
+    """A worker process's ``sys.stdout`` or ``sys.stderr``: what a node prints goes
+    to its run's driver, which writes it to its own, as a sequential run does."""
+
+    def __init__(self, stream: Any, name: str) -> None:
+        self.stream, self.name = stream, name
+
+    def write(self, text: str) -> int:
+        if (found := _forwarder.run_of(threading.get_ident(), "")) is None:
+            return int(self.stream.write(text))
+        token, worker = found
+        worker.log_event(TOPIC, {RUN_FIELD: token, PRINTED: [self.name, text]})
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, encoding...
+        return getattr(self.stream, name)
 
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -106,12 +127,16 @@ def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> None:
 
 
 def _take_levels(levels: dict[str, int]) -> None:
-    """Replaces the root handlers: a worker sharing the driver's terminal must not
-    print the node records the driver prints. Nodes' warnings become records too,
-    as Kedro's console handler makes them on the driver."""
+    """Replaces the root handlers and standard streams: a worker sharing the
+    driver's terminal must not print the node records and prints the driver prints.
+    Nodes' warnings become records too, as Kedro's console handler makes them on the
+    driver."""
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     logging.captureWarnings(True)
+    for name in ("stdout", "stderr"):
+        if not isinstance(stream := getattr(sys, name), _NodePrints):
+            setattr(sys, name, _NodePrints(stream, name))
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
@@ -144,6 +169,10 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
 
     def emit(event: tuple[float, dict[str, Any]]) -> None:
         if event[1].get(RUN_FIELD) != run_token:  # another run's, on a shared cluster
+            return
+        if PRINTED in event[1]:
+            stream, text = event[1][PRINTED]
+            getattr(sys, stream).write(text)
             return
         record = logging.makeLogRecord(event[1])
         target = logging.getLogger(record.name)
