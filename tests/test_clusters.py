@@ -264,7 +264,8 @@ def test_what_a_node_prints_on_a_worker_reaches_the_drivers_console(
     cluster, tmp_path: Path
 ):
     """As in a sequential run, not in the worker's own log: on another machine
-    the user would never see it."""
+    the user would never see it. In order with the node's log records, and sent
+    as the node ends even without a final newline."""
     running, worker_pids = cluster
     project = render(tmp_path)
     nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
@@ -277,8 +278,10 @@ def test_what_a_node_prints_on_a_worker_reaches_the_drivers_console(
             [*run, "--nodes=split_data"], project, 300, ENV, subprocess.PIPE
         )
         assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.count("split_data printed 42\n") == 1, result.stdout
-        assert result.stderr.count("split_data wrote to stderr\n") == 1, result
+        out = result.stdout
+        assert out.count("split_data printed 42\n") == 1, out
+        assert out.index("split_data printed 42") < out.index("Split 150 rows"), out
+        assert result.stderr.count("split_data wrote to stderr") == 1, result
     for log in running.logs.glob("worker-*.log"):
         assert "split_data printed" not in log.read_text()
     assert_cluster_intact_and_clean(running, worker_pids)
@@ -292,8 +295,9 @@ _split_data = split_data
 
 def split_data(data, parameters):
     print("split_data printed", 42)
-    print("split_data wrote to stderr", file=_sys.stderr)
-    return _split_data(data, parameters)
+    split = _split_data(data, parameters)
+    print("split_data wrote to stderr", file=_sys.stderr, end="")
+    return split
 """
 
 

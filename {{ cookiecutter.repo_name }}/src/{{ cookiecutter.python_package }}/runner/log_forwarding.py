@@ -87,25 +87,47 @@ class _NodeLogForwarder(logging.Handler):
         fields.update(msg=record.getMessage(), args=None, exc_info=None)
         fields.pop("message", None)
         token, worker = found
+        _send_prints()  # first, as they were printed first
         worker.log_event(TOPIC, {**fields, RUN_FIELD: token})
 
 
 class _NodePrints:
     """A worker process's ``sys.stdout`` or ``sys.stderr``: what a node prints goes
-    to its run's driver, which writes it to its own, as a sequential run does."""
+    to its run's driver, which writes it to its own, as a sequential run does. Held
+    up to 0.1 s, or to the node's next record or end: one event per print would make
+    a node printing in a loop many times slower."""
 
     def __init__(self, stream: Any, name: str) -> None:
         self.stream, self.name = stream, name
+        self._held: dict[tuple[str, Any], list[str]] = {}
+        self._lock = threading.Lock()
 
     def write(self, text: str) -> int:
         if (found := _forwarder.run_of(threading.get_ident(), "")) is None:
             return int(self.stream.write(text))
-        token, worker = found
-        worker.log_event(TOPIC, {RUN_FIELD: token, PRINTED: [self.name, text]})
+        with self._lock:
+            if not self._held:
+                loop = found[1].loop
+                loop.add_callback(loop.call_later, 0.1, self.flush)
+            self._held.setdefault(found, []).append(text)
         return len(text)
 
-    def __getattr__(self, name: str) -> Any:  # flush, fileno, encoding...
+    def flush(self) -> None:
+        with self._lock:
+            held, self._held = self._held, {}
+        for (token, worker), texts in held.items():
+            printed = [self.name, "".join(texts)]
+            worker.log_event(TOPIC, {RUN_FIELD: token, PRINTED: printed})
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:  # fileno, encoding, isatty...
         return getattr(self.stream, name)
+
+
+def _send_prints() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, _NodePrints):
+            stream.flush()
 
 
 _PLAIN = (str, int, float, bool, type(None))
@@ -113,17 +135,22 @@ _forwarder = _NodeLogForwarder()
 _setup_lock = threading.Lock()
 
 
-def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> None:
-    """Forwards the run's node records from this worker process to its driver."""
+@contextmanager
+def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> Iterator[None]:
+    """Forwards the run's node records and prints from this worker process to its
+    driver; a node's last prints are sent as it ends."""
     worker, forwarder = distributed.get_worker(), _forwarder
-    if run_token in forwarder.tokens and worker in forwarder.workers:
-        if forwarder.levels == levels or forwarder.closing:
-            return
-    with _setup_lock:
-        if forwarder.levels != levels and not forwarder.closing:
-            _take_levels(levels)
-        forwarder.workers.add(worker)
-        forwarder.tokens.add(run_token)  # last: the records are forwarded now
+    known = run_token in forwarder.tokens and worker in forwarder.workers
+    if not known or (forwarder.levels != levels and not forwarder.closing):
+        with _setup_lock:
+            if forwarder.levels != levels and not forwarder.closing:
+                _take_levels(levels)
+            forwarder.workers.add(worker)
+            forwarder.tokens.add(run_token)  # last: the records are forwarded now
+    try:
+        yield
+    finally:
+        _send_prints()
 
 
 def _take_levels(levels: dict[str, int]) -> None:

@@ -111,9 +111,10 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         if name in task.memory_outputs or recomputed
     }
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
-    if not in_driver:  # in the driver's own process (threads) records print as is
-        node_logs_to_driver(task.run.token, task.run.logging_levels)
-    with mlflow_runs_left_open() if hooked else nullcontext():
+    forwarded = nullcontext()  # in the driver's own process (threads) logs print as is
+    if not in_driver:
+        forwarded = node_logs_to_driver(task.run.token, task.run.logging_levels)
+    with forwarded, mlflow_runs_left_open() if hooked else nullcontext():
         if again:
             logger.warning("%s", again)
         Task(
