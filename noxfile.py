@@ -172,7 +172,9 @@ def packaging(session: nox.Session) -> None:
 def kedro_versions(session: nox.Session, kedro: str) -> None:
     """A project generated for the oldest supported Kedro, for the newest 1.x
     release on PyPI and for a newer pre-release if there is one runs its own
-    tests (the check that cli.py keeps every option of `kedro run` included)."""
+    tests (the check that cli.py keeps every option of `kedro run` included).
+    The newest is skipped while it is cookiecutter.json's default Kedro: `tests`
+    runs the project's tests on that one (test_generated_project.py)."""
     session.install("cookiecutter>=2.1")
     if kedro == "oldest":
         session.install(f"kedro=={OLDEST_KEDRO}")
@@ -184,6 +186,8 @@ def kedro_versions(session: nox.Session, kedro: str) -> None:
     ).strip()
     if kedro == "pre" and not any(part.isalpha() for part in version):
         session.skip(f"no Kedro pre-release newer than {version}")
+    if kedro == "newest" and version == CONTEXT["kedro_version"]:
+        session.skip(f"Kedro {version} is the default, which `nox -s tests` covers")
     session.log(f"Kedro {version}")
     with tempfile.TemporaryDirectory() as folder:
         session.chdir(_render(session, Path(folder), kedro_version=version))
