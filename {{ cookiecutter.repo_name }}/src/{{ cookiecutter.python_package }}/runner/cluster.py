@@ -129,6 +129,9 @@ def in_the_clear(address: str) -> bool:
     return not _loopback(distributed.comm.get_address_host(address))
 
 
+_OR_WAIT_LONGER = "or raise dask_client.no_worker_timeout (null waits for ever)."
+
+
 class WorkerWatch:
     """Whether to stop waiting for workers: the cluster manager failed to start all
     it tried (it does not retry), or none could run a node for ``no_worker_timeout``
@@ -167,8 +170,7 @@ class WorkerWatch:
                 f"{now - self._seen:.0f} s while {len(pending)} of {total} nodes "
                 f"waited, so the run was stopped: Dask pauses a worker whose memory "
                 f"nears its memory_limit (distributed.worker.memory.pause). Raise "
-                f"dask_client.memory_limit, or dask_client.no_worker_timeout (null "
-                f"waits for ever)."
+                f"dask_client.memory_limit, {_OR_WAIT_LONGER}"
             )
         started_here = getattr(self._client, "worker_start_errors", None) is not None
         return self._timed_out(pending, total, now - self._seen, started_here)
@@ -217,15 +219,13 @@ class WorkerWatch:
             return (
                 f"{stopped}. Start workers for the scheduler at "
                 f"{self._client.scheduler.address} (`dask worker <address>`); if "
-                f"they left during the run, their logs say why. Or raise "
-                f"dask_client.no_worker_timeout (null waits for ever)."
+                f"they left during the run, their logs say why; {_OR_WAIT_LONGER}"
             )
         return (
             f"{stopped} and the cluster it started closed (cancelling its queued "
             f"jobs). Check that dask_client.cluster_kwargs ask for no more than the "
             f"queue gives (squeue shows why a job is PENDING), look above for a "
-            f"cluster manager error, or raise dask_client.no_worker_timeout (null "
-            f"waits for ever)."
+            f"cluster manager error, {_OR_WAIT_LONGER}"
         )
 
     def _died_running(self, pending: Mapping[distributed.Future, Any]) -> list[str]:

@@ -61,14 +61,12 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
     a worker over its memory budget, and the new one starts as large, for ever. (One
     that starts paused, short of the budget, is ``WorkerWatch``'s to stop.)"""
     nannies = [w for w in cluster.workers.values() if isinstance(w, distributed.Nanny)]
+    managers = [nanny.memory_manager for nanny in nannies]
     budgets = [
-        (
-            nanny.memory_manager.memory_limit,
-            nanny.memory_manager.memory_terminate_fraction,
-        )
-        for nanny in nannies
+        (manager.memory_limit, manager.memory_terminate_fraction)
+        for manager in managers
+        if manager.memory_limit and manager.memory_terminate_fraction
     ]
-    budgets = [(limit, share) for limit, share in budgets if limit and share]
     if not budgets:
         return
     limit, share = min(budgets)
