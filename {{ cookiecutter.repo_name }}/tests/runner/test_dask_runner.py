@@ -546,6 +546,16 @@ class TestRunOptions:
         )
         assert runner.run(pipeline, _catalog(seed=1))["d"].load() == 3
 
+    @pytest.mark.parametrize("where", ["a folder", "under a file"])
+    def test_a_performance_report_path_it_cannot_write_is_refused_at_once(
+        self, where: str, tmp_path: Path
+    ):
+        """Dask writes it as the run ends: the nodes would have run, then failed."""
+        (tmp_path / "file").touch()
+        path = tmp_path if where == "a folder" else tmp_path / "file" / "dask.html"
+        with pytest.raises(DaskSetupError, match="performance_report .* cannot be wr"):
+            DaskRunner(performance_report=str(path))
+
     def test_performance_report_is_written(self, thread_cluster, tmp_path: Path):
         report = tmp_path / "reports" / "dask.html"
         runner = DaskRunner(

@@ -7,6 +7,7 @@ unknown-key error use these names.
 from __future__ import annotations
 
 import inspect
+import tempfile
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -152,6 +153,7 @@ class DaskClientConfig:
                 f"n_workers count as cluster_kwargs). Keep one of the two."
             )
         self._check_wheel()
+        self._check_report()
         self.security_object()
 
     def _check_wheel(self) -> None:
@@ -172,6 +174,24 @@ class DaskClientConfig:
             raise DaskSetupError(
                 f"dask_client.install_wheel {self.install_wheel!r} is not a wheel file "
                 f"(from {Path.cwd()}). Run `kedro package` and give the wheel in dist/."
+            )
+
+    def _check_report(self) -> None:
+        """Dask writes the report as the run ends: a path it cannot take fails now."""
+        if not self.performance_report:
+            return
+        path = Path(self.performance_report)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tempfile.TemporaryFile(dir=path.parent).close()
+            problem = "it is a folder" if path.is_dir() else None
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+        if problem:
+            raise DaskSetupError(
+                f"dask_client.performance_report {str(path)!r} cannot be written "
+                f"({problem}). Give the path of an HTML file in a folder you can "
+                f"write to, e.g. data/08_reporting/dask-report.html."
             )
 
     def security_object(self) -> Security | None:

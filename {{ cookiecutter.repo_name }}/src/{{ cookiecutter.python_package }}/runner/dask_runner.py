@@ -21,7 +21,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import dask.utils
@@ -160,7 +159,6 @@ class DaskRunner(AbstractRunner):
         if not path:
             yield
             return
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         report = distributed.performance_report(filename=path)
         with client.as_current():
             report.__enter__()
