@@ -564,9 +564,12 @@ def test_a_misspelt_key_is_named_with_the_valid_keys(tmp_path: Path):
 
     result = kedro(*RUN, "--params=dask_client.n_wokers=2", cwd=project)
 
-    message = refusal(result, "Error: Unknown key(s) in dask_client: n_wokers.")
+    message = refusal(
+        result,
+        "Error: Unknown key(s) in dask_client: n_wokers (did you mean n_workers?).",
+    )
     for valid in ("address", "cluster_class", "upload_project", "n_workers"):
-        assert valid in message.split("n_wokers", 1)[1]
+        assert valid in message.split("?).", 1)[1]
 
 
 def test_an_unreachable_address_fails_within_its_timeout(tmp_path: Path):

@@ -165,6 +165,10 @@ class TestSettings:
             ({"security": {"tls_ca_fil": "x"}}, "security is not valid"),
             ({"install_wheel": "dist/missing.whl"}, "Run `kedro package`"),
             ({"install_requirements": True}, "needs dask_client.install_wheel"),
+            ({"n_worker": 2}, r"dask_client: n_worker \(did you mean n_workers\?\)"),
+            ({"cluster_kwargs": {"n_worker": 2}}, r"did you mean n_workers\?"),
+            ({"client_kwargs": {"timeout": 5}}, r"set dask_client.timeout instead"),
+            ({"cluster_class": "os.path"}, "'os.path' is a module, not a Dask cluster"),
             (
                 {"install_wheel": "dist/x.whl", "upload_project": True},
                 "both `upload_project: true` and `install_wheel`",
@@ -375,6 +379,11 @@ class TestLifecycle:
             no_worker_timeout=5,
         )
         with pytest.raises(DaskSetupError, match="started with no workers"):
+            runner.run(_doubled(), _catalog(seed=1))
+
+    def test_a_cluster_class_that_makes_no_cluster_is_refused(self):
+        runner = DaskRunner(cluster_class="os.getcwd")
+        with pytest.raises(DaskSetupError, match="'os.getcwd' returned a str, not"):
             runner.run(_doubled(), _catalog(seed=1))
 
     def test_a_memory_limit_a_starting_worker_fills_is_refused_at_once(self):

@@ -6,11 +6,12 @@ unknown-key error use these names.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from numbers import Real
 from pathlib import Path
@@ -36,6 +37,9 @@ def _keywords(callable_: Callable[..., Any]) -> frozenset[str]:
 LOCAL_CLUSTER_KEYWORDS = _keywords(distributed.LocalCluster)
 LOCAL_CLUSTER_KEYWORDS |= {"memory_limit", "resources", "local_directory"}
 CLIENT_KEYWORDS = _keywords(distributed.Client) - {"address", "timeout", "security"}
+#: What a LocalCluster's cluster_kwargs may hold: it hands the rest to its workers.
+LOCAL_WORKER_KEYWORDS = LOCAL_CLUSTER_KEYWORDS | _keywords(distributed.Nanny)
+LOCAL_WORKER_KEYWORDS |= _keywords(distributed.Worker)
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,9 @@ class DaskClientConfig:
         settings = {key: value for key, value in options.items() if key in own}
         rest = {key: value for key, value in options.items() if key not in own}
         if unknown := rest.keys() - LOCAL_CLUSTER_KEYWORDS - CLIENT_KEYWORDS:
+            known = own | LOCAL_CLUSTER_KEYWORDS | CLIENT_KEYWORDS
             raise DaskSetupError(
-                f"Unknown key(s) in dask_client: {', '.join(sorted(unknown))}. Valid "
+                f"{_unknown('dask_client', unknown, known)} Valid "
                 f"keys are: {', '.join(sorted(own))}; also accepted, as in the old "
                 f"Kedro docs, are the keywords of distributed.LocalCluster "
                 f"({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) and of "
@@ -144,6 +149,26 @@ class DaskClientConfig:
             raise DaskSetupError(
                 f"dask_client cannot set `{keyword}`: the runner manages it."
             )
+        local = self.cluster_class in (None, "distributed.LocalCluster")
+        for name, given, known, taker in (
+            (
+                "client_kwargs",
+                self.client_kwargs,
+                CLIENT_KEYWORDS,
+                "distributed.Client",
+            ),
+            (
+                "cluster_kwargs",
+                self.cluster_kwargs if local else {},
+                LOCAL_WORKER_KEYWORDS,
+                "distributed.LocalCluster or its workers",
+            ),
+        ):
+            if unknown := given.keys() - known:
+                raise DaskSetupError(
+                    f"{_unknown(f'dask_client.{name}', unknown, known)} The "
+                    f"runner passes this block to {taker}."
+                )
         if self.address and self.starts_cluster:
             names = ("cluster_class", "cluster_kwargs", "adapt")
             given = ", ".join(n for n in names if getattr(self, n))
@@ -214,6 +239,20 @@ def _allowed_types(hint: Any) -> list[tuple[type, str]]:
     origins = [typing.get_origin(kind) or kind for kind in kinds]
     kinds_checked = {float: Real, dict: Mapping}
     return [(kinds_checked.get(kind, kind), words[kind]) for kind in origins]
+
+
+def _unknown(where: str, unknown: Iterable[str], known: Iterable[str]) -> str:
+    """Names each unknown key, with the known one it is likely a typo of."""
+    own = {item.name for item in fields(DaskClientConfig)}
+    named = []
+    for key in sorted(unknown):
+        if key in own:
+            named.append(f"{key} (set dask_client.{key} instead)")
+        elif close := difflib.get_close_matches(key, sorted(known), n=1):
+            named.append(f"{key} (did you mean {close[0]}?)")
+        else:
+            named.append(key)
+    return f"Unknown key(s) in {where}: {', '.join(named)}."
 
 
 def _refuse(name: str, expected: str, value: Any) -> NoReturn:

@@ -269,7 +269,17 @@ def cluster_factory(path: str | None) -> Callable[..., Any]:
             f"dask_client.cluster_class {path!r}: {owner.split('.')[-1]!r} has no "
             f"{name!r}."
         )
+    if not callable(found):
+        raise DaskSetupError(_not_a_cluster(path, f"is a {type(found).__name__}"))
     return found  # type: ignore[no-any-return]
+
+
+def _not_a_cluster(path: str, what: str) -> str:
+    return (
+        f"dask_client.cluster_class {path!r} {what}, not a Dask cluster. Name a "
+        f"cluster manager class (or a function that returns a cluster), e.g. "
+        f"dask_jobqueue.SLURMCluster or dask_gateway.GatewayCluster."
+    )
 
 
 def _one_line(error: BaseException) -> str:
@@ -329,7 +339,8 @@ def _close(cluster: Any) -> None:
     """Logs, not raises over the run's outcome, an error in closing (dask-jobqueue
     asserts on a job sbatch refused, after cancelling those it submitted)."""
     try:
-        cluster.close()
+        if callable(close := getattr(cluster, "close", None)):
+            close()
     except Exception as exc:
         logger.warning(
             "%s did not close cleanly (%s)", type(cluster).__name__, _one_line(exc)
@@ -360,6 +371,9 @@ def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any
 
 def _check_and_scale(cluster: Any, name: str, config: DaskClientConfig) -> None:
     """Refuses a started cluster no node could run on, and makes it adaptive."""
+    if not hasattr(cluster, "scheduler_address"):  # what a Client connects to
+        what = f"returned a {type(cluster).__name__}"
+        raise DaskSetupError(_not_a_cluster(str(config.cluster_class), what))
     if isinstance(cluster, distributed.LocalCluster):
         check_worker_memory(cluster)
     if config.adapt is None and getattr(cluster, "worker_spec", None) == {}:
