@@ -381,6 +381,15 @@ class TestLifecycle:
         with pytest.raises(DaskSetupError, match="started with no workers"):
             runner.run(_doubled(), _catalog(seed=1))
 
+    def test_an_adapt_key_distributed_would_refuse_mid_run_is_refused_at_once(self):
+        runner = DaskRunner(
+            processes=False,
+            dashboard_address=f"{LOOPBACK}:0",
+            adapt={"minimum": 1, "maxmum": 2},
+        )
+        with pytest.raises(DaskSetupError, match=r"maxmum \(did you mean maximum\?"):
+            runner.run(_doubled(), _catalog(seed=1))
+
     def test_a_cluster_class_that_makes_no_cluster_is_refused(self):
         runner = DaskRunner(cluster_class="os.getcwd")
         with pytest.raises(DaskSetupError, match="'os.getcwd' returned a str, not"):

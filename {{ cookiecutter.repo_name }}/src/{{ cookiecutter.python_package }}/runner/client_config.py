@@ -26,7 +26,8 @@ from .errors import DaskSetupError
 _MANAGED = frozenset({"self", "asynchronous", "loop", "set_as_default", "start"})
 
 
-def _keywords(callable_: Callable[..., Any]) -> frozenset[str]:
+def keywords_of(callable_: Callable[..., Any]) -> frozenset[str]:
+    """The keywords ``callable_`` names (not its ``**kwargs``), less the runner's."""
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     parameters = inspect.signature(callable_).parameters.values()
     return frozenset(p.name for p in parameters if p.kind in kinds) - _MANAGED
@@ -34,12 +35,12 @@ def _keywords(callable_: Callable[..., Any]) -> frozenset[str]:
 
 # The old Kedro docs passed the whole block to ``distributed.Client``, which hands
 # unknown keywords on to a ``LocalCluster``. Those blocks keep working unchanged.
-LOCAL_CLUSTER_KEYWORDS = _keywords(distributed.LocalCluster)
+LOCAL_CLUSTER_KEYWORDS = keywords_of(distributed.LocalCluster)
 LOCAL_CLUSTER_KEYWORDS |= {"memory_limit", "resources", "local_directory"}
-CLIENT_KEYWORDS = _keywords(distributed.Client) - {"address", "timeout", "security"}
+CLIENT_KEYWORDS = keywords_of(distributed.Client) - {"address", "timeout", "security"}
 #: What a LocalCluster's cluster_kwargs may hold: it hands the rest to its workers.
-LOCAL_WORKER_KEYWORDS = LOCAL_CLUSTER_KEYWORDS | _keywords(distributed.Nanny)
-LOCAL_WORKER_KEYWORDS |= _keywords(distributed.Worker)
+LOCAL_WORKER_KEYWORDS = LOCAL_CLUSTER_KEYWORDS | keywords_of(distributed.Nanny)
+LOCAL_WORKER_KEYWORDS |= keywords_of(distributed.Worker)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class DaskClientConfig:
         if unknown := rest.keys() - LOCAL_CLUSTER_KEYWORDS - CLIENT_KEYWORDS:
             known = own | LOCAL_CLUSTER_KEYWORDS | CLIENT_KEYWORDS
             raise DaskSetupError(
-                f"{_unknown('dask_client', unknown, known)} Valid "
+                f"{unknown_keys('dask_client', unknown, known)} Valid "
                 f"keys are: {', '.join(sorted(own))}; also accepted, as in the old "
                 f"Kedro docs, are the keywords of distributed.LocalCluster "
                 f"({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) and of "
@@ -166,7 +167,7 @@ class DaskClientConfig:
         ):
             if unknown := given.keys() - known:
                 raise DaskSetupError(
-                    f"{_unknown(f'dask_client.{name}', unknown, known)} The "
+                    f"{unknown_keys(f'dask_client.{name}', unknown, known)} The "
                     f"runner passes this block to {taker}."
                 )
         if self.address and self.starts_cluster:
@@ -241,7 +242,7 @@ def _allowed_types(hint: Any) -> list[tuple[type, str]]:
     return [(kinds_checked.get(kind, kind), words[kind]) for kind in origins]
 
 
-def _unknown(where: str, unknown: Iterable[str], known: Iterable[str]) -> str:
+def unknown_keys(where: str, unknown: Iterable[str], known: Iterable[str]) -> str:
     """Names each unknown key, with the known one it is likely a typo of."""
     own = {item.name for item in fields(DaskClientConfig)}
     named = []

@@ -20,7 +20,7 @@ import dask.config
 import distributed
 from distributed.core import Status
 
-from .client_config import DaskClientConfig
+from .client_config import DaskClientConfig, keywords_of, unknown_keys
 from .errors import DaskSetupError
 from .interrupts import CtrlCHeldBack, ctrl_c_kept, raise_a_press_python_swallowed
 from .local_cluster import (
@@ -385,6 +385,13 @@ def _check_and_scale(cluster: Any, name: str, config: DaskClientConfig) -> None:
             f"(its minimum and maximum)."
         )
     if config.adapt is not None:
+        if isinstance(cluster, distributed.deploy.Cluster):
+            # Its Adaptive hands keys it does not know to the scheduler, which
+            # refuses them in the adaptive loop, as tracebacks, after the run starts.
+            known = keywords_of(cluster.adapt) | keywords_of(distributed.Adaptive)
+            known |= keywords_of(distributed.Scheduler.workers_to_close)
+            if unknown := config.adapt.keys() - known:
+                raise DaskSetupError(unknown_keys("dask_client.adapt", unknown, known))
         try:
             cluster.adapt(**config.adapt)
         except Exception as exc:
