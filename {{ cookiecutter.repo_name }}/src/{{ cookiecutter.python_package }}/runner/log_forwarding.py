@@ -12,7 +12,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import distributed
@@ -106,9 +106,10 @@ class _NodePrints:
         if (found := _forwarder.run_of(threading.get_ident(), "")) is None:
             return int(self.stream.write(text))
         with self._lock:
-            if not self._held:
+            if not self._held:  # a closed loop (worker closing): sent at node end
                 loop = found[1].loop
-                loop.add_callback(loop.call_later, 0.1, self.flush)
+                with suppress(RuntimeError):
+                    loop.add_callback(loop.call_later, 0.1, self.flush)
             self._held.setdefault(found, []).append(text)
         return len(text)
 
