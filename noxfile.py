@@ -5,6 +5,7 @@ nox -s scaleout # real Slurm (dask-jobqueue) and dask-gateway runs (root)
 nox -s plugins  # kedro-mlflow, kedro-viz and project hooks under DaskRunner
 nox -s packaging  # the starter pip-installed in a fresh venv: alias, kedro package
 nox -s kedro_versions  # a generated project's own tests on the oldest and newest Kedro
+nox -s project_pythons  # ... on Python 3.10, 3.12 and 3.13 (not in .ci/run)
 nox -s bench_smoke  # the benchmark suite end to end at tiny sizes (tests/test_benchmarks.py)
 nox -s demo     # generate a project in a temp folder and run it on Dask
 nox -s lint     # black and ruff on this repo and on a freshly generated project
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -55,6 +57,8 @@ OWN_PYTHON = [
     "kedro_dask_starter",
 ]
 
+#: The Pythons generated projects support (requires-python) besides CI's 3.11.
+OTHER_PYTHONS = ["3.10", "3.12", "3.13"]
 #: Their own session: they build a fresh virtual environment (~20 s even from
 #: pip's cache) and run the example four times, too slow to add to `tests`.
 PACKAGING_TESTS = "tests/test_packaging.py"
@@ -189,8 +193,42 @@ def kedro_versions(session: nox.Session, kedro: str) -> None:
     if kedro == "newest" and version == CONTEXT["kedro_version"]:
         session.skip(f"Kedro {version} is the default, which `nox -s tests` covers")
     session.log(f"Kedro {version}")
+    _generated_project_tests(session, version)
+
+
+@nox.session
+def project_pythons(session: nox.Session) -> None:
+    """A generated project's own tests on the Pythons it supports besides CI's
+    3.11 (not in .ci/run: about 1.5 minutes each), each in a venv of its own; a
+    Python not installed is skipped, with a warning."""
+    session.install("cookiecutter>=2.1")
+    for version in OTHER_PYTHONS:
+        if (interpreter := _installed_python(version)) is None:
+            session.warn(f"Python {version} is not installed: skipped")
+            continue
+        venv = Path(session.virtualenv.location) / f"python{version}"
+        session.run(interpreter, "-m", "venv", "--clear", str(venv), external=True)
+        python = str(venv / "bin" / "python")
+        with tempfile.TemporaryDirectory() as folder:
+            session.chdir(_render(session, Path(folder)))
+            pip = [python, "-m", "pip", "install", "--quiet"]
+            session.run(*pip, "-r", "requirements.txt", external=True)
+            tests = [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+            session.run(*tests, *session.posargs, env=QUIET_ENV, external=True)
+            session.chdir(ROOT)
+
+
+def _installed_python(version: str) -> str | None:
+    """An interpreter of ``version``: pyenv's (whose shims run only the versions
+    it has made active), else ``python<version>`` on PATH."""
+    pyenv = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python"))
+    return str(pyenv[-1]) if pyenv else shutil.which(f"python{version}")
+
+
+def _generated_project_tests(session: nox.Session, kedro_version: str) -> None:
+    """Renders a project for ``kedro_version``, installs it and runs its tests."""
     with tempfile.TemporaryDirectory() as folder:
-        session.chdir(_render(session, Path(folder), kedro_version=version))
+        session.chdir(_render(session, Path(folder), kedro_version=kedro_version))
         session.install("-r", "requirements.txt")
         session.run("python", "-m", "pytest", "-q", *session.posargs, env=QUIET_ENV)
 

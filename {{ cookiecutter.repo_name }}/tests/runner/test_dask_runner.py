@@ -668,6 +668,8 @@ class TestSafety:
 
         def importing(name: str):
             signal.signal(signal.SIGINT, lambda *_: sys.exit())
+            if name != module.__name__:  # pydoc.locate tries the whole path too
+                raise ImportError(f"No module named {name!r}", name=name)
             return module
 
         monkeypatch.setattr("importlib.import_module", importing)
