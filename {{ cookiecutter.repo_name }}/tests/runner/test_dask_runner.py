@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import _imp
+import contextlib
 import gc
 import os
 import signal
+import socket
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import distributed
@@ -389,6 +392,18 @@ class TestLifecycle:
         )
         with pytest.raises(DaskSetupError, match=r"maxmum \(did you mean maximum\?"):
             runner.run(_doubled(), _catalog(seed=1))
+
+    def test_a_dashboard_port_another_run_has_is_replaced_without_a_warning(self):
+        """Dask takes a free port and warns; the runner logs the link it got."""
+        with socket.socket() as taken:
+            with contextlib.suppress(OSError):  # taken already: as good
+                taken.bind((LOOPBACK, 8787))
+                taken.listen()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                runner = DaskRunner(n_workers=1, processes=False)
+                runner.run(_doubled(), _catalog(seed=1))
+        assert not [w for w in caught if "already in use" in str(w.message)]
 
     def test_a_cluster_class_that_makes_no_cluster_is_refused(self):
         runner = DaskRunner(cluster_class="os.getcwd")

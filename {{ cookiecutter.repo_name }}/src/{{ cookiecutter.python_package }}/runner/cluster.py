@@ -12,6 +12,7 @@ import logging
 import pydoc
 import time
 import traceback
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from typing import Any
@@ -355,7 +356,10 @@ def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any
     text = ", ".join(f"{key}={value!r}" for key, value in config.cluster_kwargs.items())
     logger.info("Starting a Dask cluster: %s(%s)", name, text)
     try:
-        cluster = factory(**kwargs)
+        with warnings.catch_warnings():
+            # Another run's dashboard has the port: Dask takes a free one, logged.
+            warnings.filterwarnings("ignore", "Port .* is already in use", UserWarning)
+            cluster = factory(**kwargs)
     except Exception as exc:
         raise DaskSetupError(
             f"Could not start {name} with {text or 'no arguments'}: "
