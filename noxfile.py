@@ -193,7 +193,10 @@ def kedro_versions(session: nox.Session, kedro: str) -> None:
     if kedro == "newest" and version == CONTEXT["kedro_version"]:
         session.skip(f"Kedro {version} is the default, which `nox -s tests` covers")
     session.log(f"Kedro {version}")
-    _generated_project_tests(session, version)
+    with tempfile.TemporaryDirectory() as folder:
+        session.chdir(_render(session, Path(folder), kedro_version=version))
+        session.install("-r", "requirements.txt")
+        session.run("python", "-m", "pytest", "-q", *session.posargs, env=QUIET_ENV)
 
 
 @nox.session
@@ -223,14 +226,6 @@ def _installed_python(version: str) -> str | None:
     it has made active), else ``python<version>`` on PATH."""
     pyenv = sorted(Path.home().glob(f".pyenv/versions/{version}.*/bin/python"))
     return str(pyenv[-1]) if pyenv else shutil.which(f"python{version}")
-
-
-def _generated_project_tests(session: nox.Session, kedro_version: str) -> None:
-    """Renders a project for ``kedro_version``, installs it and runs its tests."""
-    with tempfile.TemporaryDirectory() as folder:
-        session.chdir(_render(session, Path(folder), kedro_version=kedro_version))
-        session.install("-r", "requirements.txt")
-        session.run("python", "-m", "pytest", "-q", *session.posargs, env=QUIET_ENV)
 
 
 @nox.session

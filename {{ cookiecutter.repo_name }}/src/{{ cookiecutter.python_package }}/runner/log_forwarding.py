@@ -109,16 +109,22 @@ class _NodePrints:
             if not self._held:  # a closed loop (worker closing): sent at node end
                 loop = found[1].loop
                 with suppress(RuntimeError):
-                    loop.add_callback(loop.call_later, 0.1, self.flush)
+                    loop.add_callback(loop.call_later, 0.1, self.send)
             self._held.setdefault(found, []).append(text)
         return len(text)
 
-    def flush(self) -> None:
+    def send(self) -> None:
+        """Sends what is held; at every node's end and record, mostly nothing."""
+        if not self._held:
+            return
         with self._lock:
             held, self._held = self._held, {}
         for (token, worker), texts in held.items():
             printed = [self.name, "".join(texts)]
             worker.log_event(TOPIC, {RUN_FIELD: token, PRINTED: printed})
+
+    def flush(self) -> None:
+        self.send()
         self.stream.flush()
 
     def __getattr__(self, name: str) -> Any:  # fileno, encoding, isatty...
@@ -128,7 +134,7 @@ class _NodePrints:
 def _send_prints() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, _NodePrints):
-            stream.flush()
+            stream.send()
 
 
 _PLAIN = (str, int, float, bool, type(None))
