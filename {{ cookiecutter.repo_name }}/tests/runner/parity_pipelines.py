@@ -8,6 +8,7 @@ files and its persisted outputs can be compared file by file.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -114,6 +115,21 @@ class SaveFailsOnce(AbstractDataset):
 
 def fail(x):
     raise ValueError(f"boom while handling {x}")
+
+
+class LockedError(RuntimeError):
+    """Holds what cannot be pickled, as errors holding a connection do."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def fail_holding_a_lock(x):
+    try:
+        fail(x)
+    except ValueError as error:
+        raise LockedError(f"locked while handling {x}") from error
 
 
 @dataclass(frozen=True)
@@ -317,6 +333,14 @@ def resumable() -> Case:
         lambda f: _catalog(
             {"seed": MemoryDataset(4), **_json(f, "stored", "final", "other")}
         ),
+    )
+
+
+def failing_with_a_lock() -> Case:
+    return Case(
+        "failing_with_a_lock",
+        Pipeline([Node(fail_holding_a_lock, "seed", "broken", name="locked_node")]),
+        lambda f: _catalog({"seed": MemoryDataset(1)}),
     )
 
 

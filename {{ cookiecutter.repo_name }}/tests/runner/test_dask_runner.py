@@ -166,6 +166,10 @@ class TestSettings:
             ({"tag_resources": {"gpu": 1}}, "tag_resources.gpu must be a mapping"),
             ({"client_kwargs": {"asynchronous": True}}, "the runner manages it"),
             ({"security": {"tls_ca_fil": "x"}}, "security is not valid"),
+            (
+                {"security": {"tls_ca_file": "conf/ca.pem"}},
+                r"security: no such file \(from .*\): tls_ca_file 'conf/ca.pem'",
+            ),
             ({"install_wheel": "dist/missing.whl"}, "Run `kedro package`"),
             ({"install_requirements": True}, "needs dask_client.install_wheel"),
             ({"n_worker": 2}, r"dask_client: n_worker \(did you mean n_workers\?\)"),

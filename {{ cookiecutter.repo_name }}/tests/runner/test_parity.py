@@ -152,6 +152,19 @@ def test_failing_node_fails_like_sequential(
     assert not (tmp_path / "dask" / "never.json").exists()
 
 
+def test_an_error_holding_what_cannot_be_pickled_keeps_its_type(
+    cluster, hook_manager, hook_log, tmp_path
+):
+    """distributed would send it as a bare Exception naming it."""
+    case = cases.failing_with_a_lock()
+    with pytest.raises(cases.LockedError) as expected:
+        run_case(SequentialRunner(), case, tmp_path / "seq", hook_manager, hook_log)
+    with pytest.raises(cases.LockedError) as actual:
+        run_case(dask_runner(cluster), case, tmp_path / "dask", hook_manager, hook_log)
+    assert str(actual.value) == str(expected.value) == "locked while handling 1"
+    assert isinstance(actual.value.__cause__, ValueError)
+
+
 def test_node_logs_reach_the_driver(cluster, hook_manager, hook_log, tmp_path, caplog):
     caplog.set_level(logging.INFO)
     run_case(

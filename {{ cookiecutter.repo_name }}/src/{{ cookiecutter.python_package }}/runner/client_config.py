@@ -223,6 +223,19 @@ class DaskClientConfig:
     def security_object(self) -> Security | None:
         if self.security is None:
             return None
+        # distributed reads the files as it connects, naming none that is missing.
+        if missing := [
+            f"{key} {value!r}"
+            for key, value in self.security.items()
+            if key.endswith(("_file", "_cert", "_key"))
+            and isinstance(value, str)
+            and "-----BEGIN" not in value  # the file's contents given inline
+            and not Path(value).is_file()
+        ]:
+            raise DaskSetupError(
+                f"dask_client.security: no such file (from {Path.cwd()}): "
+                f"{', '.join(missing)}. Give the paths of the TLS files."
+            )
         try:
             return Security(**{"require_encryption": True, **self.security})
         except (TypeError, ValueError) as exc:

@@ -13,6 +13,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from dask import is_dask_collection
+from distributed.protocol.pickle import dumps
 from kedro.io import (
     AbstractDataset,
     AbstractVersionedDataset,
@@ -117,13 +118,17 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     with forwarded, mlflow_runs_left_open() if hooked else nullcontext():
         if again:
             logger.warning("%s", again)
-        Task(
-            node=node,
-            catalog=catalog,
-            is_async=task.run.is_async,
-            hook_manager=hook_manager,
-            run_id=task.run.run_id,
-        ).execute()
+        try:
+            Task(
+                node=node,
+                catalog=catalog,
+                is_async=task.run.is_async,
+                hook_manager=hook_manager,
+                run_id=task.run.run_id,
+            ).execute()
+        except Exception as error:
+            _make_sendable(error)
+            raise
     values = tuple(outputs[name].load() for name in task.memory_outputs)
     refuse_persisted(task.node, dict(zip(task.memory_outputs, values)))
     if len(values) == 1:
@@ -161,6 +166,25 @@ def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
     if replaced:
         message += f", replacing this run's versions of {', '.join(replaced)}"
     return message + "; its hooks fire again."
+
+
+def _make_sendable(error: BaseException) -> None:
+    """distributed sends an error it cannot pickle (even from a worker thread of the
+    driver) as a bare ``Exception``: what cannot travel (a lock, a connection) held
+    by the error or its causes becomes its repr, so the driver raises the node's own
+    error type, as Kedro would."""
+    chain: list[BaseException | None] = [error]
+    seen = set()
+    while chain:
+        if (link := chain.pop()) is None or id(link) in seen:
+            continue
+        seen.add(id(link))
+        chain += [link.__cause__, link.__context__]
+        for name, value in vars(link).items():
+            try:
+                dumps(value)
+            except Exception:
+                setattr(link, name, repr(value))
 
 
 def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
