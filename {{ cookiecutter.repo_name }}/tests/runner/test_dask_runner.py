@@ -409,6 +409,17 @@ class TestLifecycle:
                 runner.run(_doubled(), _catalog(seed=1))
         assert not [w for w in caught if "already in use" in str(w.message)]
 
+    def test_tls_files_are_refused_for_a_cluster_it_starts(self, tmp_path: Path):
+        """Its client would refuse the LocalCluster's tcp:// address."""
+        (tmp_path / "ca.pem").write_text("")
+        runner = DaskRunner(
+            n_workers=1,  # a cluster to start, whatever client this process has
+            processes=False,
+            security={"tls_ca_file": str(tmp_path / "ca.pem")},
+        )
+        with pytest.raises(DaskSetupError, match="starts a LocalCluster, whose"):
+            runner.run(_doubled(), _catalog(seed=1))
+
     def test_a_cluster_class_that_makes_no_cluster_is_refused(self):
         runner = DaskRunner(cluster_class="os.getcwd")
         with pytest.raises(DaskSetupError, match="'os.getcwd' returned a str, not"):

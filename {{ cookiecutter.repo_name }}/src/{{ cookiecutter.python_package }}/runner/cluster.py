@@ -58,6 +58,7 @@ def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
         else:
             with held:
                 factory = cluster_factory(config.cluster_class)
+                _refuse_client_security(config, factory)
                 if factory is distributed.LocalCluster:
                     opened.enter_context(worker_processes_environment())
                 errors = opened.enter_context(_worker_start_errors(factory))
@@ -334,6 +335,21 @@ def _loopback(host: str) -> bool:
         return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:  # a host name, or every interface (""): it may be anywhere
         return False
+
+
+def _refuse_client_security(
+    config: DaskClientConfig, factory: Callable[..., Any]
+) -> None:
+    """A started cluster's client takes the cluster's own security, not the files
+    of a scheduler that runs elsewhere, which would refuse the cluster's tcp://."""
+    if config.security is not None:
+        raise DaskSetupError(
+            f"dask_client.security holds the TLS files of a running scheduler (set "
+            f"`address`), but this run starts a {factory.__name__}, whose client "
+            f"takes the cluster's own. Keep security where `address` is set (e.g. "
+            f"conf/remote), or ask the cluster for TLS in cluster_kwargs (a "
+            f"LocalCluster: `security: true`)."
+        )
 
 
 def _close(cluster: Any) -> None:
