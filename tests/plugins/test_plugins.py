@@ -58,9 +58,9 @@ LOCAL_CLUSTER = [
 ]
 SEQUENTIAL: list[str] = []
 
-#: The example's 13 nodes, those of plugin_tracked (one per model) and the
-#: checkpoint of plugin_checks.
-DEFAULT_NODES = 13 + 4 + 1
+#: The example's 13 nodes, those of plugin_tracked (one per model, and one
+#: that logs with MLflow's API) and the checkpoint of plugin_checks.
+DEFAULT_NODES = 13 + 5 + 1
 MODELS = (
     "logistic_regression",
     "support_vector_machine",
@@ -70,7 +70,8 @@ MODELS = (
 #: What kedro-mlflow logs in a complete run of the default pipeline.
 ARTIFACTS = sorted([f"{model}.pickle" for model in MODELS] + ["model_comparison.png"])
 METRICS = sorted(
-    f"{model}.{key}_accuracy" for model in MODELS for key in ("cv", "test")
+    [f"{model}.{key}_accuracy" for model in MODELS for key in ("cv", "test")]
+    + ["logged_in_a_node"]
 )
 
 #: kedro-viz's run hook warns once per run for any runner but SequentialRunner
@@ -294,6 +295,7 @@ def assert_complete(run: Run) -> None:
     assert record["status"] == "FINISHED", record
     assert record["artifacts"] == ARTIFACTS, record
     assert sorted(record["metrics"]) == METRICS, record
+    assert record["tags"].get("tagged_in_a_node") == "yes", record
     assert "split_options" in record["params"], record
     assert "logistic_regression.model_options" in record["params"], record
 
