@@ -120,8 +120,8 @@ def fail(x):
 class LockedError(RuntimeError):
     """Holds what cannot be pickled, as errors holding a connection do."""
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *more: object) -> None:
+        super().__init__(message, *more)
         self.lock = threading.Lock()
 
 
@@ -130,6 +130,10 @@ def fail_holding_a_lock(x):
         fail(x)
     except ValueError as error:
         raise LockedError(f"locked while handling {x}") from error
+
+
+def fail_with_a_lock_in_its_args(x):
+    raise LockedError(f"locked while handling {x}", threading.Lock())
 
 
 @dataclass(frozen=True)
@@ -336,10 +340,10 @@ def resumable() -> Case:
     )
 
 
-def failing_with_a_lock() -> Case:
+def failing_with_a_lock(function: Callable = fail_holding_a_lock) -> Case:
     return Case(
         "failing_with_a_lock",
-        Pipeline([Node(fail_holding_a_lock, "seed", "broken", name="locked_node")]),
+        Pipeline([Node(function, "seed", "broken", name="locked_node")]),
         lambda f: _catalog({"seed": MemoryDataset(1)}),
     )
 

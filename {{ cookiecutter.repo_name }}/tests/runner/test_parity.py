@@ -164,6 +164,12 @@ def test_an_error_holding_what_cannot_be_pickled_keeps_its_type(
     assert str(actual.value) == str(expected.value) == "locked while handling 1"
     assert isinstance(actual.value.__cause__, ValueError)
 
+    case = cases.failing_with_a_lock(cases.fail_with_a_lock_in_its_args)
+    with pytest.raises(cases.LockedError) as in_its_args:
+        run_case(dask_runner(cluster), case, tmp_path / "args", hook_manager, hook_log)
+    message, lock = in_its_args.value.args
+    assert message == "locked while handling 1" and "lock object" in lock
+
 
 def test_node_logs_reach_the_driver(cluster, hook_manager, hook_log, tmp_path, caplog):
     caplog.set_level(logging.INFO)

@@ -170,9 +170,9 @@ def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
 
 def _make_sendable(error: BaseException) -> None:
     """distributed sends an error it cannot pickle (even from a worker thread of the
-    driver) as a bare ``Exception``: what cannot travel (a lock, a connection) held
-    by the error or its causes becomes its repr, so the driver raises the node's own
-    error type, as Kedro would."""
+    driver) as a bare ``Exception``: what cannot travel (a lock, a connection) in
+    the args or attributes of the error or its causes becomes its repr, so the
+    driver raises the node's own error type, as Kedro would."""
     chain: list[BaseException | None] = [error]
     seen = set()
     while chain:
@@ -180,11 +180,17 @@ def _make_sendable(error: BaseException) -> None:
             continue
         seen.add(id(link))
         chain += [link.__cause__, link.__context__]
+        link.args = tuple(map(_sendable, link.args))
         for name, value in vars(link).items():
-            try:
-                dumps(value)
-            except Exception:
-                setattr(link, name, repr(value))
+            vars(link)[name] = _sendable(value)
+
+
+def _sendable(value: Any) -> Any:
+    try:
+        dumps(value)
+    except Exception:
+        return repr(value)
+    return value
 
 
 def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
