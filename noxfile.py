@@ -81,8 +81,8 @@ os.environ.setdefault("UV_VENV_SEED", "1")
 def _install_generated_requirements(session: nox.Session, *more: str) -> None:
     """What a generated project needs, read from the template's requirements (with
     cookiecutter.json's default Kedro), and ``more``: one install, so that uv
-    resolves them together (it keeps what an earlier install chose, and so once
-    took a mlflow whose server fails)."""
+    resolves them together (in two, it once chose for kedro-mlflow mlflow 3.2,
+    whose server fails with SQLAlchemy 2.1)."""
     lines = (TEMPLATE / "requirements.txt").read_text().splitlines()
     session.install(
         *(
