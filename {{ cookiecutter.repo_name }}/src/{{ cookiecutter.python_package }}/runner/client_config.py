@@ -85,14 +85,13 @@ class DaskClientConfig:
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> DaskClientConfig:
         """Reads a ``dask_client`` block, old-docs form included, validated."""
-        own = {f.name for f in fields(cls)}
-        settings = {key: value for key, value in options.items() if key in own}
-        rest = {key: value for key, value in options.items() if key not in own}
+        settings = {key: value for key, value in options.items() if key in SETTINGS}
+        rest = {key: value for key, value in options.items() if key not in SETTINGS}
         if unknown := rest.keys() - LOCAL_CLUSTER_KEYWORDS - CLIENT_KEYWORDS:
-            known = own | LOCAL_CLUSTER_KEYWORDS | CLIENT_KEYWORDS
+            known = SETTINGS | LOCAL_CLUSTER_KEYWORDS | CLIENT_KEYWORDS
             raise DaskSetupError(
                 f"{unknown_keys('dask_client', unknown, known)} Valid "
-                f"keys are: {', '.join(sorted(own))}; also accepted, as in the old "
+                f"keys are: {', '.join(sorted(SETTINGS))}; also accepted, as in the old "
                 f"Kedro docs, are the keywords of distributed.LocalCluster "
                 f"({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) and of "
                 f"distributed.Client ({', '.join(sorted(CLIENT_KEYWORDS))})."
@@ -245,6 +244,10 @@ class DaskClientConfig:
             ) from exc
 
 
+#: The keys of the dask_client block that are the runner's own.
+SETTINGS = frozenset(item.name for item in fields(DaskClientConfig))
+
+
 def _allowed_types(hint: Any) -> list[tuple[type, str]]:
     """The types a setting of type ``hint`` may have, with their YAML names."""
     words = {dict: "a mapping", float: "a number", int: "a whole number"}
@@ -257,10 +260,9 @@ def _allowed_types(hint: Any) -> list[tuple[type, str]]:
 
 def unknown_keys(where: str, unknown: Iterable[str], known: Iterable[str]) -> str:
     """Names each unknown key, with the known one it is likely a typo of."""
-    own = {item.name for item in fields(DaskClientConfig)}
     named = []
     for key in sorted(unknown):
-        if key in own:
+        if key in SETTINGS:
             named.append(f"{key} (set dask_client.{key} instead)")
         elif close := difflib.get_close_matches(key, sorted(known), n=1):
             named.append(f"{key} (did you mean {close[0]}?)")

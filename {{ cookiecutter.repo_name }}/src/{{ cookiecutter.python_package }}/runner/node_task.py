@@ -180,17 +180,18 @@ def _make_sendable(error: BaseException) -> None:
             continue
         seen.add(id(link))
         chain += [link.__cause__, link.__context__]
-        link.args = tuple(map(_sendable, link.args))
+        link.args = tuple(repr(a) if unpicklable(a) else a for a in link.args)
         for name, value in vars(link).items():
-            vars(link)[name] = _sendable(value)
+            vars(link)[name] = repr(value) if unpicklable(value) else value
 
 
-def _sendable(value: Any) -> Any:
+def unpicklable(obj: Any) -> str | None:
+    """Why Dask cannot send ``obj``, or None if it can."""
     try:
-        dumps(value)
-    except Exception:
-        return repr(value)
-    return value
+        dumps(obj)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:

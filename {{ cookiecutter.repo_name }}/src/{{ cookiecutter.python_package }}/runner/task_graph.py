@@ -15,13 +15,12 @@ import distributed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.sizeof import sizeof
 from dask.utils import funcname
-from distributed.protocol.pickle import dumps
 from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
 from .errors import DaskSetupError
-from .node_task import Inline, NodeTask, RunContext, run_node_task
+from .node_task import Inline, NodeTask, RunContext, run_node_task, unpicklable
 
 #: Pipeline inputs up to this size travel inside the task of every node taking them.
 INLINE_BYTES = 64 * 2**10
@@ -130,7 +129,7 @@ class TaskGraph:
 
     def _check_serialisable(self) -> None:
         problems = [
-            f"node '{n.name}': {p}" for n in self._tasks if (p := _unpicklable(n))
+            f"node '{n.name}': {p}" for n in self._tasks if (p := unpicklable(n))
         ]
         for name, dataset in sorted(self._datasets.items()):
             if name in self._memory:
@@ -140,7 +139,7 @@ class TaskGraph:
                     f"dataset '{name}': {type(dataset).__name__} only works in the "
                     f"process that created it"
                 )
-            elif problem := _unpicklable(dataset):
+            elif problem := unpicklable(dataset):
                 problems.append(f"dataset '{name}': {problem}")
         if problems:
             raise DaskSetupError(
@@ -284,11 +283,3 @@ def _nothing(_: Any) -> None:
 
 def _given(value: Any) -> Any:
     return value
-
-
-def _unpicklable(obj: Any) -> str | None:
-    try:
-        dumps(obj)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
