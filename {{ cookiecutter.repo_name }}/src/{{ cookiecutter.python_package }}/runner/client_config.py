@@ -1,8 +1,5 @@
-"""The ``dask_client`` block of ``conf/base/parameters.yml``.
-
-Each key is a field of ``DaskClientConfig``: parameters.yml, the README and the
-unknown-key error use these names.
-"""
+"""The ``dask_client`` block of ``conf/base/parameters.yml``: each key is a field of
+``DaskClientConfig``, the names parameters.yml, the README and the errors use."""
 
 from __future__ import annotations
 
@@ -24,6 +21,7 @@ from .errors import DaskSetupError
 
 #: The runner sets these itself; taking them from conf would break the run.
 _MANAGED = frozenset({"self", "asynchronous", "loop", "set_as_default", "start"})
+_LOCAL_TAKERS = "distributed.LocalCluster or its workers"
 
 
 def keywords_of(callable_: Callable[..., Any]) -> frozenset[str]:
@@ -129,27 +127,21 @@ class DaskClientConfig:
         ):
             if wrong:
                 _refuse(name, expected, getattr(self, name))
+        amounts = "a mapping of resource names to amounts, e.g. `gpu: {GPU: 1}`"
         for tag, resources in self.tag_resources.items():
             if not isinstance(resources, Mapping) or not all(
                 isinstance(amount, Real) for amount in resources.values()
             ):
-                _refuse(
-                    f"tag_resources.{tag}",
-                    "a mapping of resource names to amounts, e.g. `gpu: {GPU: 1}`",
-                    resources,
-                )
+                _refuse(f"tag_resources.{tag}", amounts, resources)
         for tag, seconds in self.tag_timeouts.items():
             if not isinstance(seconds, Real) or seconds <= 0:
-                _refuse(
-                    f"tag_timeouts.{tag}",
-                    "a positive number of seconds, e.g. `slow: 600`",
-                    seconds,
-                )
+                _refuse(f"tag_timeouts.{tag}", "a positive number of seconds", seconds)
         for keyword in _MANAGED & {*self.cluster_kwargs, *self.client_kwargs}:
             raise DaskSetupError(
                 f"dask_client cannot set `{keyword}`: the runner manages it."
             )
         local = self.cluster_class in (None, "distributed.LocalCluster")
+        cluster_kwargs = self.cluster_kwargs if local else {}
         for name, given, known, taker in (
             (
                 "client_kwargs",
@@ -157,12 +149,7 @@ class DaskClientConfig:
                 CLIENT_KEYWORDS,
                 "distributed.Client",
             ),
-            (
-                "cluster_kwargs",
-                self.cluster_kwargs if local else {},
-                LOCAL_WORKER_KEYWORDS,
-                "distributed.LocalCluster or its workers",
-            ),
+            ("cluster_kwargs", cluster_kwargs, LOCAL_WORKER_KEYWORDS, _LOCAL_TAKERS),
         ):
             if unknown := given.keys() - known:
                 raise DaskSetupError(

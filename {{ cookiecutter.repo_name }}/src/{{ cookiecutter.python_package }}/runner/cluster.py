@@ -73,11 +73,12 @@ def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
 
 
 def prepare_local_cluster(config: DaskClientConfig) -> None:
-    """Refuses a run that a starting worker process runs again, and starts now the
-    fork server of the LocalCluster's workers a run will start."""
+    """Starts now the fork server of the LocalCluster's workers a run will start."""
     check_not_a_worker_starting()
-    starts_cluster = _existing(config) == (None, None)
-    if starts_cluster and where_workers_run(config) == "this machine":
+    if (
+        _existing(config) == (None, None)
+        and where_workers_run(config) == "this machine"
+    ):
         with CtrlCHeldBack():
             start_worker_forkserver()
 
@@ -88,16 +89,15 @@ def where_workers_run(config: DaskClientConfig) -> str:
     address, active = _existing(config)
     if active is not None:
         address = str(active.scheduler.address)
+    if address and address.startswith("inproc://"):
+        return "this process"
     if address:
-        if address.startswith("inproc://"):
-            return "this process"
         local = isinstance(getattr(active, "cluster", None), distributed.LocalCluster)
         return "this machine" if local else "anywhere"
     if cluster_factory(config.cluster_class) is not distributed.LocalCluster:
         return "anywhere"
-    if config.cluster_kwargs.get("processes") is False:
-        return "this process"
-    return "this machine"
+    in_threads = config.cluster_kwargs.get("processes") is False
+    return "this process" if in_threads else "this machine"
 
 
 def credentials_in_the_clear(
@@ -109,11 +109,9 @@ def credentials_in_the_clear(
         for name, dataset in sorted(datasets.items())
         if (getattr(dataset, "_init_args", None) or {}).get("credentials")
     ]
-    if not names:
-        return None
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    workers = client.scheduler_info(n_workers=-1)["workers"] if names else {}
     exposed = [a for a in [client.scheduler.address, *workers] if in_the_clear(a)]
-    if not exposed:
+    if not names or not exposed:
         return None
     return (
         f"The datasets {', '.join(names)} hold credentials, which travel to the "
@@ -143,9 +141,7 @@ class WorkerWatch:
         self._client, self._limit = client, limit
         self._seen, self._asked = time.monotonic(), 0.0
 
-    def none_to_come(
-        self, pending: Mapping[distributed.Future, Any], total: int
-    ) -> str | None:
+    def none_to_come(self, pending: Mapping[Any, Any], total: int) -> str | None:
         """``pending``: the unfinished node futures, with their Kedro nodes."""
         now = time.monotonic()
         if now - self._asked < 1.0:
@@ -174,18 +170,14 @@ class WorkerWatch:
                 f"nears its memory_limit (distributed.worker.memory.pause). Raise "
                 f"dask_client.memory_limit, {_OR_WAIT_LONGER}"
             )
-        started_here = getattr(self._client, "worker_start_errors", None) is not None
-        return self._timed_out(pending, total, now - self._seen, started_here)
+        return self._timed_out(pending, total, now - self._seen)
 
     def _none_started(self) -> str | None:
-        """Why a SpecCluster's workers (dask-jobqueue's jobs) all failed: they stay
-        "created"."""
+        """Why a SpecCluster's workers (dask-jobqueue's jobs) all stayed "created"."""
         cluster = self._client.cluster
         errors = getattr(self._client, "worker_start_errors", None)  # None: not ours
         tried = list(getattr(cluster, "workers", {}).values())
-        if not tried or any(
-            getattr(w, "status", None) != Status.created for w in tried
-        ):
+        if not tried or any(getattr(w, "status", 0) != Status.created for w in tried):
             return None
         error = f" ({_one_line(errors[-1])})" if errors else ""
         closed, options = " and its cluster closed", "dask_client.cluster_kwargs"
@@ -198,13 +190,7 @@ class WorkerWatch:
             f"(partition, memory, cores, walltime)."
         )
 
-    def _timed_out(
-        self,
-        pending: Mapping[distributed.Future, Any],
-        total: int,
-        seconds: float,
-        started_here: bool,
-    ) -> str:
+    def _timed_out(self, pending: Mapping[Any, Any], total: int, seconds: float) -> str:
         if died := self._died_running(pending):
             return (
                 f"Dask workers died running Kedro node {', '.join(died)}, and none "
@@ -217,7 +203,7 @@ class WorkerWatch:
             f"No Dask worker was connected for {seconds:.0f} s while "
             f"{len(pending)} of {total} nodes waited, so the run was stopped"
         )
-        if not started_here:
+        if getattr(self._client, "worker_start_errors", None) is None:  # not ours
             return (
                 f"{stopped}. Start workers for the scheduler at "
                 f"{self._client.scheduler.address} (`dask worker <address>`); if "
@@ -230,18 +216,15 @@ class WorkerWatch:
             f"cluster manager error, {_OR_WAIT_LONGER}"
         )
 
-    def _died_running(self, pending: Mapping[distributed.Future, Any]) -> list[str]:
+    def _died_running(self, pending: Mapping[Any, Any]) -> list[str]:
         """The nodes whose task a worker died running (the scheduler's count)."""
         names = {future.key: node.name for future, node in pending.items()}
-        died = self._client.run_on_scheduler(
-            lambda keys, dask_scheduler: [
-                key
-                for key in keys
-                if getattr(dask_scheduler.tasks.get(key), "suspicious", 0)
-            ],
-            list(names),
-        )
+        died = self._client.run_on_scheduler(_suspicious, list(names))
         return sorted(repr(names[key]) for key in died)
+
+
+def _suspicious(keys: list[Any], dask_scheduler: distributed.Scheduler) -> list[Any]:
+    return [k for k in keys if getattr(dask_scheduler.tasks.get(k), "suspicious", 0)]
 
 
 @functools.cache
@@ -254,12 +237,12 @@ def cluster_factory(path: str | None) -> Callable[..., Any]:
             f"dask_client.cluster_class must be a dotted path such as "
             f"dask_jobqueue.SLURMCluster, got {path!r}."
         )
+    top = path.split(".")[0]
     try:
         with ctrl_c_kept():  # importing dask_jobqueue replaces the SIGINT handler
-            importlib.import_module(path.split(".")[0])
+            importlib.import_module(top)
             found = pydoc.locate(path)
     except (ImportError, pydoc.ErrorDuringImport) as exc:
-        top = path.split(".")[0]
         raise DaskSetupError(
             f"dask_client.cluster_class {path!r} cannot be imported ({exc}). Install "
             f"its package, e.g. `pip install {top.replace('_', '-')}`, and add it to "
@@ -291,8 +274,7 @@ def _one_line(error: BaseException) -> str:
 @contextmanager
 def _worker_start_errors(factory: Callable[..., Any]) -> Iterator[list[BaseException]]:
     """Logs in one line, and keeps for the run's error, what a cluster manager's
-    callbacks raise: a SpecCluster's refused ``sbatch`` reaches only Tornado's log,
-    as a long traceback. (distributed's own clusters raise as they start.)"""
+    callbacks raise: a SpecCluster's refused ``sbatch`` reaches only Tornado's log."""
     package = factory.__module__.split(".")[0]
     errors: list[BaseException] = []
 
@@ -337,9 +319,7 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _refuse_client_security(
-    config: DaskClientConfig, factory: Callable[..., Any]
-) -> None:
+def _refuse_client_security(config: DaskClientConfig, factory: Any) -> None:
     """A started cluster's client takes the cluster's own security, not the files
     of a scheduler that runs elsewhere, which would refuse the cluster's tcp://."""
     if config.security is not None:
@@ -359,14 +339,12 @@ def _close(cluster: Any) -> None:
         if callable(close := getattr(cluster, "close", None)):
             close()
     except Exception as exc:
-        logger.warning(
-            "%s did not close cleanly (%s)", type(cluster).__name__, _one_line(exc)
-        )
+        name = type(cluster).__name__
+        logger.warning("%s did not close cleanly (%s)", name, _one_line(exc))
 
 
 def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any:
-    name = f"{factory.__module__}.{factory.__qualname__}"
-    kwargs = config.cluster_kwargs
+    name, kwargs = f"{factory.__module__}.{factory.__qualname__}", config.cluster_kwargs
     if factory is distributed.LocalCluster:
         kwargs = local_cluster_kwargs(kwargs)
     text = ", ".join(f"{key}={value!r}" for key, value in config.cluster_kwargs.items())
@@ -450,11 +428,11 @@ def _log_dashboard(client: distributed.Client, cluster: Any) -> None:
     address = options.get("dashboard_address")
     if address is not None and not _loopback(str(address).rpartition(":")[0]):
         logger.warning(
-            "The Dask dashboard listens on %s, so anyone who can reach this "
-            "machine can see the run's tasks, logs and call stacks. Set its "
-            "dashboard_address to %s to keep it on this machine: "
-            "dask_client.dashboard_address for a LocalCluster, "
-            "cluster_kwargs.scheduler_options.dashboard_address for dask-jobqueue.",
+            "The Dask dashboard listens on %s, so anyone who can reach this machine "
+            "can see the run's tasks, logs and call stacks. Set its dashboard_address "
+            "to %s to keep it on this machine: dask_client.dashboard_address for a "
+            "LocalCluster, cluster_kwargs.scheduler_options.dashboard_address for "
+            "dask-jobqueue.",
             address,
             LOCAL_DASHBOARD,
         )
@@ -464,8 +442,7 @@ class _Client(distributed.Client):
     """Closes itself on any failure to connect (distributed's only on OSError): a
     half-made client closes at exit, waiting 2 x timeout, printing a traceback."""
 
-    #: What the cluster manager hit in starting workers (``WorkerWatch``); None
-    #: when the runner did not start the cluster.
+    #: What the cluster manager hit starting workers; None: the runner started none.
     worker_start_errors: list[BaseException] | None = None
 
     def start(self, **kwargs: Any) -> None:

@@ -1,10 +1,6 @@
-"""A node that computes dask collections on the run's own cluster must leave its worker
-thread (``secede``) while it waits, or such nodes on every thread leave none for their
-partitions and the run deadlocks; only ``.compute()`` in the task's own thread does that
-by itself. A node counts if its code refers to dask/distributed, it has a kedro-datasets
-``dask.*`` dataset, or an in-memory input is a dask collection. Other nodes keep their
-thread, so ``threads_per_worker`` still caps how many run at once per worker.
-"""
+"""Nodes computing dask collections on the run's cluster ``secede`` while they wait, or
+they could take every thread from their partitions and deadlock the run (a plain
+``.compute()`` does so itself). Others keep theirs: ``threads_per_worker`` caps them."""
 
 from __future__ import annotations
 

@@ -61,19 +61,12 @@ class DaskRunner(AbstractRunner):
 
     def __init__(self, is_async: bool = False, **dask_client: Any) -> None:
         """Checks the settings now, so a bad one fails before anything starts, and
-        starts a LocalCluster's fork server while Kedro loads the project.
-
-        Args:
-            is_async: Load and save each node's datasets with threads.
-            **dask_client: ``DaskClientConfig`` keys, or the keywords of
-                ``distributed.LocalCluster`` / ``distributed.Client``.
-        """
+        starts a LocalCluster's fork server while Kedro loads the project."""
         super().__init__(is_async=is_async)
         self._options = dask_client
         self._config = DaskClientConfig.from_options(dask_client)
         prepare_local_cluster(self._config)
-        #: What the run's plugins change here is sent to the workers (worker_hooks).
-        self._environment = dict(os.environ)
+        self._environment = dict(os.environ)  # plugins' changes go to the workers
 
     def run(
         self,
@@ -153,10 +146,9 @@ class DaskRunner(AbstractRunner):
 
     @contextmanager
     def _performance_report(self, client: distributed.Client) -> Iterator[None]:
-        """Writes Dask's performance report of the submitted run when asked (none if
-        the scheduler went)."""
-        path = self._config.performance_report
-        if not path:
+        """Not ``with performance_report``: no report, nor error, if the scheduler
+        went."""
+        if not (path := self._config.performance_report):
             yield
             return
         report = distributed.performance_report(filename=path)
@@ -256,11 +248,9 @@ class _Waiting:
 
 
 def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
-    """Adds the datasets Kedro's warm-up in ``AbstractRunner.run`` would, cheaply:
-    Kedro resolves each name's pattern and makes its dataset (slow: it tries several
-    imports for the class). Names that no catalog pattern of the project matches
-    get copies of the first fresh ``MemoryDataset``. Inputs are left to Kedro, whose
-    check for a missing one must still fail the run."""
+    """Kedro's warm-up in ``AbstractRunner.run``, cheaply: names no catalog pattern
+    matches get copies of one ``MemoryDataset`` instead of a slow lookup each. Inputs
+    are left to Kedro, whose check for a missing one must still fail the run."""
     if not isinstance(catalog, DataCatalog):
         return
     resolver, model = catalog.config_resolver, None

@@ -1,9 +1,6 @@
-"""Ctrl-C while the runner starts or closes a cluster. A terminal sends SIGINT to the
-driver and a LocalCluster's workers alike: workers start with it blocked for life (a
-blocked mask, unlike a handler, survives ``exec``), so the driver alone stops the run.
-A press during a cluster's start or close is held back (not to leave processes or
-batch jobs behind) and raised once it is done; a second press raises at once.
-"""
+"""Ctrl-C while a cluster starts or closes is held back, not to leave processes or jobs
+behind, then raised; a second press raises at once. Workers block SIGINT for life (a
+blocked mask survives ``exec``), so the terminal's Ctrl-C stops only the driver."""
 
 from __future__ import annotations
 
@@ -18,9 +15,8 @@ from typing import Any
 
 
 class CtrlCHeldBack:
-    """Holds Ctrl-C back inside ``with``, in the main thread only; re-raises a press
-    on the way out. Threads started inside (the cluster's event loop) block SIGINT,
-    and so do the processes they start."""
+    """Holds Ctrl-C back in the main thread, raising a press on exit; threads started
+    inside (the cluster's event loop) and their processes inherit the blocked SIGINT."""
 
     def __init__(self) -> None:
         self._presses = 0
@@ -64,8 +60,8 @@ class CtrlCHeldBack:
 
 @contextmanager
 def ctrl_c_kept() -> Iterator[None]:
-    """Importing dask_jobqueue sets a SIGINT handler that makes Ctrl-C end ``kedro run``
-    silently with exit status 0, as if the run had succeeded."""
+    """Undoes dask_jobqueue's SIGINT handler: with it, Ctrl-C ends ``kedro run`` with
+    exit status 0, as if the run had succeeded."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -78,9 +74,8 @@ def ctrl_c_kept() -> Iterator[None]:
 
 
 def raise_a_press_python_swallowed() -> None:
-    """Raises a Ctrl-C that Python printed as "Exception ignored" because it hit
-    importlib's lock clean-up just after it took the import lock: held on, that lock
-    makes another thread's first import (a cluster's start) wait forever."""
+    """Releases the import lock a Ctrl-C left held (Python printed "Exception ignored"),
+    which would hang another thread's import (a cluster's start), and raises it."""
     held = False
     while _imp.lock_held():
         try:

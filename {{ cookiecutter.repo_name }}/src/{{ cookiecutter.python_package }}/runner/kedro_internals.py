@@ -1,10 +1,6 @@
-"""Every private Kedro function the project imports, in one place, with why: Kedro may
-change them in any release, so ``nox -s kedro_versions`` tests the oldest and newest
-Kedro supported (they are the same from 1.6.0 to 1.7.0). Also used where needed:
-``Node._copy``, ``AbstractRunner._suggest_resume_scenario`` and private dataset
-attributes (``MemoryDataset._data``, ``_copy_mode``, ``_init_args``, ``_filepath``,
-``_fs``).
-"""
+"""Private Kedro names the project imports, and why: ``nox -s kedro_versions`` tests the
+oldest and newest Kedro. Also used: ``Node._copy``, ``_suggest_resume_scenario``,
+datasets' ``_data``, ``_copy_mode``, ``_init_args``, ``_filepath`` and ``_fs``."""
 
 from __future__ import annotations
 
@@ -15,8 +11,7 @@ from kedro.config import AbstractConfigLoader
 # `kedro run`'s reading of --async and --runner-params (cli.py); new in Kedro 1.6.0.
 from kedro.framework.cli.project import _resolve_runner_kwargs
 
-# A worker's hook manager for its copies of the driver's plugins; tests register hooks
-# as a session does; _NullPluginManager is what Kedro passes when no hook should fire.
+# Hook managers for workers' plugin copies and tests; _NullPluginManager fires none.
 from kedro.framework.hooks.manager import (
     _create_hook_manager,
     _NullPluginManager,

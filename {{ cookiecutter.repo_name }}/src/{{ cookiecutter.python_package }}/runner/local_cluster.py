@@ -1,9 +1,6 @@
 """The LocalCluster the runner starts when ``dask_client`` names none, made to start
-and stop as fast as a Kedro run wants: workers fork from a process that imported Dask,
-numpy, pandas and the project once (``worker_imports``, started while Kedro loads the
-project), log like the driver until their first node sends its levels, and get half a
-second to exit after Ctrl-C or a failure, skipping Python's final garbage collection.
-"""
+and stop as fast as a Kedro run wants: workers fork from a process that imported the
+project once (``worker_imports``), and get half a second to exit after a failure."""
 
 from __future__ import annotations
 
@@ -84,10 +81,9 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
 
 
 def _resident_bytes(pid: int) -> int:
-    try:
+    with contextlib.suppress(psutil.Error):  # restarted meanwhile
         return int(psutil.Process(pid).memory_info().rss)
-    except psutil.Error:  # restarted meanwhile
-        return 0
+    return 0
 
 
 def _forkserver_pid() -> int | None:
@@ -97,8 +93,8 @@ def _forkserver_pid() -> int | None:
 
 def start_worker_forkserver() -> None:
     """Imports the project while Kedro loads it; the caller holds Ctrl-C back (workers
-    must be born with it blocked). Sets the nanny's pre-spawn variables, which count
-    only as a library loads, and ``sys.path`` (Python 3.11's forkserver drops it)."""
+    must be born with it blocked). Sets the nanny's pre-spawn variables (read only as
+    a library loads) and ``sys.path`` (Python 3.11's forkserver drops it)."""
     variables = dask.config.get("distributed.nanny.pre-spawn-environ")
     path = [*filter(None, sys.path), os.environ.get("PYTHONPATH", "")]
     environment = {
@@ -136,7 +132,7 @@ def worker_processes_environment(extra: dict[str, str] | None = None) -> Iterato
 
 def check_not_a_worker_starting() -> None:
     """A worker process re-runs a script that lacks a ``__main__`` guard."""
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # starting
         raise DaskSetupError(
             "A Dask worker process is starting a Kedro run: the script that runs "
             'the session needs `if __name__ == "__main__":` around the run.'
@@ -161,26 +157,25 @@ def stop_workers_at_once_if_the_run_failed(
     """After Ctrl-C or a failure nothing the nodes still do is wanted: workers get half
     a second to exit, quietly, instead of Dask's 4 s wait for their running tasks."""
 
+    async def close_nannies() -> None:
+        workers = getattr(cluster, "workers", {}).values()
+        nannies = [w for w in workers if isinstance(w, distributed.Nanny)]
+        await asyncio.gather(*(nanny.close(timeout=0.5) for nanny in nannies))
+
     def on_exit(exc_type: type[BaseException] | None, *_: object) -> None:
         if exc_type is None:
             return
         with contextlib.suppress(Exception):
             client.run(quiet_before_closing, this_process())
-        workers = getattr(cluster, "workers", {}).values()
-        nannies = [w for w in workers if isinstance(w, distributed.Nanny)]
-
-        async def close() -> None:
-            await asyncio.gather(*(nanny.close(timeout=0.5) for nanny in nannies))
-
         with quiet("distributed.nanny"), contextlib.suppress(Exception):
-            cluster.sync(close)
+            cluster.sync(close_nannies)
 
     return on_exit
 
 
 class _ExitWithoutFinalCollection(WorkerPlugin):
     """Skips Python's final garbage collection of all that nodes imported (the memory
-    goes back with the process). Not in the driver's process."""
+    goes back with the process); not in the driver's process."""
 
     def __init__(self) -> None:
         self.driver_process = this_process()

@@ -1,9 +1,6 @@
-"""The nodes' log records and prints, shown by the driver's console as in a sequential
-run: a worker sends a node's records and what it writes to stdout and stderr (also from
-threads it starts: ``--async``) as scheduler events tagged with the run's token, and the
-driver re-emits its own run's, records through ``conf/logging.yml``. Workers take the
-driver's logger levels; Dask's own routine messages stay out of the console.
-"""
+"""Node log records and prints reach the driver's console as in a sequential run:
+workers send them (``--async`` threads too) as scheduler events tagged with the run
+token, and the driver re-emits its run's through ``conf/logging.yml``."""
 
 from __future__ import annotations
 
@@ -24,7 +21,6 @@ RUN_FIELD = "kedro_run"
 #: The field of an event that holds a print: ``[stream name, text]``.
 PRINTED = "kedro_printed"
 WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
-#: The loggers of what a worker runs besides nodes.
 _DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
 
 
@@ -38,8 +34,7 @@ def driver_logging_levels() -> dict[str, int]:
 
 
 class _NodeLogForwarder(logging.Handler):
-    """Root handler of a worker process: node records go to their run's driver, the
-    others to the worker's stderr."""
+    """Worker root handler: node records go to their run's driver, others to stderr."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -53,9 +48,8 @@ class _NodeLogForwarder(logging.Handler):
         self.local.setFormatter(logging.Formatter(WORKER_FORMAT))
 
     def run_of(self, thread: int | None, logger: str) -> tuple[str, Any] | None:
-        """The run and worker of the node ``thread`` runs, or, from a thread not
-        Dask's own (``--async``, a partition a node computes), of the only run with a
-        node under way here. ``logger``: the record's, "" for a print."""
+        """The run and worker of the node ``thread`` runs; for other threads
+        (``--async``, a node's partitions), of the only run with a node under way."""
         tasks = [(worker, worker.active_threads) for worker in list(self.workers)]
         for worker, running in tasks:
             key = running.get(thread or 0)
@@ -92,10 +86,8 @@ class _NodeLogForwarder(logging.Handler):
 
 
 class _NodePrints:
-    """A worker process's ``sys.stdout`` or ``sys.stderr``: what a node prints goes
-    to its run's driver, which writes it to its own, as a sequential run does. Held
-    up to 0.1 s, or to the node's next record or end: one event per print would make
-    a node printing in a loop many times slower."""
+    """A worker's stdout or stderr: node prints go to the run's driver, held up to 0.1 s
+    or the node's next record or end, as one event per print slows loops that print."""
 
     def __init__(self, stream: Any, name: str) -> None:
         self.stream, self.name = stream, name
@@ -144,8 +136,7 @@ _setup_lock = threading.Lock()
 
 @contextmanager
 def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> Iterator[None]:
-    """Forwards the run's node records and prints from this worker process to its
-    driver; a node's last prints are sent as it ends."""
+    """Forwards the run's node records and prints from this worker to its driver."""
     worker, forwarder = distributed.get_worker(), _forwarder
     known = run_token in forwarder.tokens and worker in forwarder.workers
     if not known or (forwarder.levels != levels and not forwarder.closing):
@@ -161,10 +152,8 @@ def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> Iterator[None
 
 
 def _take_levels(levels: dict[str, int]) -> None:
-    """Replaces the root handlers and standard streams: a worker sharing the
-    driver's terminal must not print the node records and prints the driver prints.
-    Nodes' warnings become records too, as Kedro's console handler makes them on the
-    driver."""
+    """Replaces root handlers and std streams, so a worker sharing the driver's terminal
+    does not print node output twice; warnings become records, as on the driver."""
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     logging.captureWarnings(True)
@@ -188,8 +177,8 @@ def _not_a_node_failure(record: logging.LogRecord) -> bool:
 
 
 def quiet_before_closing(driver_process: str) -> None:
-    """After Ctrl-C or a failure, what Dask says about the tasks it cancels adds
-    nothing. Not in the driver's process (a cluster of threads)."""
+    """Silences Dask about the tasks it cancels after Ctrl-C or a failure; not in the
+    driver's own process (a cluster of threads)."""
     if in_driver_process(driver_process):
         return
     with _setup_lock:
@@ -233,8 +222,7 @@ def quiet(logger_name: str) -> Iterator[None]:
 
 
 def _not_routine(record: logging.LogRecord) -> bool:
-    """Drops the scheduler's warnings at every P2P shuffle and about a lost worker's
-    results (a node recomputed for them says so itself, ``node_task``)."""
+    """Drops P2P shuffle and lost-worker warnings: a recomputed node says so itself."""
     return not str(record.msg).startswith(
         ("Shuffle %s initialized by task", "Shuffle %s deactivated", "Removing worker")
     )

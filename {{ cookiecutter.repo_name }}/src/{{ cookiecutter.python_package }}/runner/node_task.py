@@ -1,7 +1,5 @@
-"""What a Dask worker runs for one node: Kedro's own ``Task``, so hooks, confirms, async
-loading and generator nodes behave as under ``SequentialRunner``. Its catalog holds the
-persisted datasets and a ``MemoryDataset`` per in-memory input and output.
-"""
+"""What a worker runs for one node: Kedro's own ``Task``, so hooks, confirms, async
+loading and generator nodes behave as under ``SequentialRunner``."""
 
 from __future__ import annotations
 
@@ -49,15 +47,12 @@ class RunContext:
     #: Workers were prepared (``run_setup.RunSetup``): nodes refuse unprepared ones.
     prepared: bool
     logging_levels: dict[str, int]
-    #: ``this_process()`` of the driver: its in-process workers log and fire hooks
-    #: as it does.
+    #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
 
 
 @dataclass(frozen=True)
 class NodeTask:
-    """One node, and what its Dask task needs to run it."""
-
     node: Node
     run: RunContext
     #: Datasets the node loads, saves or confirms itself, on the worker.
@@ -144,9 +139,8 @@ _RECOMPUTED = (
 
 
 def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
-    """Before a node runs again after a try that may have saved outputs, maybe in
-    part: removes this run's versions of its versioned outputs (Kedro refuses to save
-    a version twice), so that they are saved anew, as unversioned ones are."""
+    """Before a retry of a node that may have saved outputs: removes this run's versions
+    of them (Kedro refuses to save a version twice), so they are saved anew."""
     replaced = []
     for name in node.outputs:
         dataset = persisted.get(name)
@@ -169,10 +163,9 @@ def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
 
 
 def _make_sendable(error: BaseException) -> None:
-    """distributed sends an error it cannot pickle (even from a worker thread of the
-    driver) as a bare ``Exception``: what cannot travel (a lock, a connection) in
-    the args or attributes of the error or its causes becomes its repr, so the
-    driver raises the node's own error type, as Kedro would."""
+    """distributed sends an unpicklable error (even in the driver's process) as a bare
+    ``Exception``: what cannot travel in the chain's args and attributes becomes its
+    repr, so the driver raises the node's own error type, as Kedro would."""
     chain: list[BaseException | None] = [error]
     seen = set()
     while chain:
@@ -207,8 +200,8 @@ _empty_memory_datasets: dict[str, MemoryDataset] = {}
 
 
 def _empty_memory_dataset(copy_mode: str) -> MemoryDataset:
-    """Copies one per mode: Kedro's constructor inspects its signature on every call (a
-    third of a trivial node's task); copies share only its never-changed init args."""
+    """Copies one per mode, as Kedro's constructor inspects its signature on each call;
+    copies share only the never-changed init args."""
     if copy_mode not in _empty_memory_datasets:
         _empty_memory_datasets[copy_mode] = MemoryDataset(copy_mode=copy_mode)
     return copy.copy(_empty_memory_datasets[copy_mode])
@@ -218,8 +211,8 @@ _inferred_copy_modes: dict[type, str] = {}
 
 
 def _copy_mode_for(value: Any, copy_mode: str | None) -> str:
-    """Kedro infers a mode on every load, retrying optional imports (ibis) that scan
-    ``sys.path`` (half a trivial node's task); it depends only on the type, so cache."""
+    """Cached by type, all it depends on: Kedro infers it on every load, retrying
+    optional imports (ibis) that scan ``sys.path``."""
     if copy_mode is not None:
         return copy_mode
     kind = type(value)

@@ -1,10 +1,6 @@
-"""Puts the project's code on the scheduler and workers, late joiners included:
-``upload_project`` (a zip of its package) or ``install_wheel`` (pip, one process of
-a machine at a time). Builds are named after their content: the same code is sent
-once and a run never replaces what another imports. The plugins travel by value
-(those processes lack the project), so they use only stdlib, distributed and
-``run_setup`` (by value too).
-"""
+"""Puts the project's code on the scheduler and workers, late joiners too; builds are
+named by content, so a run never replaces code another imports. Pickled by value (the
+cluster lacks the project): uses only stdlib, distributed and ``run_setup``."""
 
 from __future__ import annotations
 
@@ -87,15 +83,12 @@ def _check_workers_import(
     datasets: Mapping[str, Any],
     sent: str | None,
 ) -> None:
-    """Refuses a run whose node functions or dataset classes a connected worker
-    cannot import: distributed closes a worker that cannot unpickle a task, so the
-    run would wait for workers that never come back. Not asked for: the package
-    this run ``sent``, which a concurrent run's same upload may still be setting up
-    (registering an idempotent plugin again returns at once)."""
+    """Refuses a run whose node or dataset code a worker cannot import: distributed
+    closes a worker that cannot unpickle a task. Skips the ``sent`` package, which a
+    concurrent run's same (idempotent, so not awaited) upload may still set up."""
     code = [*(node.func for node in pipeline.nodes), *map(type, datasets.values())]
     names = {getattr(item, "__module__", None) for item in code} - {"__main__"}
-    # distributed pickles a task by value only where plain pickle fails: functions
-    # of ``__main__`` or of no imported module; the rest the workers import.
+    # Code of ``__main__`` or unimported modules goes by value; workers import the rest.
     by_reference = sorted(
         name for name in names if name in sys.modules and name.split(".")[0] != sent
     )
@@ -179,8 +172,7 @@ class _ToScheduler(SchedulerUploadFile):
 
 
 class _Installer:
-    """Installs once per build (InstallPlugin wants it idempotent), locked against
-    other processes sharing the environment (a shared file system)."""
+    """Installs a build once, locked against processes sharing the environment."""
 
     def __init__(
         self,

@@ -1,10 +1,6 @@
-"""Dask runs a node task again in two cases, and the scheduler marks it for
-``node_task`` (``MarkRecomputed``): a finished node whose in-memory outputs died with
-their worker is ``RECOMPUTED`` (its saves and hooks are skipped), and a node whose
-worker died running it, or that Dask retries (``dask_client.retries``), is
-``INTERRUPTED`` (it may have saved some outputs).
-Pickled by value: the scheduler may not have the project's package.
-"""
+"""Marks node tasks Dask runs again, for ``node_task``: ``RECOMPUTED`` if its outputs
+died with their worker, ``INTERRUPTED`` if its worker died running it or it is retried.
+Pickled by value: the scheduler may not have the project's package."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""One run's state on each worker, late joiners too: the ``RunSetup`` worker plugin
-sets the driver's run environment (not in the driver's own process: ``this_process``)
-and checks the local files; the first node makes copies of the driver's plugins.
-After the run the driver collects what they learnt and removes the plugin, so later
-node tasks do not run. It travels by value and is unpickled before the project
-arrives (a failure stops the worker), so it uses only this module and
-``shared_storage``.
-"""
+"""A run's state on every worker, late joiners too; removed after the run so leftover
+node tasks do not run. Sent by value, unpickled before the project arrives (a failure
+stops the worker): the plugin uses only this module and ``shared_storage``."""
 
 from __future__ import annotations
 
@@ -36,8 +31,6 @@ if TYPE_CHECKING:
 
 
 class RunSetup(WorkerPlugin):
-    """One run's state on one worker."""
-
     def __init__(
         self,
         plugins: bytes | None,
@@ -94,22 +87,19 @@ def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None
     return saved
 
 
-#: Where each process keeps its name: on ``sys``, which never travels by value and
-#: outlives a reload of the project's modules (``%reload_kedro``).
+#: On ``sys``: never sent by value, and outlives a module reload (``%reload_kedro``).
 _NAME_ON_SYS = "_kedro_dask_process_name"
 
 
 def this_process() -> str:
-    """Names this process: a fork copies the name but not the process id, and a
-    copy of this function sent by value reads the name where it runs."""
+    """Unique per process: a fork copies the name on ``sys`` but not the process id."""
     name = getattr(sys, _NAME_ON_SYS, None)
     name = name or vars(sys).setdefault(_NAME_ON_SYS, uuid.uuid4().hex)
     return f"{name}:{os.getpid()}"
 
 
 def in_driver_process(driver_process: str) -> bool:
-    """Whether this is the run's driver process (named by ``this_process()`` there):
-    its workers share its environment, modules and plugins."""
+    """Whether this is the driver's process: its workers share modules and plugins."""
     return this_process() == driver_process
 
 
@@ -127,9 +117,8 @@ _copies_lock = threading.Lock()
 
 
 def hooks_here(run: RunContext, datasets: Iterable[str], in_driver: bool) -> Any:
-    """In a node task: the driver's hook manager in its own process, else that of
-    the run's plugin copies here (None: no hooks); refuses a node using files this
-    worker does not see. Not part of the plugin: it runs with the project there."""
+    """In a node task: the hook manager to fire (None: no hooks); refuses a node using
+    files this worker does not see. Not in the plugin: it runs with the project."""
     if in_driver:
         return driver_hook_managers.get(run.token)
     if not run.prepared:
@@ -161,9 +150,8 @@ def workers_prepared(
     hooks: WorkerHooks | None,
     storage: SharedStorage | None,
 ) -> Iterator[None]:
-    """Registers the run's plugin, refusing the run if a worker does not see the
-    ``storage`` (None: no check); afterwards merges what the workers' plugin
-    copies learnt into the driver's."""
+    """Registers the run's plugin, refusing the run if a worker does not see
+    ``storage``; afterwards merges what the plugin copies learnt into the driver's."""
     token, name = run.token, RunSetup.name_for(run.token)
     driver_hook_managers[token] = hook_manager  # for workers in this process
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})

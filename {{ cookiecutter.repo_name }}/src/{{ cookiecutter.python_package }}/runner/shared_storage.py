@@ -1,10 +1,6 @@
-"""Whether the Dask workers see this machine's files where the catalog puts them.
-
-Local catalog paths are absolute on the ``kedro run`` machine: a worker without that
-disk would read another copy and save where the driver never looks. So the driver
-marks each directory of the run's local datasets and every worker, late joiners too
-(``run_setup``), checks them before its nodes touch those files.
-"""
+"""Checks workers see the driver's local dataset files at the same paths, else they
+read other copies and save where the driver never looks: the driver marks each folder
+and every worker, late joiners too (``run_setup``), checks before its nodes run."""
 
 from __future__ import annotations
 

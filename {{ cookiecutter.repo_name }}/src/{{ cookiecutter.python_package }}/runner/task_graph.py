@@ -1,8 +1,6 @@
-"""A Kedro pipeline as one Dask graph, one task per node. In-memory datasets (names the
-catalog doesn't persist, and ``MemoryDataset`` entries) are task results: they stay on
-the worker that made them, move only to a consumer's worker, and Dask frees them after
-their last consumer. A node needing a persisted dataset waits for its producer only.
-"""
+"""A Kedro pipeline as one Dask graph, one task per node. In-memory datasets are task
+results: they move only to a consumer's worker and are freed after their last consumer.
+A node needing a persisted dataset waits for its producer only."""
 
 from __future__ import annotations
 
@@ -24,9 +22,8 @@ from .node_task import Inline, NodeTask, RunContext, run_node_task, unpicklable
 
 #: Pipeline inputs up to this size travel inside the task of every node taking them.
 INLINE_BYTES = 64 * 2**10
-#: Key prefix of the instant tasks that take one output out of a node's tuple or wait
-#: for a node: a prefix Dask's work stealing never moves (``fast_tasks``), since a
-#: moved one copies all the node's outputs to another worker.
+#: Key prefix of the instant output-picking and waiting tasks, which work stealing
+#: never moves (``fast_tasks``): a moved one would copy all the node's outputs.
 _NEVER_MOVED = "split-stage"
 
 
@@ -104,7 +101,6 @@ class TaskGraph:
             if isinstance(dataset, MemoryDataset)
         }
         self._tasks: dict[Node, NodeTask] = {}
-        #: Each node's Dask task key.
         self.node_keys: dict[Node, tuple[str]] = {}
         for node in pipeline.nodes:
             self.node_keys[node] = (f"{funcname(node.func)}-{run.token}-{node.name}",)
@@ -240,9 +236,8 @@ class TaskGraph:
         return waits_for
 
     def _pipeline_inputs(self, client: distributed.Client) -> dict[str, Any]:
-        """Small values go inside each consumer's task, so it can start on any worker. A
-        large one becomes a task returning it, not a ``scatter``: a lost task result is
-        recomputed elsewhere, scattered data is lost for good."""
+        """Small values go inside each consumer's task; a large one becomes a task, not
+        a ``scatter``: a lost task result is recomputed, scattered data is lost."""
         providers: dict[str, Any] = {}
         for name in sorted(self._pipeline.inputs() & self._memory.keys()):
             value = self._datasets[name].load()

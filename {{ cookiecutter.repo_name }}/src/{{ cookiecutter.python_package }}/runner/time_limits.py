@@ -1,9 +1,6 @@
-"""Per-node time limits (``dask_client.tag_timeouts``), counted from the node's start
-on its worker (a worker plugin reports it), not from its submission. Python cannot
-stop a thread: past its limit a node is cancelled and the run fails, but its worker
-thread stays busy until it returns (the runner stops a LocalCluster it started; an
-already running cluster's worker may need a restart).
-"""
+"""Per-node time limits (``dask_client.tag_timeouts``), from the node's start on its
+worker. Python cannot stop a thread: an overdue node fails the run, but its worker
+thread stays busy until it returns."""
 
 from __future__ import annotations
 
@@ -27,10 +24,8 @@ class NodeClock:
     def __init__(
         self, node_keys: Mapping[Node, Any], tag_timeouts: Mapping[str, float]
     ) -> None:
-        """``node_keys``: each node's Dask task key."""
         #: ``(seconds, tag)`` of the smallest limit of each node's tags, by name.
         self.limits: dict[str, tuple[float, str]] = {}
-        #: The names of the limited nodes, by task key.
         self._names: dict[Any, str] = {}
         for node, key in node_keys.items():
             tagged = [(tag_timeouts[tag], tag) for tag in node.tags & set(tag_timeouts)]

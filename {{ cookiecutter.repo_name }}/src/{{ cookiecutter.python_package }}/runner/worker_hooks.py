@@ -1,9 +1,6 @@
-"""Kedro hooks on Dask workers. Plugins keep state across hooks (kedro-mlflow's run,
-kedro-viz's statistics) but node and dataset hooks fire where the node runs, so the
-workers fire them on copies of the plugins pickled after ``before_pipeline_run``,
-with the driver's new environment variables; what the copies add to dict, list and
-set attributes is merged back before ``after_pipeline_run`` (README, "Hooks...").
-"""
+"""Node and dataset hooks fire where the node runs: workers fire them on copies of the
+plugins pickled after ``before_pipeline_run``, and what the copies add to plugin state
+(dict, list, set attributes) is merged back before ``after_pipeline_run``."""
 
 from __future__ import annotations
 
@@ -34,8 +31,6 @@ NODE_HOOKS = frozenset(
 
 @dataclass(frozen=True)
 class WorkerHooks:
-    """What the workers need to fire a run's node and dataset hooks."""
-
     #: The plugins that implement node or dataset hooks, by name, pickled.
     plugins: bytes
     #: Variables set (or removed: None) on the driver since the runner was created.
@@ -113,9 +108,8 @@ def merge_additions(hook_manager: Any, additions: Mapping[str, Mapping]) -> None
 
 @contextmanager
 def mlflow_runs_left_open() -> Iterator[None]:
-    """Drops (the driver ends them) MLflow runs a node's hooks left open here:
-    kedro-mlflow re-opens the driver's run in the node's thread, which outlives the
-    run on Dask, so the next run's ``start_run`` would find it still active."""
+    """Drops MLflow runs node hooks left open in this thread (the driver ends them): the
+    thread outlives the run, so the next run's ``start_run`` would find one active."""
     fluent = sys.modules.get("mlflow.tracking.fluent")
     depth = len(fluent._active_run_stack.get()) if fluent else 0
     try:
@@ -129,8 +123,7 @@ _NOTHING = object()
 
 
 def _added(before: Any, after: Any) -> Any:
-    """What ``after`` adds to ``before``: new or changed keys of a dict (deeply),
-    items appended to a list, new items of a set; else ``_NOTHING``."""
+    """New or changed dict keys (deeply), appended list items, new set items."""
     try:
         if isinstance(after, Mapping):
             before = before if isinstance(before, Mapping) else {}

@@ -1,9 +1,6 @@
-"""Imported once by the forkserver LocalCluster workers fork from, so each worker starts
-with the project's pipelines, their libraries and Kedro plugins imported; otherwise each
-imports them on its first node and repeats their import warnings. ``DaskRunner`` starts
-it early (``local_cluster.start_worker_forkserver``) to overlap Kedro's project loading.
-Failed imports are ignored here: the worker that needs the module reports the error.
-"""
+"""Imported by the forkserver LocalCluster workers fork from, so they start with the
+project's pipelines, libraries and Kedro plugins imported, not each re-importing them
+with warnings. Failed imports are ignored: the worker needing it reports them."""
 
 from __future__ import annotations
 
