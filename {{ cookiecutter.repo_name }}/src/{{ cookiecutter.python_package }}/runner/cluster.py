@@ -75,10 +75,8 @@ def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
 def prepare_local_cluster(config: DaskClientConfig) -> None:
     """Starts now the fork server of the LocalCluster's workers a run will start."""
     check_not_a_worker_starting()
-    if (
-        _existing(config) == (None, None)
-        and where_workers_run(config) == "this machine"
-    ):
+    starts_cluster = _existing(config) == (None, None)
+    if starts_cluster and where_workers_run(config) == "this machine":
         with CtrlCHeldBack():
             start_worker_forkserver()
 
@@ -135,7 +133,8 @@ _OR_WAIT_LONGER = "or raise dask_client.no_worker_timeout (null waits for ever).
 class WorkerWatch:
     """Whether to stop waiting for workers: the cluster manager failed to start all
     it tried (it does not retry), or none could run a node for ``no_worker_timeout``
-    (none connected, or all paused, over their memory limit, running nothing)."""
+    (none connected, or all paused, over their memory limit, running nothing). It asks
+    the scheduler with lambdas: pickled by value, as it may lack the project."""
 
     def __init__(self, client: distributed.Client, limit: float | None) -> None:
         self._client, self._limit = client, limit
@@ -219,12 +218,15 @@ class WorkerWatch:
     def _died_running(self, pending: Mapping[Any, Any]) -> list[str]:
         """The nodes whose task a worker died running (the scheduler's count)."""
         names = {future.key: node.name for future, node in pending.items()}
-        died = self._client.run_on_scheduler(_suspicious, list(names))
+        died = self._client.run_on_scheduler(
+            lambda keys, dask_scheduler: [
+                key
+                for key in keys
+                if getattr(dask_scheduler.tasks.get(key), "suspicious", 0)
+            ],
+            list(names),
+        )
         return sorted(repr(names[key]) for key in died)
-
-
-def _suspicious(keys: list[Any], dask_scheduler: distributed.Scheduler) -> list[Any]:
-    return [k for k in keys if getattr(dask_scheduler.tasks.get(k), "suspicious", 0)]
 
 
 @functools.cache

@@ -7,7 +7,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dask
@@ -36,10 +36,10 @@ def leave_the_worker_thread_pool() -> None:
     distributed.secede()
 
 
-def refuse_persisted(node: Node, outputs: Mapping[str, Any]) -> None:
+def refuse_persisted(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
     """Persisted collections' partitions are futures of this worker's client: other
     workers cannot fetch them reliably, and Dask frees them once unreferenced."""
-    for name, value in outputs.items():
+    for name, value in outputs:
         if not dask.is_dask_collection(value):
             continue
         futures = distributed.futures_of(value)

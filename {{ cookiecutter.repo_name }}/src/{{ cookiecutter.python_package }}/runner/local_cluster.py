@@ -38,10 +38,9 @@ _START_METHOD = "distributed.worker.multiprocessing-method"
 
 
 def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    kwargs = dict(kwargs)
-    kwargs.setdefault("silence_logs", False)  # conf/logging.yml decides
+    # silence_logs=False: conf/logging.yml decides.
+    kwargs = {"silence_logs": False, "dashboard_address": LOCAL_DASHBOARD, **kwargs}
     kwargs["plugins"] = {*kwargs.get("plugins", ()), _ExitWithoutFinalCollection()}
-    kwargs.setdefault("dashboard_address", LOCAL_DASHBOARD)
     if kwargs["dashboard_address"] is None:  # Dask still serves /health there
         kwargs["scheduler_kwargs"] = {
             "dashboard_address": "127.0.0.1:0",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 from contextlib import nullcontext, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -22,11 +22,7 @@ from kedro.io import (
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 
-from .dask_collections import (
-    computes_dask_collections,
-    leave_the_worker_thread_pool,
-    refuse_persisted,
-)
+from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marks
@@ -62,11 +58,7 @@ class NodeTask:
     #: The outputs the task returns to Dask, in this order.
     memory_outputs: tuple[str, ...]
     #: Whether the node computes dask collections, checked once, on the driver.
-    computes_dask: bool = field(init=False)
-
-    def __post_init__(self) -> None:
-        computes = computes_dask_collections(self.node, self.persisted)
-        object.__setattr__(self, "computes_dask", computes)
+    computes_dask: bool
 
 
 @dataclass(frozen=True)
@@ -87,24 +79,29 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     hooked = not isinstance(hook_manager, _NullPluginManager)
     # Run again (recomputed_nodes): only its saves and hooks can go wrong.
     rerun = marks() if hooked or persisted else {}
-    recomputed = bool(rerun.get(RECOMPUTED))
-    again = _RECOMPUTED % node.name if recomputed else None
-    if recomputed and not task.memory_outputs:
-        return None  # what it saved is saved: nothing to compute again
-    inputs = {
-        name: _memory_dataset_holding(value, copy_mode)
-        for (name, copy_mode), value in zip(task.memory_inputs, upstream)
-    }
-    if recomputed:  # its saves, confirms and hooks happened when it first ran
+    again = None
+    if rerun.get(RECOMPUTED):  # it saved, confirmed and fired hooks when it first ran
+        if not task.memory_outputs:
+            return None  # what it saved is saved: nothing to compute again
+        again = (
+            f"Kedro node '{node.name}' finished before, on a Dask worker that was lost "
+            f"since with its in-memory outputs: computing them again, without saving "
+            f"its datasets or firing its hooks again."
+        )
         node = node._copy(confirms=None) if node.confirms else node
         persisted = {n: d for n, d in persisted.items() if n not in node.outputs}
         hook_manager = _NullPluginManager()
     elif rerun.get(INTERRUPTED) and any(name in persisted for name in node.outputs):
         again = _saving_again(node, persisted)
+    inputs = {
+        name: _memory_dataset_holding(value, copy_mode)
+        for (name, copy_mode), value in zip(task.memory_inputs, upstream)
+    }
+    # Every output not persisted: all of them when computed again.
     outputs = {
         name: _empty_memory_dataset("assign")
         for name in node.outputs
-        if name in task.memory_outputs or recomputed
+        if name not in persisted
     }
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
     forwarded = nullcontext()  # in the driver's own process (threads) logs print as is
@@ -125,17 +122,10 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
             _make_sendable(error)
             raise
     values = tuple(outputs[name].load() for name in task.memory_outputs)
-    refuse_persisted(task.node, dict(zip(task.memory_outputs, values)))
+    refuse_persisted(task.node, zip(task.memory_outputs, values))
     if len(values) == 1:
         return values[0]
     return values or None
-
-
-_RECOMPUTED = (
-    "Kedro node '%s' finished before, on a Dask worker that was lost since with its "
-    "in-memory outputs: computing them again, without saving its datasets or firing "
-    "its hooks again."
-)
 
 
 def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:

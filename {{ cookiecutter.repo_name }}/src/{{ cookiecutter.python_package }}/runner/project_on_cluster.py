@@ -5,11 +5,11 @@ cluster lacks the project): uses only stdlib, distributed and ``run_setup``."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import importlib
 import io
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -51,11 +51,12 @@ def put_project_on_cluster(
         wheel = Path(config.install_wheel)
         content = wheel.read_bytes()
         build = _build_name(wheel.stem, content)
-        requirements = config.install_requirements
-        installer = _Installer(wheel.name, content, build, requirements, driver)
+        install = functools.partial(
+            _install, wheel.name, content, build, config.install_requirements, driver
+        )
         logger.info("Installing %s on the Dask cluster", wheel.name)
         try:
-            _register(client, build, InstallPlugin(installer, False))
+            _register(client, build, InstallPlugin(install, False))
         except Exception as exc:
             raise DaskSetupError(
                 f"Could not install {wheel.name} on the Dask cluster: "
@@ -68,12 +69,12 @@ def put_project_on_cluster(
         build = _build_name(package, content)
         logger.info("Uploading the %s package to the Dask cluster", package)
         with tempfile.TemporaryDirectory() as folder:
-            archive = os.path.join(folder, f"{build}.zip")
-            Path(archive).write_bytes(content)
+            archive = Path(folder, f"{build}.zip")
+            archive.write_bytes(content)
             plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
         _register(client, build, *plugins)
     if elsewhere:
-        sent = package if config.install_wheel or (upload and package) else None
+        sent = package if config.install_wheel or upload else None
         _check_workers_import(client, pipeline, datasets, sent)
 
 
@@ -150,8 +151,8 @@ def _forget(package: str, driver: str) -> None:
 
 
 class _ToWorkers(UploadFile):
-    def __init__(self, path: str, driver: str) -> None:
-        super().__init__(path, load=True)
+    def __init__(self, path: Path, driver: str) -> None:
+        super().__init__(str(path), load=True)
         self.driver = driver
 
     async def setup(self, worker: distributed.Worker) -> None:
@@ -162,8 +163,8 @@ class _ToWorkers(UploadFile):
 class _ToScheduler(SchedulerUploadFile):
     """The scheduler unpickles the task graph, which names the project's code."""
 
-    def __init__(self, path: str, driver: str) -> None:
-        super().__init__(path, load=True)
+    def __init__(self, path: Path, driver: str) -> None:
+        super().__init__(str(path), load=True)
         self.driver = driver
 
     async def start(self, scheduler: distributed.Scheduler) -> None:
@@ -171,48 +172,38 @@ class _ToScheduler(SchedulerUploadFile):
         _forget(self.filename.split("-")[0], self.driver)
 
 
-class _Installer:
+def _install(
+    filename: str, content: bytes, build: str, requirements: bool, driver: str
+) -> None:
     """Installs a build once, locked against processes sharing the environment."""
+    import fcntl  # noqa: PLC0415 (POSIX: on the cluster, not on Windows)
 
-    def __init__(
-        self,
-        filename: str,
-        content: bytes,
-        build: str,
-        requirements: bool,
-        driver: str,
-    ) -> None:
-        self.filename, self.content, self.build = filename, content, build
-        self.requirements, self.driver = requirements, driver
+    done = Path(sys.prefix, ".kedro-dask-wheels", build)
+    done.parent.mkdir(exist_ok=True)
+    with open(done.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            _pip_install(filename, content, requirements)
+            done.touch()
+    _forget(filename.split("-", maxsplit=1)[0], driver)
 
-    def __call__(self) -> None:
-        import fcntl  # noqa: PLC0415 (POSIX: on the cluster, not on Windows)
 
-        done = Path(sys.prefix, ".kedro-dask-wheels", self.build)
-        done.parent.mkdir(exist_ok=True)
-        with open(done.parent / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not done.exists():
-                self._pip_install()
-                done.touch()
-        _forget(self.filename.split("-")[0], self.driver)
-
-    def _pip_install(self) -> None:
-        with tempfile.TemporaryDirectory() as folder:
-            wheel = Path(folder, self.filename)
-            wheel.write_bytes(self.content)
-            pip = [sys.executable, "-m", "pip", "install", "--no-input", "--quiet"]
-            pip += ["--disable-pip-version-check"]
-            # Same name and version may hold new code: reinstall it, then add deps.
-            steps = [[*pip, "--force-reinstall", "--no-deps", str(wheel)]]
-            steps += [[*pip, str(wheel)]] if self.requirements else []
-            for step in steps:
-                done = subprocess.run(step, capture_output=True, text=True, check=False)
-                if done.returncode != 0:
-                    raise RuntimeError(
-                        f"`pip install {self.filename}` failed in {sys.executable} "
-                        f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
-                    )
+def _pip_install(filename: str, content: bytes, requirements: bool) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        wheel = Path(folder, filename)
+        wheel.write_bytes(content)
+        pip = [sys.executable, "-m", "pip", "install", "--no-input", "--quiet"]
+        pip += ["--disable-pip-version-check"]
+        # Same name and version may hold new code: reinstall it, then add deps.
+        steps = [[*pip, "--force-reinstall", "--no-deps", str(wheel)]]
+        steps += [[*pip, str(wheel)]] if requirements else []
+        for step in steps:
+            done = subprocess.run(step, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise RuntimeError(
+                    f"`pip install {filename}` failed in {sys.executable} "
+                    f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+                )
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

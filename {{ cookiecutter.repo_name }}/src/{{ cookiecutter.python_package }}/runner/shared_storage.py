@@ -9,9 +9,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kedro.io import AbstractDataset
-from kedro.io.core import get_protocol_and_path
+if TYPE_CHECKING:
+    from kedro.io import AbstractDataset
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,11 @@ class SharedStorage:
         proofs: dict[str, str | tuple] = {}
         try:
             for folder in self.datasets:
-                proofs[folder] = _mark(Path(folder), marker)
+                try:
+                    (Path(folder) / marker).touch()
+                    proofs[folder] = marker
+                except OSError:  # read-only storage: compare what is in it instead
+                    proofs[folder] = _listing(Path(folder))
             yield replace(self, proofs=proofs)
         finally:
             for folder in proofs:
@@ -69,6 +74,8 @@ class SharedStorage:
 
 def _local_folder(dataset: AbstractDataset) -> Path | None:
     """The nearest existing directory above a local dataset's path."""
+    from kedro.io.core import get_protocol_and_path  # noqa: PLC0415 (sent by value)
+
     location = getattr(dataset, "_filepath", None) or getattr(dataset, "_path", None)
     if not location:
         return None
@@ -81,14 +88,6 @@ def _local_folder(dataset: AbstractDataset) -> Path | None:
     while not folder.is_dir() and folder != folder.parent:
         folder = folder.parent
     return folder
-
-
-def _mark(folder: Path, marker: str) -> str | tuple:
-    try:
-        (folder / marker).touch()
-    except OSError:  # read-only storage: compare what is in it instead
-        return _listing(folder)
-    return marker
 
 
 def _sees(folder: str, proof: str | tuple) -> bool:

@@ -17,6 +17,7 @@ from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
+from .dask_collections import computes_dask_collections
 from .errors import DaskSetupError
 from .node_task import Inline, NodeTask, RunContext, run_node_task, unpicklable
 
@@ -104,10 +105,8 @@ class TaskGraph:
         self.node_keys: dict[Node, tuple[str]] = {}
         for node in pipeline.nodes:
             self.node_keys[node] = (f"{funcname(node.func)}-{run.token}-{node.name}",)
-            # Not `- self._memory.keys()`: that copies the keys for every node.
-            own = {*node.inputs, *node.outputs, *node.confirms}
-            own = {name for name in own if name not in self._memory}
-            persisted = {name: datasets[name] for name in own}
+            own = (*node.inputs, *node.outputs, *node.confirms)
+            persisted = {n: datasets[n] for n in own if n not in self._memory}
             self._tasks[node] = NodeTask(
                 node=node,
                 run=run,
@@ -116,6 +115,7 @@ class TaskGraph:
                     (n, self._memory[n]) for n in node.inputs if n in self._memory
                 ),
                 memory_outputs=tuple(n for n in node.outputs if n in self._memory),
+                computes_dask=computes_dask_collections(node, persisted),
             )
         self._check_serialisable()
         #: Whether a node saves a dataset: a node computed again must not.
@@ -162,15 +162,14 @@ class TaskGraph:
     def submit(
         self,
         client: distributed.Client,
-        retries: int = 0,
-        resources: dict[Node, dict[str, float]] | None = None,
+        retries: int,
+        resources: dict[Node, dict[str, float]],
     ) -> SubmittedGraph:
         """One graph: one message, the run context pickled once. Nodes asking for the
         same resources share a layer, as Dask annotates whole layers."""
-        token, resources = self._run.token, resources or {}
+        token = self._run.token
         providers = self._pipeline_inputs(client)
         layers: dict[tuple, dict[tuple[str], tuple]] = {}
-        node_keys: dict[tuple[str], Node] = {}
         finished: dict[Node, tuple[str]] = {}
         waits_for = self._order_only_parents()
         awaited = {parent for parents in waits_for.values() for parent in parents}
@@ -185,13 +184,13 @@ class TaskGraph:
                 *(providers[name] for name, _ in task.memory_inputs),
                 *(finished[parent] for parent in waits_for[node]),
             )
-            node_keys[key] = node
             outputs = task.memory_outputs
             if len(outputs) == 1:
                 providers[outputs[0]] = key
-            for index, name in enumerate(outputs if len(outputs) > 1 else ()):
-                providers[name] = (f"{_NEVER_MOVED}-{token}-output-{name}",)
-                layer[providers[name]] = (operator.getitem, key, index)
+            else:
+                for index, name in enumerate(outputs):
+                    providers[name] = (f"{_NEVER_MOVED}-{token}-output-{name}",)
+                    layer[providers[name]] = (operator.getitem, key, index)
             if node in awaited and outputs:  # wait for it without fetching its data
                 finished[node] = (f"{_NEVER_MOVED}-{token}-done-{node.name}",)
                 layer[finished[node]] = (_nothing, key)
@@ -200,7 +199,7 @@ class TaskGraph:
         # The pipeline's in-memory outputs (Pipeline.outputs() costs more).
         used = {name for task in self._tasks.values() for name, _ in task.memory_inputs}
         free = {name: key for name, key in providers.items() if name not in used}
-        wanted = [*node_keys, *free.values()]
+        wanted = [*self.node_keys.values(), *free.values()]
         graph = HighLevelGraph(
             {
                 f"kedro-nodes-{i}": MaterializedLayer(
@@ -216,7 +215,7 @@ class TaskGraph:
         submitted = SubmittedGraph(
             client,
             client.scheduler.address,
-            {futures[key]: node for key, node in node_keys.items()},
+            {futures[key]: node for node, key in self.node_keys.items()},
             {name: futures[key] for name, key in free.items()},
             inputs=[p for p in providers.values() if isinstance(p, distributed.Future)],
         )
@@ -231,7 +230,7 @@ class TaskGraph:
             waits_for[node] = [
                 parent
                 for parent in parents
-                if not memory_inputs & set(self._tasks[parent].memory_outputs)
+                if memory_inputs.isdisjoint(self._tasks[parent].memory_outputs)
             ]
         return waits_for
 

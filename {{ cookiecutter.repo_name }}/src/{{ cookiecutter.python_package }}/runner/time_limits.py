@@ -8,12 +8,14 @@ import contextlib
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
-from kedro.pipeline.node import Node
+
+if TYPE_CHECKING:
+    from kedro.pipeline.node import Node
 
 TOPIC = "kedro-node-started"
 

@@ -54,7 +54,7 @@ def worker_hooks(
     environment.update({n: None for n in environment_before if n not in os.environ})
     if not plugins and not environment:
         return None
-    return WorkerHooks(_pickled(plugins, hook_manager), environment)
+    return WorkerHooks(_pickled(plugins), environment)
 
 
 #: Hook managers of the runs under way, by token: in-process workers fire these.
@@ -80,7 +80,7 @@ class HooksOnWorker:
             sent = getattr(self._as_sent[name], "__dict__", {})
             for attribute, value in getattr(plugin, "__dict__", {}).items():
                 added = _added(sent.get(attribute), value)
-                if added is not _NOTHING:
+                if added is not None:
                     found.setdefault(name, {})[attribute] = added
         return found
 
@@ -119,12 +119,9 @@ def mlflow_runs_left_open() -> Iterator[None]:
             del fluent._active_run_stack.get()[depth:]
 
 
-_NOTHING = object()
-
-
 def _added(before: Any, after: Any) -> Any:
-    """New or changed dict keys (deeply), appended list items, new set items."""
-    try:
+    """New or changed dict keys (deeply), appended list items, new set items, or None."""
+    with suppress(Exception):  # values that cannot be compared are not merged
         if isinstance(after, Mapping):
             before = before if isinstance(before, Mapping) else {}
             found = {}
@@ -132,19 +129,17 @@ def _added(before: Any, after: Any) -> Any:
                 if key not in before:
                     found[key] = value
                 elif isinstance(value, Mapping):
-                    if (deeper := _added(before[key], value)) is not _NOTHING:
+                    if (deeper := _added(before[key], value)) is not None:
                         found[key] = deeper
                 elif value != before[key]:
                     found[key] = value
-            return found or _NOTHING
+            return found or None
         if isinstance(after, list) and isinstance(before, list):
             if after[: len(before)] == before and len(after) > len(before):
                 return after[len(before) :]
-        if isinstance(after, set) and isinstance(before, set) and after - before:
-            return after - before
-    except Exception:  # values that cannot be compared are not merged
-        return _NOTHING
-    return _NOTHING
+        if isinstance(after, set) and isinstance(before, set):
+            return after - before or None
+    return None
 
 
 def _merge(target: Any, added: Any) -> None:
@@ -160,7 +155,7 @@ def _merge(target: Any, added: Any) -> None:
         target.update(added)
 
 
-def _pickled(plugins: dict[str, Any], hook_manager: Any) -> bytes:
+def _pickled(plugins: dict[str, Any]) -> bytes:
     with suppress(Exception):
         return cloudpickle.dumps(plugins)
     problems = []
