@@ -39,7 +39,7 @@ from .cluster import (
     prepare_local_cluster,
     where_workers_run,
 )
-from .errors import DaskRunError, DaskSetupError
+from .errors import DaskRunError, DaskSetupError, error_chain
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
 from .project_on_cluster import put_project_on_cluster
@@ -288,13 +288,8 @@ def _missing_project(
 ) -> ModuleNotFoundError | None:
     """The project's import error behind ``error``: raised by a worker unpickling
     a node, or the cause of a scheduler's RuntimeError on the task graph."""
-    seen = set()
-    while error is not None and id(error) not in seen and package_name:
-        seen.add(id(error))
-        if (
-            isinstance(error, ModuleNotFoundError)
-            and (error.name or "").split(".")[0] == package_name
-        ):
-            return error
-        error = error.__cause__ or error.__context__
+    for link in error_chain(error):
+        if isinstance(link, ModuleNotFoundError) and package_name:
+            if (link.name or "").split(".")[0] == package_name:
+                return link
     return None

@@ -23,6 +23,7 @@ from kedro.pipeline.node import Node
 from kedro.runner import Task
 
 from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
+from .errors import error_chain
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marks
@@ -156,13 +157,7 @@ def _make_sendable(error: BaseException) -> None:
     """distributed sends an unpicklable error (even in the driver's process) as a bare
     ``Exception``: what cannot travel in the chain's args and attributes becomes its
     repr, so the driver raises the node's own error type, as Kedro would."""
-    chain: list[BaseException | None] = [error]
-    seen = set()
-    while chain:
-        if (link := chain.pop()) is None or id(link) in seen:
-            continue
-        seen.add(id(link))
-        chain += [link.__cause__, link.__context__]
+    for link in error_chain(error):
         link.args = tuple(repr(a) if unpicklable(a) else a for a in link.args)
         for name, value in vars(link).items():
             vars(link)[name] = repr(value) if unpicklable(value) else value
