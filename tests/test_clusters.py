@@ -280,10 +280,12 @@ def test_what_a_node_prints_on_a_worker_reaches_the_drivers_console(
         assert result.returncode == 0, result.stdout + result.stderr
         out = result.stdout
         assert out.count("split_data printed 42\n") == 1, out
+        assert out.count("split_data wrote lines\n") == 1, out
         assert out.index("split_data printed 42") < out.index("Split 150 rows"), out
         assert result.stderr.count("split_data wrote to stderr") == 1, result
     for log in running.logs.glob("worker-*.log"):
         assert "split_data printed" not in log.read_text()
+        assert "split_data wrote lines" not in log.read_text()
     assert_cluster_intact_and_clean(running, worker_pids)
 
 
@@ -295,6 +297,7 @@ _split_data = split_data
 
 def split_data(data, parameters):
     print("split_data printed", 42)
+    _sys.stdout.writelines(["split_data wrote ", "lines\\n"])
     split = _split_data(data, parameters)
     print("split_data wrote to stderr", file=_sys.stderr, end="")
     return split

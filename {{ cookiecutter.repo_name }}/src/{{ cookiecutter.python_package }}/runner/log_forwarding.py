@@ -8,7 +8,7 @@ import logging
 import sys
 import threading
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -104,6 +104,10 @@ class _NodePrints:
                     loop.add_callback(loop.call_later, 0.1, self.send)
             self._held.setdefault(found, []).append(text)
         return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
 
     def send(self) -> None:
         """Sends what is held; at every node's end and record, mostly nothing."""
