@@ -462,6 +462,26 @@ def test_a_late_worker_that_cannot_import_the_nodes_is_named_when_it_dies(
     assert data_files(project) == {}
 
 
+def test_a_scheduler_that_cannot_import_the_project_is_named(tmp_path: Path):
+    """The scheduler unpickles the task graph, which names the project's code: one
+    without the project (workers with it) fails the run before any node runs, with
+    what to do, not a traceback from deep inside Dask."""
+    project = render(tmp_path / "project")
+    worker_env = {**ENV, "PYTHONPATH": str(project / "src")}
+    with cli_cluster(
+        tmp_path / "logs", worker_env=worker_env, scheduler_env=ENV_WITHOUT_PROJECT
+    ) as running:
+        worker_pids = running.worker_pids()
+        message = refused_promptly(
+            project,
+            f"dask_client.address={running.address},dask_client.upload_project=false",
+            f"Error: The Dask scheduler cannot import the project package '{PACKAGE}' "
+            f"(No module named '{PACKAGE}')",
+        )
+        assert "upload_project: true" in message
+        assert_cluster_intact_and_clean(running, worker_pids)
+
+
 # --- 3. TLS --------------------------------------------------------------------
 
 

@@ -234,8 +234,9 @@ class _Waiting:
             raise DaskRunError(self._scheduler_lost())
         package = kedro_project.PACKAGE_NAME
         if missing := _missing_project(error, package):
+            where = "workers" if missing is error else "scheduler"  # the task graph
             raise DaskSetupError(
-                f"The Dask workers cannot import the project package '{package}' "
+                f"The Dask {where} cannot import the project package '{package}' "
                 f"({missing}). Set dask_client `upload_project: true` to send its "
                 f"code with the run, or `install_wheel: dist/<kedro package's wheel>`, "
                 f"or install the project on the scheduler and workers."
