@@ -188,13 +188,15 @@ class TestSettings:
 
 
 class TestUpFrontChecks:
-    def test_a_node_that_cannot_be_sent_is_named(self):
+    def test_a_node_that_cannot_be_sent_is_named(self, caplog):
+        """In one paragraph: not after distributed's ERROR and traceback for it."""
         lock = threading.Lock()
         pipeline = Pipeline(
             [Node(lambda seed: (lock, seed)[1], "seed", "out", name="holds_a_lock")]
         )
         with pytest.raises(DaskSetupError, match="node 'holds_a_lock'.*lock"):
             DaskRunner(processes=False).run(pipeline, _catalog(seed=1))
+        assert "Failed to serialize" not in caplog.text
 
     def test_a_single_process_dataset_is_refused(self):
         class SingleProcessDataset(AbstractDataset):

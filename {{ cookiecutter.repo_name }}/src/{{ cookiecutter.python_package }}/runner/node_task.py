@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import pickle
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
+import cloudpickle
 from dask import is_dask_collection
-from distributed.protocol.pickle import dumps
 from kedro.io import (
     AbstractDataset,
     AbstractVersionedDataset,
@@ -164,9 +165,13 @@ def _make_sendable(error: BaseException) -> None:
 
 
 def unpicklable(obj: Any) -> str | None:
-    """Why Dask cannot send ``obj``, or None if it can."""
+    """Why Dask cannot send ``obj``, or None: tried as distributed pickles (pickle,
+    else cloudpickle), but without the ERROR and traceback it logs for a failure."""
+    with suppress(Exception):
+        pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return None
     try:
-        dumps(obj)
+        cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
