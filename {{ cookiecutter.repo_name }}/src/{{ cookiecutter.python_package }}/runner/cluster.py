@@ -107,9 +107,11 @@ def credentials_in_the_clear(
         for name, dataset in sorted(datasets.items())
         if (getattr(dataset, "_init_args", None) or {}).get("credentials")
     ]
-    workers = client.scheduler_info(n_workers=-1)["workers"] if names else {}
+    if not names:
+        return None
+    workers = client.scheduler_info(n_workers=-1)["workers"]
     exposed = [a for a in [client.scheduler.address, *workers] if in_the_clear(a)]
-    if not names or not exposed:
+    if not exposed:
         return None
     return (
         f"The datasets {', '.join(names)} hold credentials, which travel to the "

@@ -158,6 +158,8 @@ def _make_sendable(error: BaseException) -> None:
     """distributed sends an unpicklable error (even in the driver's process) as a bare
     ``Exception``: what cannot travel in the chain's args and attributes becomes its
     repr, so the driver raises the node's own error type, as Kedro would."""
+    if unpicklable(error) is None:  # the usual case: nothing to replace
+        return
     for link in error_chain(error):
         link.args = tuple(repr(a) if unpicklable(a) else a for a in link.args)
         for name, value in vars(link).items():

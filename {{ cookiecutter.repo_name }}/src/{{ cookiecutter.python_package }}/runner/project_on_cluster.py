@@ -142,8 +142,10 @@ def _zipped(package: str) -> bytes:
     return buffer.getvalue()
 
 
-def _forget(package: str, driver: str) -> None:
-    """Makes the next import of ``package`` read the new code (the driver's is new)."""
+def _forget(build_file: str, driver: str) -> None:
+    """Makes the next import of the build's package (the name before its first "-")
+    read the new code (the driver's is new)."""
+    package = build_file.split("-", maxsplit=1)[0]
     importlib.invalidate_caches()
     if not in_driver_process(driver):
         for name in [n for n in sys.modules if n.split(".")[0] == package]:
@@ -157,7 +159,7 @@ class _ToWorkers(UploadFile):
 
     async def setup(self, worker: distributed.Worker) -> None:
         await super().setup(worker)
-        _forget(self.filename.split("-")[0], self.driver)
+        _forget(self.filename, self.driver)
 
 
 class _ToScheduler(SchedulerUploadFile):
@@ -169,7 +171,7 @@ class _ToScheduler(SchedulerUploadFile):
 
     async def start(self, scheduler: distributed.Scheduler) -> None:
         await super().start(scheduler)
-        _forget(self.filename.split("-")[0], self.driver)
+        _forget(self.filename, self.driver)
 
 
 def _install(
@@ -185,7 +187,7 @@ def _install(
         if not done.exists():
             _pip_install(filename, content, requirements)
             done.touch()
-    _forget(filename.split("-", maxsplit=1)[0], driver)
+    _forget(filename, driver)
 
 
 def _pip_install(filename: str, content: bytes, requirements: bool) -> None:
