@@ -15,10 +15,11 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -36,14 +37,28 @@ def render_as_is(output_dir: Path, **extra_context: str) -> Path:
     from cookiecutter.main import cookiecutter
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    return Path(
-        cookiecutter(
-            str(ROOT),
-            no_input=True,
-            output_dir=str(output_dir),
-            extra_context=extra_context,
+    with hook_scripts_removed():
+        return Path(
+            cookiecutter(
+                str(ROOT),
+                no_input=True,
+                output_dir=str(output_dir),
+                extra_context=extra_context,
+            )
         )
-    )
+
+
+@contextlib.contextmanager
+def hook_scripts_removed() -> Iterator[None]:
+    """cookiecutter writes each rendered hook to a temporary file it never removes:
+    in-process renders put them in a folder removed afterwards."""
+    saved = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="hook-scripts-") as folder:
+        tempfile.tempdir = folder
+        try:
+            yield
+        finally:
+            tempfile.tempdir = saved
 
 
 def free_ports(count: int) -> list[int]:

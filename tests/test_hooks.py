@@ -14,6 +14,7 @@ from cookiecutter.environment import StrictEnvironment
 from cookiecutter.exceptions import FailedHookException
 
 from .conftest import ROOT, copy_template, render
+from .shared import hook_scripts_removed
 
 KEDRO_VERSIONS = json.loads((ROOT / "cookiecutter.json").read_text())["_kedro_versions"]
 GOOD_CONTEXT = {
@@ -138,7 +139,7 @@ class TestPostGeneration:
         template = copy_template(tmp_path / "template")
         package = template / "{{ cookiecutter.repo_name }}" / "src"
         (package / "{{ cookiecutter.python_package }}" / "cli.py").unlink()
-        with pytest.raises(FailedHookException):
+        with pytest.raises(FailedHookException), hook_scripts_removed():
             from cookiecutter.main import cookiecutter
 
             cookiecutter(str(template), no_input=True, output_dir=str(tmp_path / "out"))
