@@ -88,10 +88,9 @@ class DaskClientConfig:
         if unknown := rest.keys() - LOCAL_CLUSTER_KEYWORDS - CLIENT_KEYWORDS:
             known = SETTINGS | LOCAL_CLUSTER_KEYWORDS | CLIENT_KEYWORDS
             raise DaskSetupError(
-                f"{unknown_keys('dask_client', unknown, known)} Valid "
-                f"keys are: {', '.join(sorted(SETTINGS))}; also accepted, as in the old "
-                f"Kedro docs, are the keywords of distributed.LocalCluster "
-                f"({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) and of "
+                f"{unknown_keys('dask_client', unknown, known)} Valid keys: "
+                f"{', '.join(sorted(SETTINGS))}, or a keyword of distributed."
+                f"LocalCluster ({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) or "
                 f"distributed.Client ({', '.join(sorted(CLIENT_KEYWORDS))})."
             )
         for name, keywords in (
@@ -160,9 +159,8 @@ class DaskClientConfig:
             names = ("cluster_class", "cluster_kwargs", "adapt")
             given = ", ".join(n for n in names if getattr(self, n))
             raise DaskSetupError(
-                f"dask_client sets both `address` and {given}: `address` is a running "
-                f"scheduler, {given} a cluster to start (LocalCluster keywords such as "
-                f"n_workers count as cluster_kwargs). Keep one of the two."
+                f"dask_client sets both `address` and {given} (n_workers and other "
+                f"LocalCluster keywords are cluster_kwargs). Keep one of the two."
             )
         self._check_wheel()
         self._check_report()
@@ -202,8 +200,7 @@ class DaskClientConfig:
         if problem:
             raise DaskSetupError(
                 f"dask_client.performance_report {str(path)!r} cannot be written "
-                f"({problem}). Give the path of an HTML file in a folder you can "
-                f"write to, e.g. data/08_reporting/dask-report.html."
+                f"({problem}). Give an HTML file in a folder you can write to."
             )
 
     def security_object(self) -> Security | None:

@@ -115,10 +115,9 @@ def credentials_in_the_clear(
         return None
     return (
         f"The datasets {', '.join(names)} hold credentials, which travel to the "
-        f"Dask workers in their nodes' tasks over plain tcp:// to {exposed[0]}"
-        f"{' and more' if exposed[1:] else ''}: anyone on that network can read "
-        f"them. Use a tls:// scheduler with dask_client.security (tls_ca_file, "
-        f"tls_client_cert, tls_client_key), or keep the cluster on this machine."
+        f"Dask workers unencrypted via {exposed[0]}"
+        f"{' and more' if exposed[1:] else ''}. Use a tls:// scheduler with "
+        f"dask_client.security, or keep the cluster on this machine."
     )
 
 
@@ -129,7 +128,7 @@ def in_the_clear(address: str) -> bool:
     return not _loopback(distributed.comm.get_address_host(address))
 
 
-_OR_WAIT_LONGER = "or raise dask_client.no_worker_timeout (null waits for ever)."
+_OR_WAIT_LONGER = "or raise dask_client.no_worker_timeout."
 
 
 class WorkerWatch:
@@ -167,9 +166,8 @@ class WorkerWatch:
             return (
                 f"The Dask workers were all paused, running nothing, for "
                 f"{now - self._seen:.0f} s while {len(pending)} of {total} nodes "
-                f"waited, so the run was stopped: Dask pauses a worker whose memory "
-                f"nears its memory_limit (distributed.worker.memory.pause). Raise "
-                f"dask_client.memory_limit, {_OR_WAIT_LONGER}"
+                f"waited, so the run was stopped. Raise dask_client.memory_limit, "
+                f"{_OR_WAIT_LONGER}"
             )
         return self._timed_out(pending, total, now - self._seen)
 
@@ -186,9 +184,7 @@ class WorkerWatch:
             closed, options = "", "the options the cluster was made with"
         return (
             f"{type(cluster).__name__} could not start any of the {len(tried)} "
-            f"Dask workers it tried to{error} and does not retry, so the run was "
-            f"stopped{closed}. Check {options} against what it accepts "
-            f"(partition, memory, cores, walltime)."
+            f"Dask workers{error}, so the run was stopped{closed}. Check {options}."
         )
 
     def _timed_out(self, pending: Mapping[Any, Any], total: int, seconds: float) -> str:
@@ -196,9 +192,8 @@ class WorkerWatch:
             return (
                 f"Dask workers died running Kedro node {', '.join(died)}, and none "
                 f"was connected for {seconds:.0f} s after, so the run was stopped. "
-                f"Their logs say why: distributed closes a worker that cannot "
-                f"import what a node needs (workers that joined after the run "
-                f"started were not asked), and a worker out of memory dies."
+                f"Their logs say why: a worker out of memory dies, and one that "
+                f"cannot import what a node needs is closed."
             )
         stopped = (
             f"No Dask worker was connected for {seconds:.0f} s while "
@@ -207,14 +202,12 @@ class WorkerWatch:
         if getattr(self._client, "worker_start_errors", None) is None:  # not ours
             return (
                 f"{stopped}. Start workers for the scheduler at "
-                f"{self._client.scheduler.address} (`dask worker <address>`); if "
-                f"they left during the run, their logs say why; {_OR_WAIT_LONGER}"
+                f"{self._client.scheduler.address}, {_OR_WAIT_LONGER}"
             )
         return (
-            f"{stopped} and the cluster it started closed (cancelling its queued "
-            f"jobs). Check that dask_client.cluster_kwargs ask for no more than the "
-            f"queue gives (squeue shows why a job is PENDING), look above for a "
-            f"cluster manager error, {_OR_WAIT_LONGER}"
+            f"{stopped} and the cluster it started closed. Check that "
+            f"dask_client.cluster_kwargs ask for no more than the queue gives "
+            f"(squeue shows why a job is PENDING), {_OR_WAIT_LONGER}"
         )
 
     def _died_running(self, pending: Mapping[Any, Any]) -> list[str]:
@@ -248,9 +241,8 @@ def cluster_factory(path: str | None) -> Callable[..., Any]:
             found = pydoc.locate(path)
     except (ImportError, pydoc.ErrorDuringImport) as exc:
         raise DaskSetupError(
-            f"dask_client.cluster_class {path!r} cannot be imported ({exc}). Install "
-            f"its package, e.g. `pip install {top.replace('_', '-')}`, and add it to "
-            f"requirements.txt."
+            f"dask_client.cluster_class {path!r} cannot be imported ({exc}). Run "
+            f"`pip install {top.replace('_', '-')}` and add it to requirements.txt."
         ) from exc
     if found is None:
         owner, _, name = path.rpartition(".")
@@ -266,8 +258,7 @@ def cluster_factory(path: str | None) -> Callable[..., Any]:
 def _not_a_cluster(path: str, what: str) -> str:
     return (
         f"dask_client.cluster_class {path!r} {what}, not a Dask cluster. Name a "
-        f"cluster manager class (or a function that returns a cluster), e.g. "
-        f"dask_jobqueue.SLURMCluster or dask_gateway.GatewayCluster."
+        f"cluster class such as dask_jobqueue.SLURMCluster."
     )
 
 
@@ -328,11 +319,9 @@ def _refuse_client_security(config: DaskClientConfig, factory: Any) -> None:
     of a scheduler that runs elsewhere, which would refuse the cluster's tcp://."""
     if config.security is not None:
         raise DaskSetupError(
-            f"dask_client.security holds the TLS files of a running scheduler (set "
-            f"`address`), but this run starts a {factory.__name__}, whose client "
-            f"takes the cluster's own. Keep security where `address` is set (e.g. "
-            f"conf/remote), or ask the cluster for TLS in cluster_kwargs (a "
-            f"LocalCluster: `security: true`)."
+            f"dask_client.security is for a scheduler at `address`, but this run "
+            f"starts a {factory.__name__}, whose client takes the cluster's own. Set "
+            f"it only with `address`, or ask for TLS in dask_client.cluster_kwargs."
         )
 
 
@@ -382,9 +371,7 @@ def _check_and_scale(cluster: Any, name: str, config: DaskClientConfig) -> None:
         # A SpecCluster (LocalCluster, dask-jobqueue) adds workers only when scaled.
         raise DaskSetupError(
             f"{name} started with no workers and dask_client has no `adapt`, so no "
-            f"node could run. Ask for workers with cluster_kwargs.n_workers (or the "
-            f"top-level n_workers of a LocalCluster), or set dask_client.adapt "
-            f"(its minimum and maximum)."
+            f"node could run. Set dask_client.cluster_kwargs.n_workers or `adapt`."
         )
     if config.adapt is not None:
         if isinstance(cluster, distributed.deploy.Cluster):
@@ -407,14 +394,12 @@ def _what_to_check(error: Exception) -> str:
     if getattr(error, "status", None) in (401, 403):  # an HTTP API (dask-gateway)
         return (
             "The cluster manager refused the credentials: check its user name and "
-            "password or token (dask-gateway: the DASK_GATEWAY__AUTH__* settings; "
-            "conf/gateway/parameters.yml)."
+            "password or token (dask-gateway: DASK_GATEWAY__AUTH__*)."
         )
     if script := unguarded_script():
         return (
-            f"Worker processes import {script} as they start, which would start "
-            f"this run again: put the code that runs the session under "
-            f'`if __name__ == "__main__":`.'
+            f"Worker processes import {script} as they start: put the code that runs "
+            f'the session under `if __name__ == "__main__":`.'
         )
     return "Check dask_client.cluster_kwargs."
 
@@ -433,10 +418,9 @@ def _log_dashboard(client: distributed.Client, cluster: Any) -> None:
     if address is not None and not _loopback(str(address).rpartition(":")[0]):
         logger.warning(
             "The Dask dashboard listens on %s, so anyone who can reach this machine "
-            "can see the run's tasks, logs and call stacks. Set its dashboard_address "
-            "to %s to keep it on this machine: dask_client.dashboard_address for a "
-            "LocalCluster, cluster_kwargs.scheduler_options.dashboard_address for "
-            "dask-jobqueue.",
+            "can see the run's tasks and logs. Set its address to %s: "
+            "dask_client.dashboard_address, or for dask-jobqueue "
+            "cluster_kwargs.scheduler_options.dashboard_address.",
             address,
             LOCAL_DASHBOARD,
         )
@@ -479,6 +463,5 @@ def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
         raise DaskSetupError(
             f"Could not connect to the Dask scheduler at {where} within "
             f"{config.timeout:g} s ({type(exc).__name__}: {exc}). Check that it runs "
-            f"and is reachable, that dask_client.security matches a TLS scheduler, or "
-            f"drop `address` (and DASK_SCHEDULER_ADDRESS) to run on a local cluster."
+            f"and is reachable, and that dask_client.security matches a TLS scheduler."
         ) from exc

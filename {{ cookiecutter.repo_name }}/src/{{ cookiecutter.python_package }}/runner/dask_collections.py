@@ -49,10 +49,8 @@ def refuse_persisted(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
         if futures:
             raise TypeError(
                 f"Node {node.name!r} returned a persisted dask collection as "
-                f"{name!r}: its partitions live only as long as this task's "
-                f"futures. Save it with a dask dataset in the catalog (e.g. "
-                f"dask.ParquetDataset), or return it without calling .persist() "
-                f"(each consumer then computes it)."
+                f"{name!r}. Save it with a dask dataset in the catalog, or return it "
+                "without calling .persist()."
             )
 
 

@@ -210,10 +210,8 @@ class _Waiting:
         return (
             f"This run lost its connection to the Dask scheduler at "
             f"{self.submitted.scheduler_address} after {len(self.done)} of "
-            f"{len(self.pipeline.nodes)} nodes had finished (it stopped or restarted, "
-            f"or the network failed), and its tasks went with it. Persisted outputs "
-            f"are saved: once the scheduler is back, run the same command again "
-            f"with --only-missing-outputs, or with the --from-nodes logged above."
+            f"{len(self.pipeline.nodes)} nodes had finished. Once the scheduler is "
+            f"back, run the same command again with --only-missing-outputs."
         )
 
     def _stop(self) -> None:
@@ -237,9 +235,8 @@ class _Waiting:
             where = "workers" if missing is error else "scheduler"  # the task graph
             raise DaskSetupError(
                 f"The Dask {where} cannot import the project package '{package}' "
-                f"({missing}). Set dask_client `upload_project: true` to send its "
-                f"code with the run, or `install_wheel: dist/<kedro package's wheel>`, "
-                f"or install the project on the scheduler and workers."
+                f"({missing}). Set dask_client `upload_project: true` or "
+                f"`install_wheel: dist/<wheel>`."
             ) from error
         if isinstance(error, distributed.scheduler.KilledWorker):
             raise DaskRunError(_workers_died(node, error)) from error
@@ -274,13 +271,10 @@ def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:
     if memory := error.last_worker.memory_limit:
         limit = f"memory_limit {dask.utils.format_bytes(memory)} per worker"
     return (
-        f"Kedro node '{node.name}' was running each time its Dask workers died, so "
-        f"Dask gave up on it ({error}); likely it used more memory than a worker "
-        f"may ({limit} here). Raise dask_client.memory_limit (or cluster_kwargs."
-        f"memory_limit), lower threads_per_worker so fewer nodes share a worker, or "
-        f"make the node use less. Or the workers could not import what it needs "
-        f"(distributed closes such a worker; those that join after the run starts "
-        f"are not asked). The workers' logs say why each one stopped."
+        f"Kedro node '{node.name}' was running each time its Dask workers died "
+        f"({error}): it likely used more memory than a worker may ({limit}), or "
+        f"they could not import what it needs. Raise dask_client.memory_limit or "
+        f"lower threads_per_worker; the workers' logs say why each one stopped."
     )
 
 

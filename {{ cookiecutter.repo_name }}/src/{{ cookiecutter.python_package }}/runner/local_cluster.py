@@ -72,10 +72,8 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
     if started > share * limit:
         raise DaskSetupError(
             f"Each Dask worker holds {format_bytes(started)} as it starts, over "
-            f"{share:.0%} of its memory_limit of {format_bytes(limit)}, so its nanny "
-            f"would restart it for ever and no node could run. Raise dask_client."
-            f"memory_limit (a plain number counts bytes: write e.g. 4GB), or lower "
-            f"n_workers so that each gets more."
+            f"{share:.0%} of its memory_limit of {format_bytes(limit)}: no node could "
+            "run. Raise dask_client.memory_limit, e.g. to 4GB, or lower n_workers."
         )
 
 

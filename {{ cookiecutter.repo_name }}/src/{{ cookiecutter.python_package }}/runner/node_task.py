@@ -86,9 +86,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         if not task.memory_outputs:
             return None  # what it saved is saved: nothing to compute again
         again = (
-            f"Kedro node '{node.name}' finished before, on a Dask worker that was lost "
-            f"since with its in-memory outputs: computing them again, without saving "
-            f"its datasets or firing its hooks again."
+            f"Kedro node '{node.name}' finished before on a lost Dask worker: "
+            "computing its in-memory outputs again, without saving or firing hooks."
         )
         node = node._copy(confirms=None) if node.confirms else node
         persisted = {n: d for n, d in persisted.items() if n not in node.outputs}

@@ -60,9 +60,8 @@ def put_project_on_cluster(
         except Exception as exc:
             raise DaskSetupError(
                 f"Could not install {wheel.name} on the Dask cluster: "
-                f"{type(exc).__name__}: {exc}. For dask_client.install_wheel its "
-                f"processes need pip and write access to their Python environment "
-                f"(and an index they reach, for install_requirements: true)."
+                f"{type(exc).__name__}: {exc}. dask_client.install_wheel needs pip "
+                f"and write access to the cluster's Python environment."
             ) from exc
     elif upload and package:
         content = _zipped(package)
@@ -99,9 +98,9 @@ def _check_workers_import(
         raise DaskSetupError(
             f"The Dask workers {', '.join(sorted(missing))} cannot import what the "
             f"run's nodes and datasets need: {'; '.join(missing[min(missing)])}. "
-            f"Install the missing packages where the workers run; for the project's "
-            f"own modules, set dask_client `upload_project: true` or "
-            f"`install_wheel: dist/<kedro package's wheel>`."
+            f"Install the missing packages on the workers; for the project's own "
+            f"modules, set dask_client `upload_project: true` or "
+            f"`install_wheel: dist/<wheel>`."
         )
 
 

@@ -64,11 +64,10 @@ class SharedStorage:
         return (
             f"The Dask workers {', '.join(sorted(unseen))} do not see this "
             f"machine's files at the paths of the datasets {', '.join(names)} "
-            f"(under {', '.join(folders)}): their nodes would use other copies, "
-            f"so the run was stopped before they touched them. Put the data where "
-            f"every worker reaches it at the same path (conf/remote/globals.yml: "
-            f"data_root, a shared mount or s3://...), or, if the workers' own "
-            f"copies are what you want, set dask_client.check_shared_storage: false."
+            f"(under {', '.join(folders)}): their nodes would use other copies. Set "
+            f"conf/remote/globals.yml: data_root to storage every worker reaches at "
+            f"the same path (a shared mount, s3://...), or set dask_client."
+            f"check_shared_storage: false."
         )
 
 

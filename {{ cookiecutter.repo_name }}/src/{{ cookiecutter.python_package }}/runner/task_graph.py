@@ -139,12 +139,10 @@ class TaskGraph:
                 problems.append(f"dataset '{name}': {problem}")
         if problems:
             raise DaskSetupError(
-                "DaskRunner sends nodes and datasets to Dask worker processes, and "
-                "these cannot be sent:\n  - "
+                "These cannot be sent to Dask workers:\n  - "
                 + "\n  - ".join(problems)
-                + "\nKeep locks, connections, open files and similar objects out of "
-                "node functions' closures and dataset attributes: create them inside "
-                "the node, or use a dataset that opens them when it loads or saves."
+                + "\nCreate locks, connections and open files inside the node, or "
+                "use a dataset that opens them when it loads or saves."
             )
 
     def resources(
@@ -257,10 +255,9 @@ def check_resources(
     available = {name for worker in workers for name in worker.get("resources", {})}
     if missing := wanted - available:
         raise DaskSetupError(
-            f"Nodes ask for the Dask worker resources {sorted(missing)} through "
-            f"dask_client.tag_resources, but no worker of this cluster has them. "
-            f"Start workers with e.g. `dask worker ... --resources "
-            f'"{sorted(missing)[0]}=1"` (or `resources` in cluster_kwargs).'
+            f"dask_client.tag_resources asks for {sorted(missing)}, but no worker of "
+            f"this cluster has them. Start workers with `--resources "
+            f'"{sorted(missing)[0]}=1"`, or set `resources` in cluster_kwargs.'
         )
 
 

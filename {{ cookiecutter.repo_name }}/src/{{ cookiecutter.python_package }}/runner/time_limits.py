@@ -70,9 +70,8 @@ class NodeClock:
             if now - began > seconds and name not in self._finished:
                 return (
                     f"Kedro node '{name}' ran longer than {seconds:g} s, the limit "
-                    f"dask_client.tag_timeouts gives its tag '{tag}': run stopped. "
-                    "Raise the limit if the node needs longer. On a cluster that was "
-                    "already running, restart the worker if the node never returns."
+                    f"dask_client.tag_timeouts gives its tag '{tag}'. Raise the limit "
+                    "if the node needs longer; restart its worker if it never returns."
                 )
         return None
 

@@ -165,9 +165,7 @@ def _pickled(plugins: dict[str, Any]) -> bytes:
         except Exception as exc:
             problems.append(f"{name} ({type(plugin).__qualname__}: {exc})")
     raise DaskSetupError(
-        f"The Kedro plugins {'; '.join(problems)} have node or dataset hooks, fired "
-        f"on the Dask workers with copies of the plugins, but cannot be pickled. Set "
-        f"dask_client.processes: false (workers as threads), make the plugin "
-        f"picklable (drop what cannot travel in __getstate__), or disable its hooks "
-        f"with DISABLE_HOOKS_FOR_PLUGINS in settings.py."
+        f"The Kedro plugins {'; '.join(problems)} have node or dataset hooks but "
+        f"cannot be pickled for the Dask workers. Set dask_client.processes: false, "
+        f"or disable their hooks with DISABLE_HOOKS_FOR_PLUGINS in settings.py."
     )
