@@ -106,6 +106,8 @@ def _render(session: nox.Session, into: Path, **context: str) -> Path:
         str(into),
         *values,
         silent=True,
+        # cookiecutter leaves its rendered hook scripts in the temp folder: into's.
+        env={"TMPDIR": str(into)},
     )
     return into / "iris-dask"
 

@@ -96,7 +96,10 @@ def run_command(
     args: list[str], cwd: Path, timeout: float = 300, env: dict | None = None
 ) -> Finished:
     """``run_bounded``, stdout and stderr together."""
-    done = run_bounded(args, cwd, timeout, env or ENV)
+    env = env or ENV
+    if args[1:2] == ["new"]:  # cookiecutter leaves its rendered hooks in TMPDIR
+        env = {**env, "TMPDIR": str(cwd)}
+    done = run_bounded(args, cwd, timeout, env)
     return Finished(done.returncode, done.stdout)
 
 
