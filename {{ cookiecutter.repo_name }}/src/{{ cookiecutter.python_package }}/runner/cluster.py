@@ -166,8 +166,8 @@ class WorkerWatch:
             return (
                 f"The Dask workers were all paused, running nothing, for "
                 f"{now - self._seen:.0f} s while {len(pending)} of {total} nodes "
-                f"waited, so the run was stopped. Raise dask_client.memory_limit, "
-                f"{_OR_WAIT_LONGER}"
+                f"waited, so the run was stopped: Dask pauses a worker near its "
+                f"memory_limit. Raise dask_client.memory_limit, {_OR_WAIT_LONGER}"
             )
         return self._timed_out(pending, total, now - self._seen)
 
