@@ -256,7 +256,7 @@ def demo(session: nox.Session) -> None:
             f"--starter={ROOT}",
             "--name=Iris Dask",
             "--telemetry=no",
-            env=QUIET_ENV,
+            env={**QUIET_ENV, "TMPDIR": folder},  # for cookiecutter's hook scripts
         )
         session.chdir(Path(folder) / "iris-dask")
         session.install("-r", "requirements.txt")
