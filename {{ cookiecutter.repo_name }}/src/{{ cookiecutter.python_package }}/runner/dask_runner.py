@@ -283,8 +283,10 @@ def _missing_project(
 ) -> ModuleNotFoundError | None:
     """The project's import error behind ``error``: raised by a worker unpickling
     a node, or the cause of a scheduler's RuntimeError on the task graph."""
+    if not package_name:
+        return None
     for link in error_chain(error):
-        if isinstance(link, ModuleNotFoundError) and package_name:
+        if isinstance(link, ModuleNotFoundError):
             if (link.name or "").split(".")[0] == package_name:
                 return link
     return None

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Iterator
+from contextlib import suppress
+from typing import Any
+
+import cloudpickle
 
 
 class DaskSetupError(RuntimeError):
@@ -23,3 +28,16 @@ def error_chain(error: BaseException | None) -> Iterator[BaseException]:
             seen.add(id(link))
             links += [link.__cause__, link.__context__]
             yield link
+
+
+def unpicklable(obj: Any) -> str | None:
+    """Why Dask cannot send ``obj``, or None: tried as distributed pickles (pickle,
+    else cloudpickle), but without the ERROR and traceback it logs for a failure."""
+    with suppress(Exception):
+        pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        return None
+    try:
+        cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import copy
 import logging
-import pickle
 from contextlib import nullcontext, suppress
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-import cloudpickle
 from dask import is_dask_collection
 from kedro.io import (
     AbstractDataset,
@@ -24,7 +22,7 @@ from kedro.pipeline.node import Node
 from kedro.runner import Task
 
 from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
-from .errors import error_chain
+from .errors import error_chain, unpicklable
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marks
@@ -163,19 +161,6 @@ def _make_sendable(error: BaseException) -> None:
         link.args = tuple(repr(a) if unpicklable(a) else a for a in link.args)
         for name, value in vars(link).items():
             vars(link)[name] = repr(value) if unpicklable(value) else value
-
-
-def unpicklable(obj: Any) -> str | None:
-    """Why Dask cannot send ``obj``, or None: tried as distributed pickles (pickle,
-    else cloudpickle), but without the ERROR and traceback it logs for a failure."""
-    with suppress(Exception):
-        pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        return None
-    try:
-        cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
 
 
 def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:

@@ -18,8 +18,8 @@ from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
 from .dask_collections import computes_dask_collections
-from .errors import DaskSetupError
-from .node_task import Inline, NodeTask, RunContext, run_node_task, unpicklable
+from .errors import DaskSetupError, unpicklable
+from .node_task import Inline, NodeTask, RunContext, run_node_task
 
 #: Pipeline inputs up to this size travel inside the task of every node taking them.
 INLINE_BYTES = 64 * 2**10

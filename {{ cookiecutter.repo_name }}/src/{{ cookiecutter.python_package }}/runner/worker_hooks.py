@@ -17,7 +17,7 @@ import cloudpickle
 from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from pluggy import PluginManager
 
-from .errors import DaskSetupError
+from .errors import DaskSetupError, unpicklable
 from .kedro_internals import _create_hook_manager
 
 #: The hooks Kedro fires where a node runs.
@@ -158,12 +158,11 @@ def _merge(target: Any, added: Any) -> None:
 def _pickled(plugins: dict[str, Any]) -> bytes:
     with suppress(Exception):
         return cloudpickle.dumps(plugins)
-    problems = []
-    for name, plugin in plugins.items():
-        try:
-            cloudpickle.dumps(plugin)
-        except Exception as exc:
-            problems.append(f"{name} ({type(plugin).__qualname__}: {exc})")
+    problems = [
+        f"{name} ({type(plugin).__qualname__}: {problem})"
+        for name, plugin in plugins.items()
+        if (problem := unpicklable(plugin))
+    ]
     raise DaskSetupError(
         f"The Kedro plugins {'; '.join(problems)} have node or dataset hooks but "
         f"cannot be pickled for the Dask workers. Set dask_client.processes: false, "
