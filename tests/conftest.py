@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import importlib.util
 import ipaddress
 import os
-import pickle
 import re
 import shutil
 import signal
@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import joblib
 import pytest
 import yaml
 from distributed import Client
@@ -131,15 +130,18 @@ def use_small_settings(project: Path) -> None:
     base.write_text(yaml.safe_dump({**yaml.safe_load(base.read_text()), **small}))
 
 
-def data_files(project: Path) -> dict[str, bytes]:
-    """Every file under the project's data folder but the shipped raw data; a
-    pickle by the value it holds (see ``by_value``)."""
-    data = project / "data"
-    return {
-        path.relative_to(data).as_posix(): by_value(path)
-        for path in sorted(data.rglob("*"))
-        if path.is_file() and path.name != ".gitkeep" and "01_raw" not in path.parts
-    }
+def _generated_conftest():
+    """The generated project's tests/conftest.py, free of template variables: its
+    reading of a run's outputs is the one both test suites compare."""
+    path = ROOT / "{{ cookiecutter.repo_name }}" / "tests" / "conftest.py"
+    spec = importlib.util.spec_from_file_location("generated_conftest", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+#: Every file a run wrote under ``data/`` but the raw data; a pickle by its value.
+data_files = _generated_conftest().persisted_outputs
 
 
 def outputs_under_sequential_runner(folder: Path) -> dict[str, bytes]:
@@ -151,16 +153,6 @@ def outputs_under_sequential_runner(folder: Path) -> dict[str, bytes]:
     outputs = data_files(project)
     assert len(outputs) == EXAMPLE_OUTPUTS
     return outputs
-
-
-def by_value(path: Path) -> bytes:
-    """The file's bytes; for a pickle, a hash of the value it holds. A pickle's
-    bytes also record which equal strings were one object in the process that
-    wrote it (e.g. a scikit-learn model's parameter names), which differs from
-    process to process; joblib's hash sees values only."""
-    if path.suffix != ".pickle":
-        return path.read_bytes()
-    return ("value " + joblib.hash(pickle.loads(path.read_bytes()))).encode()
 
 
 @pytest.fixture(scope="session")

@@ -43,12 +43,13 @@ def project_copy(tmp_path: Path) -> Path:
 
 
 def persisted_outputs(project: Path) -> dict[str, bytes]:
-    """Every file a run wrote under ``data/``, by path; a pickle by its value."""
+    """Every file a run wrote under ``data/`` (not the raw data), by path; a pickle
+    by its value."""
     data = project / "data"
     return {
         path.relative_to(data).as_posix(): by_value(path)
         for path in sorted(data.rglob("*"))
-        if path.is_file() and "01_raw" not in path.parts
+        if path.is_file() and path.name != ".gitkeep" and "01_raw" not in path.parts
     }
 
 

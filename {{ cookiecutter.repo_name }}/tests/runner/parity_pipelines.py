@@ -8,15 +8,22 @@ files and its persisted outputs can be compared file by file.
 from __future__ import annotations
 
 import logging
+import pickle
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pandas as pd
-from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.io import (
+    AbstractDataset,
+    AbstractVersionedDataset,
+    DataCatalog,
+    MemoryDataset,
+    Version,
+)
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
@@ -111,6 +118,25 @@ class SaveFailsOnce(AbstractDataset):
 
     def _describe(self) -> dict[str, Any]:
         return {"marker": self._marker}
+
+
+class VersionedWithoutFileSystem(AbstractVersionedDataset):
+    """A versioned dataset on the local disk that, unlike kedro-datasets', keeps no
+    fsspec file system in ``_fs``."""
+
+    def __init__(self, filepath: str, version: Version | None = None) -> None:
+        super().__init__(PurePosixPath(filepath), version)
+
+    def _save(self, data: Any) -> None:
+        path = Path(self._get_save_path())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(data))
+
+    def _load(self) -> Any:
+        return pickle.loads(Path(self._get_load_path()).read_bytes())
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
 
 
 def fail(x):

@@ -513,8 +513,11 @@ class TestRunOptions:
         result = runner.run(pipeline, _catalog(marker=str(tmp_path / "failed-once")))
         assert result["out"].load() == "second try"
 
+    @pytest.mark.parametrize(
+        "versioned", [PickleDataset, cases.VersionedWithoutFileSystem]
+    )
     def test_a_retried_node_saves_its_versioned_output_anew(
-        self, process_cluster, tmp_path
+        self, process_cluster, tmp_path, versioned
     ):
         # The first try saves the model, then fails to save `flaky`.
         saved_at = "2026-12-06T00.00.00.000Z"  # as a session's catalog sets it
@@ -522,7 +525,7 @@ class TestRunOptions:
         catalog = DataCatalog(
             {
                 "seed": MemoryDataset(1),
-                "model": PickleDataset(
+                "model": versioned(
                     filepath=str(tmp_path / "model.pkl"),
                     version=Version(None, saved_at),
                 ),

@@ -29,8 +29,8 @@ from dask.utils import format_bytes
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .errors import DaskSetupError
-from .log_forwarding import WORKER_FORMAT, quiet, quiet_before_closing
-from .run_setup import in_driver_process, set_environment, this_process
+from .log_forwarding import WORKER_START_LOGGING, quiet, quiet_before_closing
+from .run_setup import set_environment
 
 #: Not Dask's ":8787" (every interface): anyone could read task names, logs, stacks.
 LOCAL_DASHBOARD = "127.0.0.1:8787"
@@ -40,7 +40,6 @@ _START_METHOD = "distributed.worker.multiprocessing-method"
 def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     # silence_logs=False: conf/logging.yml decides.
     kwargs = {"silence_logs": False, "dashboard_address": LOCAL_DASHBOARD, **kwargs}
-    kwargs["plugins"] = {*kwargs.get("plugins", ()), _ExitWithoutFinalCollection()}
     if kwargs["dashboard_address"] is None:  # Dask still serves /health there
         kwargs["scheduler_kwargs"] = {
             "dashboard_address": "127.0.0.1:0",
@@ -49,6 +48,8 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     if kwargs.get("processes") is not False:
         # Forked workers start with the forkserver's (maybe older) environment.
         kwargs["env"] = {**os.environ, **kwargs.get("env", {})}
+        plugins = kwargs.get("plugins", ())
+        kwargs["plugins"] = {*plugins, _ExitWithoutFinalCollection()}
     return kwargs
 
 
@@ -151,57 +152,31 @@ def unguarded_script() -> str | None:
 def stop_workers_at_once_if_the_run_failed(
     cluster: Any, client: distributed.Client
 ) -> Callable[..., None]:
-    """After Ctrl-C or a failure nothing the nodes still do is wanted: workers get half
-    a second to exit, quietly, instead of Dask's 4 s wait for their running tasks."""
+    """After Ctrl-C or a failure nothing the nodes still do is wanted: worker processes
+    get half a second to exit, quietly, instead of Dask's 4 s wait for their tasks."""
 
-    async def close_nannies() -> None:
-        workers = getattr(cluster, "workers", {}).values()
-        nannies = [w for w in workers if isinstance(w, distributed.Nanny)]
+    async def close(nannies: list[distributed.Nanny]) -> None:
         await asyncio.gather(*(nanny.close(timeout=0.5) for nanny in nannies))
 
     def on_exit(exc_type: type[BaseException] | None, *_: object) -> None:
-        if exc_type is None:
+        workers = getattr(cluster, "workers", {}).values()
+        nannies = [w for w in workers if isinstance(w, distributed.Nanny)]
+        if exc_type is None or not nannies:
             return
         with contextlib.suppress(Exception):
-            client.run(quiet_before_closing, this_process())
+            client.run(quiet_before_closing)
         with quiet("distributed.nanny"), contextlib.suppress(Exception):
-            cluster.sync(close_nannies)
+            cluster.sync(close, nannies)
 
     return on_exit
 
 
 class _ExitWithoutFinalCollection(WorkerPlugin):
-    """Skips Python's final garbage collection of all that nodes imported (the memory
-    goes back with the process); not in the driver's process."""
-
-    def __init__(self) -> None:
-        self.driver_process = this_process()
+    """Skips Python's final garbage collection in a worker process of all that nodes
+    imported: the memory goes back with the process."""
 
     def teardown(self, worker: distributed.Worker) -> None:
-        if not in_driver_process(self.driver_process):
-            gc.freeze()
-
-
-# A worker's logging until its first node sends the driver's levels. Else Kedro reads
-# conf/logging.yml, says so once per worker, and every worker writes info.log.
-_WORKER_START_LOGGING = f"""\
-version: 1
-disable_existing_loggers: false
-formatters:
-  plain:
-    format: "{WORKER_FORMAT}"
-handlers:
-  console:
-    class: logging.StreamHandler
-    formatter: plain
-    stream: ext://sys.stderr
-loggers:
-  kedro.framework.project:
-    level: WARNING
-root:
-  handlers: [console]
-  level: INFO
-"""
+        gc.freeze()
 
 
 @functools.cache
@@ -211,7 +186,7 @@ def _worker_logging_file() -> Path:
     folder = tempfile.mkdtemp(prefix="kedro-dask-")
     atexit.register(_remove_after_the_forkserver, folder)
     path = Path(folder) / "worker-logging.yml"
-    path.write_text(_WORKER_START_LOGGING)
+    path.write_text(WORKER_START_LOGGING)
     return path
 
 

@@ -14,14 +14,33 @@ from typing import Any
 
 import distributed
 
-from .run_setup import in_driver_process
-
 TOPIC = "kedro-node-logs"
 RUN_FIELD = "kedro_run"
 #: The field of an event that holds a print: ``[stream name, text]``.
 PRINTED = "kedro_printed"
-WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
+_WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 _DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
+
+# A worker's logging until its first node sends the driver's levels. Else Kedro reads
+# conf/logging.yml, says so once per worker, and every worker writes info.log.
+WORKER_START_LOGGING = f"""\
+version: 1
+disable_existing_loggers: false
+formatters:
+  plain:
+    format: "{_WORKER_FORMAT}"
+handlers:
+  console:
+    class: logging.StreamHandler
+    formatter: plain
+    stream: ext://sys.stderr
+loggers:
+  kedro.framework.project:
+    level: WARNING
+root:
+  handlers: [console]
+  level: INFO
+"""
 
 
 def driver_logging_levels() -> dict[str, int]:
@@ -45,7 +64,7 @@ class _NodeLogForwarder(logging.Handler):
         #: Set when the runner is about to close this worker: levels stay quiet.
         self.closing = False
         self.local = logging.StreamHandler()
-        self.local.setFormatter(logging.Formatter(WORKER_FORMAT))
+        self.local.setFormatter(logging.Formatter(_WORKER_FORMAT))
 
     def run_of(self, thread: int | None, logger: str) -> tuple[str, Any] | None:
         """The run and worker of the node ``thread`` runs; for other threads
@@ -180,11 +199,9 @@ def _not_a_node_failure(record: logging.LogRecord) -> bool:
     return _forwarder.run_in(key) is None
 
 
-def quiet_before_closing(driver_process: str) -> None:
-    """Silences Dask about the tasks it cancels after Ctrl-C or a failure; not in the
-    driver's own process (a cluster of threads)."""
-    if in_driver_process(driver_process):
-        return
+def quiet_before_closing() -> None:
+    """Silences a worker process about the tasks Dask cancels after Ctrl-C or a
+    failure."""
     with _setup_lock:
         _forwarder.closing = True
         logging.getLogger("distributed").setLevel(logging.CRITICAL)

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import copy
 import logging
-from contextlib import nullcontext, suppress
+from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import Any
 
 from dask import is_dask_collection
+from fsspec.implementations.local import LocalFileSystem
 from kedro.io import (
     AbstractDataset,
     AbstractVersionedDataset,
     DataCatalog,
-    DatasetError,
     MemoryDataset,
 )
 from kedro.pipeline.node import Node
@@ -133,15 +132,15 @@ def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
     replaced = []
     for name in node.outputs:
         dataset = persisted.get(name)
-        file_system = getattr(dataset, "_fs", None)
-        if not isinstance(dataset, AbstractVersionedDataset) or file_system is None:
+        if not isinstance(dataset, AbstractVersionedDataset):
             continue
-        version = dataset.resolve_save_version()  # None: not versioned
-        with suppress(DatasetError):  # no version saved yet
-            for path in dataset.list_versions():
-                if PurePosixPath(path).parent.name == version:
-                    file_system.rm(path, recursive=True)
-                    replaced.append(name)
+        if (version := dataset.resolve_save_version()) is None:  # not versioned
+            continue
+        path = str(dataset._get_versioned_path(version))
+        if dataset._exists_function(path):  # on the dataset's file system
+            file_system = getattr(dataset, "_fs", None) or LocalFileSystem()
+            file_system.rm(path, recursive=True)
+            replaced.append(name)
     message = (
         f"Kedro node '{node.name}' runs again (its Dask worker died, or Dask retries "
         f"it), maybe after it saved some of its outputs: it saves them anew"
