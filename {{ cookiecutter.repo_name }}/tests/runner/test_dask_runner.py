@@ -645,6 +645,18 @@ class TestSafety:
         assert reached_the_end
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
+    def test_without_signal_masks_nothing_is_held_back(self, monkeypatch):
+        """Windows has no ``pthread_sigmask``, nor a resource tracker to start:
+        a press there interrupts at once, as without the runner."""
+        monkeypatch.delattr(signal, "pthread_sigmask")
+        monkeypatch.setattr(
+            "multiprocessing.resource_tracker.ensure_running",
+            lambda: pytest.fail("started the resource tracker"),
+        )
+        handler = signal.getsignal(signal.SIGINT)
+        with CtrlCHeldBack():
+            assert signal.getsignal(signal.SIGINT) is handler
+
     def test_a_second_ctrl_c_is_raised_at_once(self):
         with pytest.raises(KeyboardInterrupt), CtrlCHeldBack():
             os.kill(os.getpid(), signal.SIGINT)

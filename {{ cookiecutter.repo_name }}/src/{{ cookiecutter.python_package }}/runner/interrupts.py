@@ -24,7 +24,8 @@ class CtrlCHeldBack:
         self._saved_mask: set[signal.Signals] | None = None
 
     def __enter__(self) -> CtrlCHeldBack:
-        if threading.current_thread() is not threading.main_thread():
+        main = threading.current_thread() is threading.main_thread()
+        if not main or not hasattr(signal, "pthread_sigmask"):  # Windows has no masks
             return self
         handler = signal.getsignal(signal.SIGINT)
         if handler in (signal.SIG_IGN, None):
