@@ -12,6 +12,7 @@ import warnings
 from typing import Any
 
 import click
+import dask.config
 from kedro import KedroDeprecationWarning
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.project import settings
@@ -21,7 +22,6 @@ from kedro.runner import AbstractRunner
 from kedro.utils import load_obj
 
 from .runner import DaskRunError, DaskRunner, DaskSetupError
-from .runner.client_config import merged
 from .runner.kedro_internals import _resolve_runner_kwargs, config_loader
 
 logger = logging.getLogger(__name__)
@@ -125,5 +125,6 @@ def _instantiate_runner(
     runner_kwargs = _resolve_runner_kwargs(is_async, runner_params)
     if isinstance(runner_class, type) and issubclass(runner_class, DaskRunner):
         parameters = config_loader(session, params)["parameters"]
-        runner_kwargs = merged(parameters.get("dask_client") or {}, runner_kwargs)
+        project = parameters.get("dask_client") or {}
+        runner_kwargs = dask.config.merge(project, runner_kwargs)  # a deep merge
     return runner_class(**runner_kwargs)  # type: ignore[no-any-return]

@@ -257,14 +257,3 @@ def unknown_keys(where: str, unknown: Iterable[str], known: Iterable[str]) -> st
 
 def _refuse(name: str, expected: str, value: Any) -> NoReturn:
     raise DaskSetupError(f"dask_client.{name} must be {expected}, got {value!r}.")
-
-
-def merged(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Deep merge: how ``--runner-params`` and runner keywords override dask_client."""
-    result = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = value
-    return result

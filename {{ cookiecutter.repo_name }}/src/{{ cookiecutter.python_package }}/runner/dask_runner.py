@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import dask.config
 import dask.utils
 import distributed
 import kedro.framework.project as kedro_project
@@ -31,7 +32,7 @@ from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
 from pluggy import PluginManager
 
-from .client_config import DaskClientConfig, merged
+from .client_config import DaskClientConfig
 from .cluster import (
     WorkerWatch,
     credentials_in_the_clear,
@@ -81,7 +82,9 @@ class DaskRunner(AbstractRunner):
         Kedro's warm-up, which still does it with ``only_missing_outputs``."""
         if "params:dask_client" in catalog:
             project = catalog.get("params:dask_client").load() or {}
-            self._config = DaskClientConfig.from_options(merged(project, self._options))
+            self._config = DaskClientConfig.from_options(
+                dask.config.merge(project, self._options)
+            )
         if not only_missing_outputs:
             add_memory_datasets(pipeline, catalog)
         return super().run(
