@@ -407,10 +407,47 @@ def test_workers_that_cannot_import_the_nodes_are_refused_and_kept(tmp_path: Pat
             "Error: The Dask workers tcp://127.0.0.1:",
         )
         assert (
-            f"cannot import what the run's nodes and datasets need: {PACKAGE}."
+            f"cannot import what the run's nodes, datasets and plugins need: {PACKAGE}."
             in message
         )
         assert "upload_project: true" in message
+        assert_cluster_intact_and_clean(running, worker_pids)
+
+
+#: A module of the project's own beside its package, as a company's plugin
+#: installed where `kedro run` runs but not on the cluster would be.
+COMPANY_PLUGIN = '''\
+"""Records nothing: only its being registered matters here."""
+
+from kedro.framework.hooks import hook_impl
+
+
+class Tracking:
+    @hook_impl
+    def after_node_run(self, node):
+        pass
+'''
+
+
+def test_workers_that_cannot_import_a_plugin_are_refused_and_kept(tmp_path: Path):
+    """Workers unpickle the plugins that have node hooks: one they cannot import is
+    named before any node runs, instead of failing every node. The project package
+    is uploaded, as by default; the plugin is not part of it."""
+    project = render(tmp_path / "project")
+    (project / "src" / "company_tracking.py").write_text(COMPANY_PLUGIN)
+    settings = project / "src" / PACKAGE / "settings.py"
+    settings.write_text(
+        settings.read_text()
+        + "\nfrom company_tracking import Tracking\n\nHOOKS = (Tracking(),)\n"
+    )
+    with cluster_without_project(tmp_path) as running:
+        worker_pids = running.worker_pids()
+        message = refused_promptly(
+            project,
+            f"dask_client.address={running.address}",
+            "Error: The Dask workers tcp://127.0.0.1:",
+        )
+        assert "plugins need: company_tracking (ModuleNotFoundError" in message
         assert_cluster_intact_and_clean(running, worker_pids)
 
 

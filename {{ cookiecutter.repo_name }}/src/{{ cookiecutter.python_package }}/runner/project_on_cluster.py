@@ -14,7 +14,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,11 @@ logger = logging.getLogger(__name__)
 def put_project_on_cluster(
     client: distributed.Client,
     config: DaskClientConfig,
-    pipeline: Pipeline,
-    datasets: Mapping[str, Any],
+    modules: Iterable[str],
     elsewhere: bool,
 ) -> None:
     """By default uploads the code only if workers may be on other machines; checks
-    that such workers import what the nodes need, uploaded or not."""
+    that such workers import ``modules``, the run's code, uploaded or not."""
     package = kedro_project.PACKAGE_NAME
     upload = config.upload_project if config.upload_project is not None else elsewhere
     driver = this_process()
@@ -74,30 +73,34 @@ def put_project_on_cluster(
         _register(client, build, *plugins)
     if elsewhere:
         sent = package if config.install_wheel or upload else None
-        _check_workers_import(client, pipeline, datasets, sent)
+        _check_workers_import(client, modules, sent)
+
+
+def code_modules(pipeline: Pipeline, datasets: Mapping[str, Any]) -> set[str]:
+    """The modules of the nodes' functions and of the datasets' classes."""
+    code = [*(node.func for node in pipeline.nodes), *map(type, datasets.values())]
+    return {getattr(item, "__module__", None) or "__main__" for item in code}
 
 
 def _check_workers_import(
-    client: distributed.Client,
-    pipeline: Pipeline,
-    datasets: Mapping[str, Any],
-    sent: str | None,
+    client: distributed.Client, modules: Iterable[str], sent: str | None
 ) -> None:
-    """Refuses a run whose node or dataset code a worker cannot import: distributed
-    closes a worker that cannot unpickle a task. Skips the ``sent`` package, which a
-    concurrent run's same (idempotent, so not awaited) upload may still set up."""
-    code = [*(node.func for node in pipeline.nodes), *map(type, datasets.values())]
-    names = {getattr(item, "__module__", None) for item in code} - {"__main__"}
+    """Refuses a run whose code a worker cannot import: distributed closes a worker
+    that cannot unpickle a task. Skips the ``sent`` package, which a concurrent
+    run's same (idempotent, so not awaited) upload may still set up."""
     # Code of ``__main__`` or unimported modules goes by value; workers import the rest.
     by_reference = sorted(
-        name for name in names if name in sys.modules and name.split(".")[0] != sent
+        name
+        for name in set(modules) - {"__main__"}
+        if name in sys.modules and name.split(".")[0] != sent
     )
     found = client.run(_not_importable, by_reference, on_error="return")
     missing = {w: found[w] for w in found if isinstance(found[w], list) and found[w]}
     if missing:
         raise DaskSetupError(
             f"The Dask workers {', '.join(sorted(missing))} cannot import what the "
-            f"run's nodes and datasets need: {'; '.join(missing[min(missing)])}. "
+            f"run's nodes, datasets and plugins need: "
+            f"{'; '.join(missing[min(missing)])}. "
             f"Install the missing packages on the workers; for the project's own "
             f"modules, set dask_client `upload_project: true` or "
             f"`install_wheel: dist/<wheel>`."

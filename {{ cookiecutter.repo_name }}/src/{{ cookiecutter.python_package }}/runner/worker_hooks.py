@@ -35,6 +35,8 @@ class WorkerHooks:
     plugins: bytes
     #: Variables set (or removed: None) on the driver since the runner was created.
     environment: Mapping[str, str | None]
+    #: The plugins' modules, which workers must import to unpickle them.
+    modules: frozenset[str] = frozenset()
 
 
 def worker_hooks(
@@ -54,7 +56,8 @@ def worker_hooks(
     environment.update({n: None for n in environment_before if n not in os.environ})
     if not plugins and not environment:
         return None
-    return WorkerHooks(_pickled(plugins), environment)
+    modules = frozenset(type(plugin).__module__ for plugin in plugins.values())
+    return WorkerHooks(_pickled(plugins), environment, modules)
 
 
 #: Hook managers of the runs under way, by token: in-process workers fire these.
