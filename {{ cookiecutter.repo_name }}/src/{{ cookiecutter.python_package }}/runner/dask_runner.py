@@ -43,7 +43,11 @@ from .cluster import (
 from .errors import DaskRunError, DaskSetupError, error_chain
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
-from .project_on_cluster import code_modules, put_project_on_cluster
+from .project_on_cluster import (
+    check_workers_import,
+    code_modules,
+    put_project_on_cluster,
+)
 from .recomputed_nodes import MarkRecomputed
 from .run_setup import this_process, workers_prepared
 from .shared_storage import SharedStorage
@@ -129,9 +133,11 @@ class DaskRunner(AbstractRunner):
             clock.running(client, token),
             workers_prepared(client, run, hook_manager, hooks, storage),
         ):
-            modules = code_modules(pipeline, datasets)
-            modules |= hooks.modules if hooks is not None else set()
-            put_project_on_cluster(client, config, modules, elsewhere)
+            sent = put_project_on_cluster(client, config, elsewhere)
+            if elsewhere:  # workers on other machines may lack the run's code
+                plugins = hooks.modules if hooks is not None else frozenset()
+                modules = code_modules(pipeline, datasets) | plugins
+                check_workers_import(client, modules, sent)
             if hooks is not None or graph.saves_datasets:  # else nothing to guard
                 client.register_plugin(MarkRecomputed())
             if warning := credentials_in_the_clear(datasets, client):

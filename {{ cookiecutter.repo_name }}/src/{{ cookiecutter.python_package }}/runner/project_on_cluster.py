@@ -38,11 +38,10 @@ logger = logging.getLogger(__name__)
 def put_project_on_cluster(
     client: distributed.Client,
     config: DaskClientConfig,
-    modules: Iterable[str],
     elsewhere: bool,
-) -> None:
-    """By default uploads the code only if workers may be on other machines; checks
-    that such workers import ``modules``, the run's code, uploaded or not."""
+) -> str | None:
+    """By default uploads the code only if workers may be on other machines; returns
+    the package put on the cluster, if any."""
     package = kedro_project.PACKAGE_NAME
     upload = config.upload_project if config.upload_project is not None else elsewhere
     driver = this_process()
@@ -71,9 +70,7 @@ def put_project_on_cluster(
             archive.write_bytes(content)
             plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
         _register(client, build, *plugins)
-    if elsewhere:
-        sent = package if config.install_wheel or upload else None
-        _check_workers_import(client, modules, sent)
+    return package if config.install_wheel or upload else None
 
 
 def code_modules(pipeline: Pipeline, datasets: Mapping[str, Any]) -> set[str]:
@@ -82,7 +79,7 @@ def code_modules(pipeline: Pipeline, datasets: Mapping[str, Any]) -> set[str]:
     return {getattr(item, "__module__", None) or "__main__" for item in code}
 
 
-def _check_workers_import(
+def check_workers_import(
     client: distributed.Client, modules: Iterable[str], sent: str | None
 ) -> None:
     """Refuses a run whose code a worker cannot import: distributed closes a worker
