@@ -243,9 +243,8 @@ class _Waiting:
             raise DaskRunError(self._scheduler_lost())
         package = kedro_project.PACKAGE_NAME
         if missing := _missing_project(error, package):
-            where = "workers" if missing is error else "scheduler"  # the task graph
             raise DaskSetupError(
-                f"The Dask {where} cannot import the project package '{package}' "
+                f"The Dask scheduler cannot import the project package '{package}' "
                 f"({missing}). Set dask_client `upload_project: true` or "
                 f"`install_wheel: dist/<wheel>`."
             ) from error
@@ -292,9 +291,9 @@ def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:
 def _missing_project(
     error: BaseException | None, package_name: str | None
 ) -> ModuleNotFoundError | None:
-    """The project's import error behind ``error``: raised by a worker unpickling
-    a node, or the cause of a scheduler's RuntimeError on the task graph."""
-    if not package_name:
+    """The project's import error behind the scheduler's RuntimeError on the task
+    graph. A node's own (a lazy import on a worker) is the node's error, as in Kedro."""
+    if not package_name or isinstance(error, ModuleNotFoundError):
         return None
     for link in error_chain(error):
         if isinstance(link, ModuleNotFoundError):
