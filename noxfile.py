@@ -125,7 +125,25 @@ def tests(session: nox.Session) -> None:
         f"--ignore={PACKAGING_TESTS}",
         f"--ignore={BENCHMARK_TESTS}",
         "--ignore=tests/test_existing_project.py",
+        "-m",
+        "not ctrl_c_matrix",
         "--durations=15",
+        *session.posargs,
+        env=QUIET_ENV,
+    )
+
+
+@nox.session
+def interrupts(session: nox.Session) -> None:
+    """Ctrl-C at every moment of a run, to the process group and to kedro alone:
+    the 21 presses `nox -s tests` leaves out (it keeps one or two per phase)."""
+    _install_generated_requirements(session, *TOOLS)
+    session.run(
+        "pytest",
+        "tests/test_interrupts.py",
+        "-m",
+        "ctrl_c_matrix",
+        "--durations=5",
         *session.posargs,
         env=QUIET_ENV,
     )

@@ -51,6 +51,12 @@ BIN = Path(sys.executable).parent
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "ctrl_c_matrix: the Ctrl-C presses only `nox -s interrupts` runs"
+    )
+
+
 @dataclass
 class Finished:
     returncode: int
