@@ -89,6 +89,12 @@ def _command(process: psutil.Process) -> str:
     return " ".join(process.cmdline())
 
 
+def _listening(_: object) -> set[tuple[str, int]]:
+    """The addresses and ports this process accepts TCP connections on."""
+    connections = psutil.Process().net_connections("tcp")
+    return {tuple(c.laddr) for c in connections if c.status == psutil.CONN_LISTEN}
+
+
 def _environment_variable(name: str) -> str | None:
     return os.environ.get(name)
 
@@ -635,6 +641,19 @@ class TestSafety:
     )
     def test_what_travels_in_the_clear(self, address, exposed):
         assert in_the_clear(address) is exposed
+
+    @pytest.mark.parametrize("dashboard", [{}, {"dashboard_address": None}])
+    def test_a_cluster_in_threads_listens_on_loopback_only(self, dashboard, caplog):
+        """Dask's scheduler and workers serve /health, without a dashboard too, and
+        in-process workers on every interface unless given an address."""
+        caplog.set_level("INFO")
+        runner = DaskRunner(n_workers=2, processes=False, **dashboard)
+        pipeline = Pipeline([Node(_listening, "seed", "listening", name="listen")])
+        before = _listening(None)  # other tests' clusters
+        during = runner.run(pipeline, _catalog(seed=1))["listening"].load()
+        assert {host for host, _ in during - before} == {LOOPBACK}
+        no_dashboard = "Dask dashboard: none (dask_client.dashboard_address is null)"
+        assert (no_dashboard in caplog.text) is bool(dashboard)
 
     def test_ctrl_c_inside_is_raised_on_the_way_out(self):
         reached_the_end = False

@@ -34,22 +34,28 @@ from .run_setup import set_environment
 
 #: Not Dask's ":8787" (every interface): anyone could read task names, logs, stacks.
 LOCAL_DASHBOARD = "127.0.0.1:8787"
+_LOOPBACK_FREE_PORT = "127.0.0.1:0"
 _START_METHOD = "distributed.worker.multiprocessing-method"
 
 
 def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     # silence_logs=False: conf/logging.yml decides.
     kwargs = {"silence_logs": False, "dashboard_address": LOCAL_DASHBOARD, **kwargs}
-    if kwargs["dashboard_address"] is None:  # Dask still serves /health there
+    # With no address Dask serves /health on every interface: the scheduler's, and
+    # workers' in threads (forked ones listen on 127.0.0.1).
+    if kwargs["dashboard_address"] is None:
         kwargs["scheduler_kwargs"] = {
-            "dashboard_address": "127.0.0.1:0",
+            "dashboard_address": _LOOPBACK_FREE_PORT,
             **kwargs.get("scheduler_kwargs", {}),
         }
-    if kwargs.get("processes") is not False:
-        # Forked workers start with the forkserver's (maybe older) environment.
-        kwargs["env"] = {**os.environ, **kwargs.get("env", {})}
-        plugins = kwargs.get("plugins", ())
-        kwargs["plugins"] = {*plugins, _ExitWithoutFinalCollection()}
+    if kwargs.get("processes") is False:
+        if kwargs.get("worker_dashboard_address") is None:
+            kwargs["worker_dashboard_address"] = _LOOPBACK_FREE_PORT
+        return kwargs
+    # Forked workers start with the forkserver's (maybe older) environment.
+    kwargs["env"] = {**os.environ, **kwargs.get("env", {})}
+    plugins = kwargs.get("plugins", ())
+    kwargs["plugins"] = {*plugins, _ExitWithoutFinalCollection()}
     return kwargs
 
 
