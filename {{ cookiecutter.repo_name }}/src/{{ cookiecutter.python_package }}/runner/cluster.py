@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import dask.config
+import dask.utils
 import distributed
 from distributed.core import Status
 
@@ -222,6 +223,19 @@ class WorkerWatch:
             list(names),
         )
         return sorted(repr(names[key]) for key in died)
+
+
+def workers_died(node_name: str, error: distributed.scheduler.KilledWorker) -> str:
+    """Why Dask gave up on a node whose workers kept dying under it."""
+    limit = "no memory_limit"  # the last dead worker's: a live one may not be there
+    if memory := error.last_worker.memory_limit:
+        limit = f"memory_limit {dask.utils.format_bytes(memory)} per worker"
+    return (
+        f"Kedro node '{node_name}' was running each time its Dask workers died "
+        f"({error}): it likely used more memory than a worker may ({limit}), or "
+        f"they could not import what it needs. Raise dask_client.memory_limit or "
+        f"lower threads_per_worker; the workers' logs say why each one stopped."
+    )
 
 
 @functools.cache

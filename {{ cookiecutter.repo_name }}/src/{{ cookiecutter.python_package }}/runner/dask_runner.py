@@ -24,9 +24,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import dask.config
-import dask.utils
 import distributed
-import kedro.framework.project as kedro_project
 from kedro.io import CatalogProtocol, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
@@ -39,13 +37,15 @@ from .cluster import (
     dask_client,
     prepare_local_cluster,
     where_workers_run,
+    workers_died,
 )
-from .errors import DaskRunError, DaskSetupError, error_chain
+from .errors import DaskRunError
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
 from .project_on_cluster import (
     check_workers_import,
     code_modules,
+    project_missing_on_scheduler,
     put_project_on_cluster,
 )
 from .recomputed_nodes import MarkRecomputed
@@ -241,15 +241,10 @@ class _Waiting:
         self._stop()
         if node is None:
             raise DaskRunError(self._scheduler_lost())
-        package = kedro_project.PACKAGE_NAME
-        if missing := _missing_project(error, package):
-            raise DaskSetupError(
-                f"The Dask scheduler cannot import the project package '{package}' "
-                f"({missing}). Set dask_client `upload_project: true` or "
-                f"`install_wheel: dist/<wheel>`."
-            ) from error
+        if setup_error := project_missing_on_scheduler(error):
+            raise setup_error from error
         if isinstance(error, distributed.scheduler.KilledWorker):
-            raise DaskRunError(_workers_died(node, error)) from error
+            raise DaskRunError(workers_died(node.name, error)) from error
         if sys.version_info >= (3, 11):
             error.add_note(f"Raised by Kedro node '{node.name}' on a Dask worker.")
         raise error.with_traceback(traceback)
@@ -274,29 +269,3 @@ def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)
         if model is None and not patterned and type(dataset) is MemoryDataset:
             model = dataset
-
-
-def _workers_died(node: Node, error: distributed.scheduler.KilledWorker) -> str:
-    limit = "no memory_limit"  # the last dead worker's: a live one may not be there
-    if memory := error.last_worker.memory_limit:
-        limit = f"memory_limit {dask.utils.format_bytes(memory)} per worker"
-    return (
-        f"Kedro node '{node.name}' was running each time its Dask workers died "
-        f"({error}): it likely used more memory than a worker may ({limit}), or "
-        f"they could not import what it needs. Raise dask_client.memory_limit or "
-        f"lower threads_per_worker; the workers' logs say why each one stopped."
-    )
-
-
-def _missing_project(
-    error: BaseException | None, package_name: str | None
-) -> ModuleNotFoundError | None:
-    """The project's import error behind the scheduler's RuntimeError on the task
-    graph. A node's own (a lazy import on a worker) is the node's error, as in Kedro."""
-    if not package_name or isinstance(error, ModuleNotFoundError):
-        return None
-    for link in error_chain(error):
-        if isinstance(link, ModuleNotFoundError):
-            if (link.name or "").split(".")[0] == package_name:
-                return link
-    return None

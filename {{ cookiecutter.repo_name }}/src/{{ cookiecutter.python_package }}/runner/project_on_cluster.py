@@ -29,7 +29,7 @@ from distributed.diagnostics.plugin import (
 from kedro.pipeline import Pipeline
 
 from .client_config import DaskClientConfig
-from .errors import DaskSetupError
+from .errors import DaskSetupError, error_chain
 from .run_setup import in_driver_process, this_process
 
 logger = logging.getLogger(__name__)
@@ -102,6 +102,24 @@ def check_workers_import(
             f"modules, set dask_client `upload_project: true` or "
             f"`install_wheel: dist/<wheel>`."
         )
+
+
+def project_missing_on_scheduler(error: BaseException | None) -> DaskSetupError | None:
+    """The error for a scheduler that failed to unpickle the task graph (a RuntimeError
+    from the project's import error). A node's own import error is the node's, as in
+    Kedro, and stays as it is."""
+    package = kedro_project.PACKAGE_NAME
+    if not package or isinstance(error, ModuleNotFoundError):
+        return None
+    for link in error_chain(error):
+        if isinstance(link, ModuleNotFoundError):
+            if (link.name or "").split(".")[0] == package:
+                return DaskSetupError(
+                    f"The Dask scheduler cannot import the project package "
+                    f"'{package}' ({link}). Set dask_client `upload_project: true` "
+                    f"or `install_wheel: dist/<wheel>`."
+                )
+    return None
 
 
 async def _not_importable(modules: list[str]) -> list[str]:
