@@ -5,9 +5,12 @@ stopped with a bounded wait (see `cli_cluster` and `run_command` in conftest).""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
+import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +35,7 @@ from .conftest import (
     refusal,
     render,
     run_bounded,
+    run_command,
 )
 from .shared import free_port, kill_group, wait_for
 
@@ -517,6 +521,64 @@ def test_a_scheduler_that_cannot_import_the_project_is_named(tmp_path: Path):
         )
         assert "upload_project: true" in message
         assert_cluster_intact_and_clean(running, worker_pids)
+
+
+def another_python() -> Path | None:
+    """An installed interpreter of another Python minor version than this one."""
+    minors = [minor for minor in (12, 13, 10) if minor != sys.version_info.minor]
+    for minor in minors:
+        found = sorted(Path.home().glob(f".pyenv/versions/3.{minor}.*/bin/python"))
+        if found or (found := [shutil.which(f"python3.{minor}")]) != [None]:
+            return Path(found[-1])
+    return None
+
+
+@pytest.fixture(scope="module")
+def cluster_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A virtual environment on another Python with this one's distributed, as a
+    cluster image built on another Python has."""
+    interpreter = another_python()
+    if interpreter is None:
+        pytest.skip("no Python of another minor version is installed here")
+    venv = tmp_path_factory.mktemp("cluster-python") / "venv"
+    made = run_command([str(interpreter), "-m", "venv", str(venv)], venv.parent)
+    assert made.returncode == 0, made.output
+    python = venv / "bin" / "python"
+    distributed_here = f"distributed=={importlib.metadata.version('distributed')}"
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--no-input"]
+    installed = run_command([*pip, distributed_here], venv.parent)
+    assert installed.returncode == 0, installed.output
+    return python
+
+
+def test_a_cluster_on_another_python_is_refused_before_anything_is_sent(
+    cluster_python: Path, tmp_path: Path
+):
+    """Dask only warns of a scheduler and workers on another Python; the runner's
+    plugins, sent as bytecode, crashed such workers (signal 11) and the run ended
+    in a CommClosedError traceback. It is refused, naming the versions, and the
+    cluster is left as it was."""
+    project = render(tmp_path / "project")
+    with cluster_without_project(tmp_path, python=cluster_python) as running:
+        worker_pids = running.worker_pids()
+        other = run_command(
+            [
+                str(cluster_python),
+                "-c",
+                "import platform; print(platform.python_version())",
+            ],
+            tmp_path,
+        ).output.strip()
+        message = refused_promptly(
+            project,
+            f"dask_client.address={running.address}",
+            "Error: The Dask cluster runs another Python than this machine's "
+            f"{sys.version_info.major}.{sys.version_info.minor}: the scheduler "
+            f"(Python {other}), tcp://127.0.0.1:",
+        )
+        assert message.count(f"(Python {other})") == 3, message
+        assert [process.poll() for process in running.processes] == [None] * 3
+        assert running.worker_pids() == worker_pids  # none crashed and restarted
 
 
 # --- 3. TLS --------------------------------------------------------------------

@@ -10,6 +10,7 @@ import importlib
 import ipaddress
 import logging
 import pydoc
+import sys
 import time
 import traceback
 import warnings
@@ -69,6 +70,8 @@ def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
                 client.worker_start_errors = errors
             opened.push(stop_workers_at_once_if_the_run_failed(cluster, client))
         _log_dashboard(client, cluster)
+        if not isinstance(cluster, distributed.LocalCluster):  # else this Python
+            check_same_python(client)
         opened.callback(held.__enter__)  # the first step out
         yield client
 
@@ -97,6 +100,30 @@ def where_workers_run(config: DaskClientConfig) -> str:
         return "anywhere"
     in_threads = config.cluster_kwargs.get("processes") is False
     return "this process" if in_threads else "this machine"
+
+
+def check_same_python(client: distributed.Client) -> None:
+    """Refuses a scheduler or workers on another Python version (Dask only warns):
+    the run's plugins travel as bytecode, which crashes another version's process."""
+    versions = client.get_versions()
+    found = {
+        "the scheduler": versions["scheduler"],
+        **dict(sorted(versions["workers"].items())),
+    }
+    here = [str(number) for number in sys.version_info[:2]]
+    others = [
+        f"{name} (Python {'.'.join(python.split('.')[:3])})"
+        for name, info in found.items()
+        if (python := info["host"]["python"]).split(".")[:2] != here
+    ]
+    if others:
+        raise DaskSetupError(
+            f"The Dask cluster runs another Python than this machine's "
+            f"{'.'.join(here)}: {', '.join(others[:3])}"
+            f"{' and more' if others[3:] else ''}. The runner sends its plugins as "
+            f"Python bytecode, which another Python version cannot load. Run the "
+            f"cluster on Python {'.'.join(here)}, or Kedro on the cluster's Python."
+        )
 
 
 def credentials_in_the_clear(
