@@ -32,12 +32,10 @@ from pluggy import PluginManager
 
 from .client_config import DaskClientConfig
 from .cluster import (
-    WorkerWatch,
     credentials_in_the_clear,
     dask_client,
     prepare_local_cluster,
     where_workers_run,
-    workers_died,
 )
 from .errors import DaskRunError
 from .log_forwarding import driver_logging_levels, forward_node_logs
@@ -54,6 +52,7 @@ from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
 from .worker_hooks import worker_hooks
+from .worker_watch import WorkerWatch, workers_died
 
 #: How often the waiting driver checks scheduler, workers and time limits.
 _POLL_SECONDS = 0.1

@@ -41,3 +41,8 @@ def unpicklable(obj: Any) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+def one_line(error: BaseException) -> str:
+    """``error`` as ``Type: message`` on one line, for a log line or a run's error."""
+    return " ".join(f"{type(error).__name__}: {error}".split())

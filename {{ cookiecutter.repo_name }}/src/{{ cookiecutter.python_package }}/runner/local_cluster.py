@@ -62,7 +62,7 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 def check_worker_memory(cluster: distributed.LocalCluster) -> None:
     """Refuses a memory_limit that a worker exceeds as it starts: its nanny restarts
     a worker over its memory budget, and the new one starts as large, for ever. (One
-    that starts paused, short of the budget, is ``WorkerWatch``'s to stop.)"""
+    that starts paused, short of the budget, is ``worker_watch``'s to stop.)"""
     nannies = [w for w in cluster.workers.values() if isinstance(w, distributed.Nanny)]
     managers = [nanny.memory_manager for nanny in nannies]
     budgets = [
