@@ -103,23 +103,23 @@ def check_same_python(client: distributed.Client) -> None:
     """Refuses a scheduler or workers on another Python version (Dask only warns):
     the run's plugins travel as bytecode, which crashes another version's process."""
     versions = client.get_versions()
-    found = {
-        "the scheduler": versions["scheduler"],
-        **dict(sorted(versions["workers"].items())),
-    }
-    here = [str(number) for number in sys.version_info[:2]]
+    found = [
+        ("the scheduler", versions["scheduler"]),
+        *sorted(versions["workers"].items()),
+    ]
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
     others = [
-        f"{name} (Python {'.'.join(python.split('.')[:3])})"
-        for name, info in found.items()
-        if (python := info["host"]["python"]).split(".")[:2] != here
+        f"{name} (Python {python.partition('.final')[0]})"
+        for name, info in found
+        if not (python := info["host"]["python"]).startswith(f"{here}.")
     ]
     if others:
         raise DaskSetupError(
-            f"The Dask cluster runs another Python than this machine's "
-            f"{'.'.join(here)}: {', '.join(others[:3])}"
-            f"{' and more' if others[3:] else ''}. The runner sends its plugins as "
-            f"Python bytecode, which another Python version cannot load. Run the "
-            f"cluster on Python {'.'.join(here)}, or Kedro on the cluster's Python."
+            f"The Dask cluster runs another Python than this machine's {here}: "
+            f"{', '.join(others[:3])}{' and more' if others[3:] else ''}. The runner "
+            f"sends its plugins as Python bytecode, which another Python version "
+            f"cannot load. Run the cluster on Python {here}, or Kedro on the "
+            f"cluster's Python."
         )
 
 
