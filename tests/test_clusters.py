@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -370,6 +371,28 @@ def test_changed_code_uploaded_again_is_what_the_cluster_runs(
     second = kedro(*RUN, "--pipelines=shouting", address, cwd=project)
     assert second.returncode == 0, second.output
     assert "Completed 1 out of 1 nodes: shout" in second.output
+
+
+def test_code_changed_back_is_what_the_cluster_runs(
+    workers_without_project, tmp_path: Path
+):
+    """Uploads stay on the workers, named by content: after code A, then B, the
+    workers hold both, B first. Running A again must run A, not B (it did: its
+    upload was skipped as already there), though nothing new is uploaded."""
+    running = workers_without_project
+    project = render(tmp_path / "project")
+    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    original, end = nodes.read_text(), "    return x_train, x_test, y_train, y_test\n"
+    assert end in original
+    address = f"--params=dask_client.address={running.address}"
+    ran = []
+    for version in ("A", "B", "A"):
+        marked = f'    logger.info("code version {version}")\n{end}'
+        nodes.write_text(original.replace(end, marked))
+        result = kedro(*RUN, "--nodes=split_data", address, cwd=project)
+        assert result.returncode == 0, result.output
+        ran.append(re.findall(r"code version (\w)", result.output))
+    assert ran == [["A"], ["B"], ["A"]]
 
 
 def test_workers_without_the_project_and_no_upload_fail_clearly(

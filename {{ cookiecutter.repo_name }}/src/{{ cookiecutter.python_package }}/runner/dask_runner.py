@@ -44,6 +44,7 @@ from .project_on_cluster import (
     check_workers_import,
     code_modules,
     project_missing_on_scheduler,
+    project_upload,
     put_project_on_cluster,
 )
 from .recomputed_nodes import MarkRecomputed
@@ -116,13 +117,15 @@ class DaskRunner(AbstractRunner):
         storage = None  # the local directories workers must see, if any
         if config.check_shared_storage and elsewhere:
             storage = SharedStorage.of(datasets)
+        upload = project_upload(config, elsewhere)
         run = RunContext(
             token=token,
             run_id=run_id,
             is_async=self._is_async,
-            prepared=hooks is not None or storage is not None,
+            prepared=hooks is not None or storage is not None or upload is not None,
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
+            archive=upload.archive if upload is not None else None,
         )
         graph = TaskGraph(pipeline, datasets, run)
         clock = NodeClock(graph.node_keys, config.tag_timeouts)
@@ -132,7 +135,7 @@ class DaskRunner(AbstractRunner):
             clock.running(client, token),
             workers_prepared(client, run, hook_manager, hooks, storage),
         ):
-            sent = put_project_on_cluster(client, config, elsewhere)
+            sent = put_project_on_cluster(client, config, upload)
             if elsewhere:  # workers on other machines may lack the run's code
                 plugins = hooks.modules if hooks is not None else frozenset()
                 modules = code_modules(pipeline, datasets) | plugins

@@ -44,6 +44,8 @@ class RunContext:
     logging_levels: dict[str, int]
     #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
+    #: The project archive the run uploads (``project_on_cluster``), if any.
+    archive: str | None = None
 
 
 @dataclass(frozen=True)

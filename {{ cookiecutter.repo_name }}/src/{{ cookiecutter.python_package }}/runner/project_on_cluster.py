@@ -15,6 +15,7 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,20 +31,41 @@ from kedro.pipeline import Pipeline
 
 from .client_config import DaskClientConfig
 from .errors import DaskSetupError, error_chain
-from .run_setup import in_driver_process, this_process
+from .run_setup import forget_package, import_first, this_process
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProjectUpload:
+    """The project's package as an archive named by its content."""
+
+    package: str
+    content: bytes
+
+    @property
+    def archive(self) -> str:
+        """The file name workers import the package from (``run_setup.import_first``)."""
+        return f"{_build_name(self.package, self.content)}.zip"
+
+
+def project_upload(config: DaskClientConfig, elsewhere: bool) -> ProjectUpload | None:
+    """What ``upload_project`` sends: by default only if workers may be on other
+    machines; never with ``install_wheel``."""
+    package = kedro_project.PACKAGE_NAME
+    upload = config.upload_project if config.upload_project is not None else elsewhere
+    if config.install_wheel or not upload or not package:
+        return None
+    return ProjectUpload(package, _zipped(package))
 
 
 def put_project_on_cluster(
     client: distributed.Client,
     config: DaskClientConfig,
-    elsewhere: bool,
+    upload: ProjectUpload | None,
 ) -> str | None:
-    """By default uploads the code only if workers may be on other machines; returns
-    the package put on the cluster, if any."""
-    package = kedro_project.PACKAGE_NAME
-    upload = config.upload_project if config.upload_project is not None else elsewhere
+    """Installs the wheel or uploads the package; returns the package put on the
+    cluster, if any."""
     driver = this_process()
     if config.install_wheel:
         wheel = Path(config.install_wheel)
@@ -61,16 +83,18 @@ def put_project_on_cluster(
                 f"{type(exc).__name__}: {exc}. dask_client.install_wheel needs pip "
                 f"and write access to the cluster's Python environment."
             ) from exc
-    elif upload and package:
-        content = _zipped(package)
-        build = _build_name(package, content)
-        logger.info("Uploading the %s package to the Dask cluster", package)
-        with tempfile.TemporaryDirectory() as folder:
-            archive = Path(folder, f"{build}.zip")
-            archive.write_bytes(content)
-            plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
-        _register(client, build, *plugins)
-    return package if config.install_wheel or upload else None
+        return kedro_project.PACKAGE_NAME
+    if upload is None:
+        return None
+    logger.info("Uploading the %s package to the Dask cluster", upload.package)
+    with tempfile.TemporaryDirectory() as folder:
+        archive = Path(folder, upload.archive)
+        archive.write_bytes(upload.content)
+        plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
+    _register(client, archive.stem, *plugins)
+    # Uploaded by an earlier run, it may sit behind a later build on the scheduler.
+    client.run_on_scheduler(import_first, upload.archive, driver)
+    return upload.package
 
 
 def code_modules(pipeline: Pipeline, datasets: Mapping[str, Any]) -> set[str]:
@@ -159,16 +183,6 @@ def _zipped(package: str) -> bytes:
     return buffer.getvalue()
 
 
-def _forget(build_file: str, driver: str) -> None:
-    """Makes the next import of the build's package (the name before its first "-")
-    read the new code (the driver's is new)."""
-    package = build_file.split("-", maxsplit=1)[0]
-    importlib.invalidate_caches()
-    if not in_driver_process(driver):
-        for name in [n for n in sys.modules if n.split(".")[0] == package]:
-            del sys.modules[name]
-
-
 class _ToWorkers(UploadFile):
     def __init__(self, path: Path, driver: str) -> None:
         super().__init__(str(path), load=True)
@@ -176,7 +190,7 @@ class _ToWorkers(UploadFile):
 
     async def setup(self, worker: distributed.Worker) -> None:
         await super().setup(worker)
-        _forget(self.filename, self.driver)
+        forget_package(self.filename, self.driver)
 
 
 class _ToScheduler(SchedulerUploadFile):
@@ -188,7 +202,7 @@ class _ToScheduler(SchedulerUploadFile):
 
     async def start(self, scheduler: distributed.Scheduler) -> None:
         await super().start(scheduler)
-        _forget(self.filename, self.driver)
+        forget_package(self.filename, self.driver)
 
 
 def _install(
@@ -204,7 +218,7 @@ def _install(
         if not done.exists():
             _pip_install(filename, content, requirements)
             done.touch()
-    _forget(filename, driver)
+    forget_package(filename, driver)
 
 
 def _pip_install(filename: str, content: bytes, requirements: bool) -> None:
