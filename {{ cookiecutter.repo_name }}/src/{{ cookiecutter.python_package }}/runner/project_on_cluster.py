@@ -42,11 +42,8 @@ class ProjectUpload:
 
     package: str
     content: bytes
-
-    @property
-    def archive(self) -> str:
-        """The file name workers import the package from (``run_setup.import_first``)."""
-        return f"{_build_name(self.package, self.content)}.zip"
+    #: The file name workers import the package from (``run_setup.import_first``).
+    archive: str
 
 
 def project_upload(config: DaskClientConfig, elsewhere: bool) -> ProjectUpload | None:
@@ -56,7 +53,8 @@ def project_upload(config: DaskClientConfig, elsewhere: bool) -> ProjectUpload |
     upload = config.upload_project if config.upload_project is not None else elsewhere
     if config.install_wheel or not upload or not package:
         return None
-    return ProjectUpload(package, _zipped(package))
+    content = _zipped(package)
+    return ProjectUpload(package, content, f"{_build_name(package, content)}.zip")
 
 
 def put_project_on_cluster(

@@ -112,6 +112,8 @@ def in_driver_process(driver_process: str) -> bool:
 def import_first(archive: str, driver_process: str) -> None:
     """Makes this process import the project from ``archive``, an upload on
     ``sys.path``, even where a later upload (other code) was put before it."""
+    if in_driver_process(driver_process):
+        return  # the driver runs its own files
     package = archive.split("-", maxsplit=1)[0]
     builds = [
         path
@@ -119,7 +121,7 @@ def import_first(archive: str, driver_process: str) -> None:
         if os.path.basename(path).startswith(f"{package}-") and path.endswith(".zip")
     ]
     ours = [path for path in builds if os.path.basename(path) == archive]
-    if ours and builds[0] != ours[0] and not in_driver_process(driver_process):
+    if ours and builds[0] != ours[0]:
         sys.path.remove(ours[0])
         sys.path.insert(0, ours[0])
         forget_package(archive, driver_process)
