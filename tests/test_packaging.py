@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import shutil
 import sys
 import sysconfig
@@ -265,3 +266,85 @@ def test_install_wheel_puts_the_project_on_workers_that_lack_it(
     assert "Completed 13 out of 13 nodes" in result.output
     assert len(data_files(project)) == EXAMPLE_OUTPUTS
     assert all(path.startswith(str(tmp_path / "cluster-venv")) for path in installed)
+
+
+def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
+    venv: Path, packaged: Path, tmp_path: Path
+):
+    """Builds stay installed-once per environment: after wheel A, then wheel B,
+    the cluster's environment holds B. A rollback to the very same A file must
+    run A again (it ran B: A's install was skipped as done before)."""
+    project = tmp_path / "iris-dask"
+    shutil.copytree(packaged, project)
+    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    original, end = nodes.read_text(), "    return x_train, x_test, y_train, y_test\n"
+    assert end in original
+    wheels = {}
+    for version in ("A", "B"):
+        marked = f'    logger.info("code version {version}")\n{end}'
+        nodes.write_text(original.replace(end, marked))
+        built = kedro_in(venv, "package", cwd=project)
+        assert built.returncode == 0, built.output
+        wheels[version] = project / "wheels" / version / wheel_of(project).name
+        wheels[version].parent.mkdir(parents=True)
+        shutil.copy(wheel_of(project), wheels[version])
+    python = layered_venv(venv, tmp_path / "cluster-venv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    ran = []
+    with cli_cluster(
+        tmp_path / "logs",
+        worker_env=ENV_WITHOUT_PROJECT,
+        worker_cwd=elsewhere,
+        python=python,
+    ) as cluster:
+        for version in ("A", "B", "A"):
+            wheel = wheels[version].relative_to(project)
+            result = kedro_in(
+                venv,
+                "run",
+                RUN_ON_DASK,
+                "--nodes=split_data",
+                f"--params=dask_client.address={cluster.address},"
+                f"dask_client.install_wheel={wheel}",
+                cwd=project,
+            )
+            assert result.returncode == 0, result.output
+            ran.append(re.findall(r"code version (\w)", result.output))
+    assert ran == [["A"], ["B"], ["A"]]
+
+
+def test_a_wheel_pip_cannot_install_fails_the_run_with_pips_error(
+    venv: Path, packaged: Path, tmp_path: Path
+):
+    """The install travels by value to a scheduler without the project: Dask's own
+    choice of pickler sent it by reference (the scheduler failed to unpickle it)
+    unless the wheel's bytes happened to hold ``__main__``, as kedro's do."""
+    project = tmp_path / "iris-dask"
+    shutil.copytree(packaged, project)
+    broken = wheel_of(project)
+    broken.write_bytes(b"not a zip archive")
+    python = layered_venv(venv, tmp_path / "cluster-venv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with cli_cluster(
+        tmp_path / "logs",
+        worker_env=ENV_WITHOUT_PROJECT,
+        worker_cwd=elsewhere,
+        scheduler_env=ENV_WITHOUT_PROJECT,
+        python=python,
+    ) as cluster:
+        result = kedro_in(
+            venv,
+            "run",
+            RUN_ON_DASK,
+            f"--params=dask_client.address={cluster.address},"
+            f"dask_client.install_wheel={broken.relative_to(project)}",
+            cwd=project,
+        )
+
+    message = refusal(result, f"Error: Could not install {broken.name} on the Dask")
+    assert f"RuntimeError: `pip install {broken.name}` failed in" in message
+    assert "is invalid" in message
+    assert "needs pip and write access" in message
+    assert not data_files(project)

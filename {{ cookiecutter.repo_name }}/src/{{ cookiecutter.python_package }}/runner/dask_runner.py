@@ -30,6 +30,7 @@ from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
 from pluggy import PluginManager
 
+from .builds import this_process
 from .client_config import DaskClientConfig
 from .cluster import (
     credentials_in_the_clear,
@@ -43,12 +44,12 @@ from .node_task import RunContext
 from .project_on_cluster import (
     check_workers_import,
     code_modules,
+    project_build,
     project_missing_on_scheduler,
-    project_upload,
     put_project_on_cluster,
 )
 from .recomputed_nodes import MarkRecomputed
-from .run_setup import this_process, workers_prepared
+from .run_setup import workers_prepared
 from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
@@ -117,15 +118,15 @@ class DaskRunner(AbstractRunner):
         storage = None  # the local directories workers must see, if any
         if config.check_shared_storage and elsewhere:
             storage = SharedStorage.of(datasets)
-        upload = project_upload(config, elsewhere)
+        build = project_build(config, elsewhere)
         run = RunContext(
             token=token,
             run_id=run_id,
             is_async=self._is_async,
-            prepared=hooks is not None or storage is not None or upload is not None,
+            prepared=hooks is not None or storage is not None or build is not None,
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
-            archive=upload.archive if upload is not None else None,
+            build_file=build.file if build is not None else None,
         )
         graph = TaskGraph(pipeline, datasets, run)
         clock = NodeClock(graph.node_keys, config.tag_timeouts)
@@ -135,11 +136,12 @@ class DaskRunner(AbstractRunner):
             clock.running(client, token),
             workers_prepared(client, run, hook_manager, hooks, storage),
         ):
-            sent = put_project_on_cluster(client, config, upload)
+            if build is not None:
+                put_project_on_cluster(client, build)
             if elsewhere:  # workers on other machines may lack the run's code
                 plugins = hooks.modules if hooks is not None else frozenset()
                 modules = code_modules(pipeline, datasets) | plugins
-                check_workers_import(client, modules, sent)
+                check_workers_import(client, modules, build)
             if hooks is not None or graph.saves_datasets:  # else nothing to guard
                 client.register_plugin(MarkRecomputed())
             if warning := credentials_in_the_clear(datasets, client):

@@ -20,12 +20,13 @@ from kedro.io import (
 from kedro.pipeline.node import Node
 from kedro.runner import Task
 
+from .builds import in_driver_process
 from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
 from .errors import error_chain, unpicklable
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marks
-from .run_setup import hooks_here, in_driver_process
+from .run_setup import hooks_here
 from .worker_hooks import mlflow_runs_left_open
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,8 @@ class RunContext:
     logging_levels: dict[str, int]
     #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
-    #: The project archive the run uploads (``project_on_cluster``), if any.
-    archive: str | None = None
+    #: The project build the run puts on the cluster (``builds``), if any.
+    build_file: str | None = None
 
 
 @dataclass(frozen=True)

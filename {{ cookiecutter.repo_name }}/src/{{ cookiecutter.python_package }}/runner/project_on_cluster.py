@@ -1,6 +1,6 @@
-"""Puts the project's code on the scheduler and workers, late joiners too; builds are
-named by content, so a run never replaces code another imports. Pickled by value (the
-cluster lacks the project): uses only stdlib, distributed and ``run_setup``."""
+"""Puts the project's code on the scheduler and workers, late joiners too, as builds
+(``builds``). Pickled by value (the cluster lacks the project): uses only stdlib,
+distributed and ``builds``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import hashlib
 import importlib
 import io
 import logging
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -29,70 +28,74 @@ from distributed.diagnostics.plugin import (
 )
 from kedro.pipeline import Pipeline
 
+from .builds import forget_package, install_wheel, this_process, use_build
 from .client_config import DaskClientConfig
-from .errors import DaskSetupError, error_chain
-from .run_setup import forget_package, import_first, this_process
+from .errors import DaskSetupError, error_chain, one_line
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class ProjectUpload:
-    """The project's package as an archive named by its content."""
+class ProjectBuild:
+    """The project's code a run puts on the cluster, named by its content."""
 
     package: str
     content: bytes
-    #: The file name workers import the package from (``run_setup.import_first``).
-    archive: str
+    #: ``<package>-<hash>.zip`` (uploaded), or ``<wheel's stem>-<hash>.whl``.
+    file: str
+    #: The wheel's own file name, for pip; None for an upload.
+    wheel: str | None = None
+    install_requirements: bool = False
 
 
-def project_upload(config: DaskClientConfig, elsewhere: bool) -> ProjectUpload | None:
-    """What ``upload_project`` sends: by default only if workers may be on other
-    machines; never with ``install_wheel``."""
+def project_build(config: DaskClientConfig, elsewhere: bool) -> ProjectBuild | None:
+    """The wheel to install, or else the package to upload: by default only if
+    workers may be on other machines."""
     package = kedro_project.PACKAGE_NAME
-    upload = config.upload_project if config.upload_project is not None else elsewhere
-    if config.install_wheel or not upload or not package:
-        return None
-    content = _zipped(package)
-    return ProjectUpload(package, content, f"{_build_name(package, content)}.zip")
-
-
-def put_project_on_cluster(
-    client: distributed.Client,
-    config: DaskClientConfig,
-    upload: ProjectUpload | None,
-) -> str | None:
-    """Installs the wheel or uploads the package; returns the package put on the
-    cluster, if any."""
-    driver = this_process()
     if config.install_wheel:
         wheel = Path(config.install_wheel)
         content = wheel.read_bytes()
-        build = _build_name(wheel.stem, content)
-        install = functools.partial(
-            _install, wheel.name, content, build, config.install_requirements, driver
+        file = f"{_build_name(wheel.stem, content)}.whl"
+        return ProjectBuild(
+            package, content, file, wheel.name, config.install_requirements
         )
-        logger.info("Installing %s on the Dask cluster", wheel.name)
+    upload = config.upload_project if config.upload_project is not None else elsewhere
+    if not upload or not package:
+        return None
+    content = _zipped(package)
+    return ProjectBuild(package, content, f"{_build_name(package, content)}.zip")
+
+
+def put_project_on_cluster(client: distributed.Client, build: ProjectBuild) -> None:
+    """Installs the wheel or uploads the package (each build once per cluster), and
+    makes the scheduler import it (``RunSetup`` does on workers)."""
+    driver, name = this_process(), Path(build.file).stem
+    if build.wheel is not None:
+        install = functools.partial(
+            install_wheel,
+            build.wheel,
+            build.content,
+            name,
+            build.install_requirements,
+            driver,
+        )
+        logger.info("Installing %s on the Dask cluster", build.wheel)
         try:
-            _register(client, build, InstallPlugin(install, False))
+            _register(client, name, _Install(install, False))
         except Exception as exc:
             raise DaskSetupError(
-                f"Could not install {wheel.name} on the Dask cluster: "
-                f"{type(exc).__name__}: {exc}. dask_client.install_wheel needs pip "
+                f"Could not install {build.wheel} on the Dask cluster: "
+                f"{one_line(exc).rstrip('.')}. dask_client.install_wheel needs pip "
                 f"and write access to the cluster's Python environment."
             ) from exc
-        return kedro_project.PACKAGE_NAME
-    if upload is None:
-        return None
-    logger.info("Uploading the %s package to the Dask cluster", upload.package)
-    with tempfile.TemporaryDirectory() as folder:
-        archive = Path(folder, upload.archive)
-        archive.write_bytes(upload.content)
-        plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
-    _register(client, archive.stem, *plugins)
-    # Uploaded by an earlier run, it may sit behind a later build on the scheduler.
-    client.run_on_scheduler(import_first, upload.archive, driver)
-    return upload.package
+    else:
+        logger.info("Uploading the %s package to the Dask cluster", build.package)
+        with tempfile.TemporaryDirectory() as folder:
+            archive = Path(folder, build.file)
+            archive.write_bytes(build.content)
+            plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
+        _register(client, name, *plugins)
+    client.run_on_scheduler(use_build, build.file, driver)
 
 
 def code_modules(pipeline: Pipeline, datasets: Mapping[str, Any]) -> set[str]:
@@ -102,11 +105,12 @@ def code_modules(pipeline: Pipeline, datasets: Mapping[str, Any]) -> set[str]:
 
 
 def check_workers_import(
-    client: distributed.Client, modules: Iterable[str], sent: str | None
+    client: distributed.Client, modules: Iterable[str], build: ProjectBuild | None
 ) -> None:
     """Refuses a run whose code a worker cannot import: distributed closes a worker
-    that cannot unpickle a task. Skips the ``sent`` package, which a concurrent
+    that cannot unpickle a task. Skips the ``build``'s package, which a concurrent
     run's same (idempotent, so not awaited) upload may still set up."""
+    sent = build.package if build is not None else None
     # Code of ``__main__`` or unimported modules goes by value; workers import the rest.
     by_reference = sorted(
         name
@@ -181,6 +185,11 @@ def _zipped(package: str) -> bytes:
     return buffer.getvalue()
 
 
+class _Install(InstallPlugin):
+    """Of this module, so Dask pickles it by value, as the cluster lacks the project
+    (it does for ``InstallPlugin`` only when the bytes hold ``__main__``)."""
+
+
 class _ToWorkers(UploadFile):
     def __init__(self, path: Path, driver: str) -> None:
         super().__init__(str(path), load=True)
@@ -201,40 +210,6 @@ class _ToScheduler(SchedulerUploadFile):
     async def start(self, scheduler: distributed.Scheduler) -> None:
         await super().start(scheduler)
         forget_package(self.filename, self.driver)
-
-
-def _install(
-    filename: str, content: bytes, build: str, requirements: bool, driver: str
-) -> None:
-    """Installs a build once, locked against processes sharing the environment."""
-    import fcntl  # noqa: PLC0415 (POSIX: on the cluster, not on Windows)
-
-    done = Path(sys.prefix, ".kedro-dask-wheels", build)
-    done.parent.mkdir(exist_ok=True)
-    with open(done.parent / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not done.exists():
-            _pip_install(filename, content, requirements)
-            done.touch()
-    forget_package(filename, driver)
-
-
-def _pip_install(filename: str, content: bytes, requirements: bool) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        wheel = Path(folder, filename)
-        wheel.write_bytes(content)
-        pip = [sys.executable, "-m", "pip", "install", "--no-input", "--quiet"]
-        pip += ["--disable-pip-version-check"]
-        # Same name and version may hold new code: reinstall it, then add deps.
-        steps = [[*pip, "--force-reinstall", "--no-deps", str(wheel)]]
-        steps += [[*pip, str(wheel)]] if requirements else []
-        for step in steps:
-            done = subprocess.run(step, capture_output=True, text=True, check=False)
-            if done.returncode != 0:
-                raise RuntimeError(
-                    f"`pip install {filename}` failed in {sys.executable} "
-                    f"(exit {done.returncode}): {done.stderr.strip()[-2000:]}"
-                )
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

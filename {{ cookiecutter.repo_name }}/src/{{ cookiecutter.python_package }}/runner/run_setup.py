@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import sys
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +16,7 @@ import cloudpickle
 import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from .builds import in_driver_process, use_build
 from .errors import DaskRunError, DaskSetupError
 from .shared_storage import SharedStorage
 from .worker_hooks import (
@@ -38,15 +37,15 @@ class RunSetup(WorkerPlugin):
         environment: dict[str, str | None],
         storage: SharedStorage | None,
         driver_process: str,
-        archive: str | None,
+        build_file: str | None,
     ) -> None:
         #: The driver's plugins with node or dataset hooks, pickled.
         self.plugins = plugins
         self.environment = environment
         self.storage = storage
         self.driver_process = driver_process
-        #: The project archive the run uploaded, which its nodes must import.
-        self.archive = archive
+        #: The project build the run put on the cluster, which its nodes must import.
+        self.build_file = build_file
         #: The copies of the plugins, made by this worker's first node of the run.
         self.hooks_on_worker: Any = None
         #: Run directories this worker does not see: nodes using them stop the run.
@@ -62,8 +61,8 @@ class RunSetup(WorkerPlugin):
     async def setup(self, worker: distributed.Worker) -> None:
         """Never raises: that would fail the start of a worker that joins later."""
         try:
-            if self.archive is not None:
-                import_first(self.archive, self.driver_process)
+            if self.build_file is not None:
+                use_build(self.build_file, self.driver_process)
             if not in_driver_process(self.driver_process):
                 self._saved = set_environment(self.environment)
             if self.storage is not None:  # off the event loop: a mount may be slow
@@ -91,50 +90,6 @@ def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None
         else:
             os.environ[name] = value
     return saved
-
-
-#: On ``sys``: never sent by value, and outlives a module reload (``%reload_kedro``).
-_NAME_ON_SYS = "_kedro_dask_process_name"
-
-
-def this_process() -> str:
-    """Unique per process: a fork copies the name on ``sys`` but not the process id."""
-    name = getattr(sys, _NAME_ON_SYS, None)
-    name = name or vars(sys).setdefault(_NAME_ON_SYS, uuid.uuid4().hex)
-    return f"{name}:{os.getpid()}"
-
-
-def in_driver_process(driver_process: str) -> bool:
-    """Whether this is the driver's process: its workers share modules and plugins."""
-    return this_process() == driver_process
-
-
-def import_first(archive: str, driver_process: str) -> None:
-    """Makes this process import the project from ``archive``, an upload on
-    ``sys.path``, even where a later upload (other code) was put before it."""
-    if in_driver_process(driver_process):
-        return  # the driver runs its own files
-    package = archive.split("-", maxsplit=1)[0]
-    builds = [
-        path
-        for path in sys.path
-        if os.path.basename(path).startswith(f"{package}-") and path.endswith(".zip")
-    ]
-    ours = [path for path in builds if os.path.basename(path) == archive]
-    if ours and builds[0] != ours[0]:
-        sys.path.remove(ours[0])
-        sys.path.insert(0, ours[0])
-        forget_package(archive, driver_process)
-
-
-def forget_package(build_file: str, driver_process: str) -> None:
-    """Makes the next import of the build's package (the name before its first "-")
-    read the build now first on ``sys.path`` (the driver's own code is current)."""
-    package = build_file.split("-", maxsplit=1)[0]
-    importlib.invalidate_caches()
-    if not in_driver_process(driver_process):
-        for name in [n for n in sys.modules if n.split(".")[0] == package]:
-            del sys.modules[name]
 
 
 def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:
@@ -193,7 +148,11 @@ def workers_prepared(
         with storage.marked(token) if storage else contextlib.nullcontext() as marked:
             if run.prepared:
                 setup = RunSetup(
-                    plugins, dict(environment), marked, run.driver_process, run.archive
+                    plugins,
+                    dict(environment),
+                    marked,
+                    run.driver_process,
+                    run.build_file,
                 )
                 client.register_plugin(setup, name=name)
             unseen = client.run(_unseen, token) if marked is not None else {}
