@@ -38,7 +38,8 @@ from .conftest import (
     run_bounded,
     run_command,
 )
-from .shared import free_port, kill_group, wait_for
+from .faults import finish, started_kedro
+from .shared import free_port, kill_group, tail, wait_for
 
 RUN = ("run", f"--runner={DASK_RUNNER}")
 
@@ -393,6 +394,66 @@ def test_code_changed_back_is_what_the_cluster_runs(
         assert result.returncode == 0, result.output
         ran.append(re.findall(r"code version (\w)", result.output))
     assert ran == [["A"], ["B"], ["A"]]
+
+
+def test_a_run_of_other_code_waits_for_the_run_under_way(
+    workers_without_project, tmp_path: Path
+):
+    """Workers import one build of the project at a time: a run uploading other
+    code while another runs would switch that run's code under it. It is refused
+    before it sends anything; the run under way finishes on its own code, and then
+    the other code runs."""
+    running = workers_without_project
+    project = render(tmp_path / "project")
+    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    original, end = nodes.read_text(), "    return x_train, x_test, y_train, y_test\n"
+    release = tmp_path / "release"
+    waits = (
+        f"    while not __import__('pathlib').Path({str(release)!r}).exists():\n"
+        f"        __import__('time').sleep(0.05)\n"
+    )
+    address = f"--params=dask_client.address={running.address}"
+    nodes.write_text(original.replace(end, f'{waits}    logger.info("code A")\n{end}'))
+    with started_kedro(
+        project, *RUN, "--nodes=split_data", address, log=tmp_path / "a.log"
+    ) as first:
+        wait_for(
+            lambda: "Running node: split_data" in (tmp_path / "a.log").read_text(),
+            120,
+            "run A's node to start",
+            details=lambda: tail(tmp_path / "a.log"),
+        )
+        nodes.write_text(original.replace(end, f'    logger.info("code B")\n{end}'))
+        refused = kedro(*RUN, "--nodes=split_data", address, cwd=project)
+        release.touch()
+        first_exit = finish(first, 120, tmp_path / "a.log")
+    second = kedro(*RUN, "--nodes=split_data", address, cwd=project)
+    # A driver killed mid-run cannot withdraw its claim: its closed client voids it.
+    release.unlink()
+    nodes.write_text(original.replace(end, f'{waits}    logger.info("code A")\n{end}'))
+    with started_kedro(
+        project, *RUN, "--nodes=split_data", address, log=tmp_path / "killed.log"
+    ) as killed:
+        wait_for(
+            lambda: "Running node: split_data" in (tmp_path / "killed.log").read_text(),
+            120,
+            "the killed run's node to start",
+            details=lambda: tail(tmp_path / "killed.log"),
+        )
+        kill_group(killed)
+    nodes.write_text(original.replace(end, f'    logger.info("code B")\n{end}'))
+    after_kill = kedro(*RUN, "--nodes=split_data", address, cwd=project)
+    release.touch()  # ends the killed run's node, which its worker still runs
+
+    message = refusal(refused, "Error: Another Kedro run is under way on this Dask")
+    assert f"with other code of {PACKAGE} ({PACKAGE}-" in message
+    assert "code B" not in refused.output
+    assert first_exit == 0, tail(tmp_path / "a.log")
+    assert "code A" in (tmp_path / "a.log").read_text()
+    assert second.returncode == 0, second.output
+    assert "code B" in second.output
+    assert after_kill.returncode == 0, after_kill.output
+    assert "code B" in after_kill.output
 
 
 def test_workers_without_the_project_and_no_upload_fail_clearly(

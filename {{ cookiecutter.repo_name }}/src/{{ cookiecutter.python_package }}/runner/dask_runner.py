@@ -42,6 +42,7 @@ from .errors import DaskRunError
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
 from .project_on_cluster import (
+    build_claimed,
     check_workers_import,
     code_modules,
     project_build,
@@ -134,6 +135,7 @@ class DaskRunner(AbstractRunner):
             dask_client(config) as client,
             forward_node_logs(client, token),
             clock.running(client, token),
+            build_claimed(client, build, token),
             workers_prepared(client, run, hook_manager, hooks, storage),
         ):
             if build is not None:

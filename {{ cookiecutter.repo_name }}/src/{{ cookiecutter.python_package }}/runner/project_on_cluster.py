@@ -13,7 +13,8 @@ import logging
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,32 @@ def put_project_on_cluster(client: distributed.Client, build: ProjectBuild) -> N
     client.run_on_scheduler(use_build, build.file, driver)
 
 
+@contextmanager
+def build_claimed(
+    client: distributed.Client, build: ProjectBuild | None, token: str
+) -> Iterator[None]:
+    """Refuses a run while another of a different build of the project is under way
+    on the cluster: a process imports one build of a package at a time, so both
+    would run a mix of the two."""
+    if build is None:
+        yield
+        return
+    claim = (build.package, build.file, client.id)
+    if other := client.run_on_scheduler(_claim, token, claim):
+        raise DaskSetupError(
+            f"Another Kedro run is under way on this Dask cluster with other code of "
+            f"{build.package} ({other}; this run's is {build.file}). A process "
+            f"imports one version of a package at a time, so both runs would run a "
+            f"mix of the two. Run once it has finished, or on a cluster of your own."
+        )
+    try:
+        yield
+    finally:
+        if client.status == "running":
+            with suppress(Exception):  # not over the run's own error
+                client.run_on_scheduler(_unclaim, token)
+
+
 def code_modules(pipeline: Pipeline, datasets: Mapping[str, Any]) -> set[str]:
     """The modules of the nodes' functions and of the datasets' classes."""
     code = [*(node.func for node in pipeline.nodes), *map(type, datasets.values())]
@@ -161,6 +188,25 @@ async def _not_importable(modules: list[str]) -> list[str]:
         return found
 
     return await asyncio.to_thread(problems)
+
+
+def _claim(
+    token: str, claim: tuple[str, str, str], dask_scheduler: distributed.Scheduler
+) -> str | None:
+    """On the scheduler (one call at a time): records the run's build, or returns
+    another's of the same package, of a run whose client is still connected."""
+    claims = vars(dask_scheduler).setdefault("_kedro_dask_builds", {})
+    for other, (package, file, client) in list(claims.items()):
+        if client not in dask_scheduler.clients:  # its driver went without a word
+            del claims[other]
+        elif package == claim[0] and file != claim[1]:
+            return file
+    claims[token] = claim
+    return None
+
+
+def _unclaim(token: str, dask_scheduler: distributed.Scheduler) -> None:
+    vars(dask_scheduler).get("_kedro_dask_builds", {}).pop(token, None)
 
 
 def _build_name(stem: str, content: bytes) -> str:
