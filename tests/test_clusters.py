@@ -396,6 +396,58 @@ def test_code_changed_back_is_what_the_cluster_runs(
     assert ran == [["A"], ["B"], ["A"]]
 
 
+def workers_of(cluster: CliCluster) -> dict[str, Any]:
+    with cluster.client() as client:
+        return client.scheduler_info(n_workers=-1)["workers"]
+
+
+def test_a_worker_joining_a_run_of_earlier_code_runs_that_code(tmp_path: Path):
+    """A worker that joins gets every upload the cluster holds, in the order they
+    came (A, then B), then the run's own choice: a run of A after B runs A on it."""
+    project = render(tmp_path / "project")
+    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    original, end = nodes.read_text(), "    return x_train, x_test, y_train, y_test\n"
+    finished = []
+    with cluster_without_project(tmp_path, n_workers=1) as running:
+        address = f"--params=dask_client.address={running.address}"
+        for version in ("A", "B", "A"):
+            nodes.write_text(
+                original.replace(
+                    end, f'    logger.info("code version {version}")\n{end}'
+                )
+            )
+            if len(finished) == 2:  # the worker that ran A and B goes
+                kill_group(running.processes[1])
+                wait_for(lambda: not workers_of(running), 30, "the worker to go")
+            run = threading.Thread(
+                target=lambda: finished.append(
+                    kedro(*RUN, "--nodes=split_data", address, cwd=project)
+                )
+            )
+            run.start()
+            if len(finished) == 2:
+                with (tmp_path / "logs" / "late-worker.log").open("w") as log:
+                    wait_for(lambda: task_counts_by_prefix(running), 60, "the tasks")
+                    late = subprocess.Popen(
+                        [str(BIN / "dask"), "worker", running.address]
+                        + ["--host=127.0.0.1", "--nthreads=1", "--no-dashboard"],
+                        env=ENV_WITHOUT_PROJECT,
+                        cwd=tmp_path / "elsewhere",
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                    try:
+                        run.join(timeout=150)
+                    finally:
+                        kill_group(late)
+            run.join(timeout=150)
+    for result in finished:
+        assert result.returncode == 0, result.output
+    ran = [re.findall(r"code version (\w)", result.output) for result in finished]
+    assert ran == [["A"], ["B"], ["A"]]
+
+
 def test_a_run_of_other_code_waits_for_the_run_under_way(
     workers_without_project, tmp_path: Path
 ):

@@ -42,12 +42,11 @@ from .errors import DaskRunError
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
 from .project_on_cluster import (
-    build_claimed,
+    build_running,
     check_workers_import,
     code_modules,
     project_build,
     project_missing_on_scheduler,
-    put_project_on_cluster,
 )
 from .recomputed_nodes import MarkRecomputed
 from .run_setup import workers_prepared
@@ -124,10 +123,9 @@ class DaskRunner(AbstractRunner):
             token=token,
             run_id=run_id,
             is_async=self._is_async,
-            prepared=hooks is not None or storage is not None or build is not None,
+            prepared=hooks is not None or storage is not None,
             logging_levels=driver_logging_levels(),
             driver_process=this_process(),
-            build_file=build.file if build is not None else None,
         )
         graph = TaskGraph(pipeline, datasets, run)
         clock = NodeClock(graph.node_keys, config.tag_timeouts)
@@ -135,11 +133,9 @@ class DaskRunner(AbstractRunner):
             dask_client(config) as client,
             forward_node_logs(client, token),
             clock.running(client, token),
-            build_claimed(client, build, token),
+            build_running(client, build, token),
             workers_prepared(client, run, hook_manager, hooks, storage),
         ):
-            if build is not None:
-                put_project_on_cluster(client, build)
             if elsewhere:  # workers on other machines may lack the run's code
                 plugins = hooks.modules if hooks is not None else frozenset()
                 modules = code_modules(pipeline, datasets) | plugins

@@ -45,8 +45,6 @@ class RunContext:
     logging_levels: dict[str, int]
     #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
-    #: The project build the run puts on the cluster (``builds``), if any.
-    build_file: str | None = None
 
 
 @dataclass(frozen=True)

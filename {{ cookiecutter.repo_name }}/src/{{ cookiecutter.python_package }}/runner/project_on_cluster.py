@@ -26,6 +26,7 @@ from distributed.diagnostics.plugin import (
     InstallPlugin,
     SchedulerUploadFile,
     UploadFile,
+    WorkerPlugin,
 )
 from kedro.pipeline import Pipeline
 
@@ -67,45 +68,13 @@ def project_build(config: DaskClientConfig, elsewhere: bool) -> ProjectBuild | N
     return ProjectBuild(package, content, f"{_build_name(package, content)}.zip")
 
 
-def put_project_on_cluster(client: distributed.Client, build: ProjectBuild) -> None:
-    """Installs the wheel or uploads the package (each build once per cluster), and
-    makes the scheduler import it (``RunSetup`` does on workers)."""
-    driver, name = this_process(), Path(build.file).stem
-    if build.wheel is not None:
-        install = functools.partial(
-            install_wheel,
-            build.wheel,
-            build.content,
-            name,
-            build.install_requirements,
-            driver,
-        )
-        logger.info("Installing %s on the Dask cluster", build.wheel)
-        try:
-            _register(client, name, _Install(install, False))
-        except Exception as exc:
-            raise DaskSetupError(
-                f"Could not install {build.wheel} on the Dask cluster: "
-                f"{one_line(exc).rstrip('.')}. dask_client.install_wheel needs pip "
-                f"and write access to the cluster's Python environment."
-            ) from exc
-    else:
-        logger.info("Uploading the %s package to the Dask cluster", build.package)
-        with tempfile.TemporaryDirectory() as folder:
-            archive = Path(folder, build.file)
-            archive.write_bytes(build.content)
-            plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
-        _register(client, name, *plugins)
-    client.run_on_scheduler(use_build, build.file, driver)
-
-
 @contextmanager
-def build_claimed(
+def build_running(
     client: distributed.Client, build: ProjectBuild | None, token: str
 ) -> Iterator[None]:
-    """Refuses a run while another of a different build of the project is under way
-    on the cluster: a process imports one build of a package at a time, so both
-    would run a mix of the two."""
+    """Puts the run's build on the cluster (once per cluster) and makes every process
+    import it for the run, late joiners too. Refused while a run of another build is
+    under way: a process imports one build of a package at a time."""
     if build is None:
         yield
         return
@@ -117,12 +86,52 @@ def build_claimed(
             f"imports one version of a package at a time, so both runs would run a "
             f"mix of the two. Run once it has finished, or on a cluster of your own."
         )
+    name = f"kedro-build-{token}"
     try:
+        _put(client, build, name)
         yield
     finally:
         if client.status == "running":
             with suppress(Exception):  # not over the run's own error
+                client.unregister_worker_plugin(name)
+            with suppress(Exception):
                 client.run_on_scheduler(_unclaim, token)
+
+
+def _put(client: distributed.Client, build: ProjectBuild, name: str) -> None:
+    driver, stem = this_process(), Path(build.file).stem
+    if build.wheel is not None:
+        install = functools.partial(
+            install_wheel,
+            build.wheel,
+            build.content,
+            stem,
+            build.install_requirements,
+            driver,
+        )
+        logger.info("Installing %s on the Dask cluster", build.wheel)
+        plugins: tuple[Any, ...] = (_Install(install, False),)
+    else:
+        logger.info("Uploading the %s package to the Dask cluster", build.package)
+        with tempfile.TemporaryDirectory() as folder:
+            archive = Path(folder, build.file)
+            archive.write_bytes(build.content)
+            plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
+    try:
+        for plugin in plugins:
+            plugin.idempotent = True
+            client.register_plugin(plugin, name=stem)
+        # Registered after the build's: what a later worker runs for this run.
+        client.register_plugin(_UseBuild(build.file, driver), name=name)
+        client.run_on_scheduler(use_build, build.file, driver)
+    except Exception as exc:
+        if build.wheel is None:
+            raise
+        raise DaskSetupError(
+            f"Could not install {build.wheel} on the Dask cluster: "
+            f"{one_line(exc).rstrip('.')}. dask_client.install_wheel needs pip "
+            f"and write access to the cluster's Python environment."
+        ) from exc
 
 
 def code_modules(pipeline: Pipeline, datasets: Mapping[str, Any]) -> set[str]:
@@ -213,12 +222,6 @@ def _build_name(stem: str, content: bytes) -> str:
     return f"{stem}-{hashlib.sha256(content).hexdigest()[:16]}"
 
 
-def _register(client: distributed.Client, build: str, *plugins: Any) -> None:
-    for plugin in plugins:
-        plugin.idempotent = True
-        client.register_plugin(plugin, name=build)
-
-
 def _zipped(package: str) -> bytes:
     """The package's files, with fixed times: the same code, the same archive."""
     folder = Path(importlib.import_module(package).__file__ or "").parent
@@ -229,6 +232,16 @@ def _zipped(package: str) -> bytes:
                 info = zipfile.ZipInfo(path.relative_to(folder.parent).as_posix())
                 zipped.writestr(info, path.read_bytes(), zipfile.ZIP_DEFLATED)
     return buffer.getvalue()
+
+
+class _UseBuild(WorkerPlugin):
+    """Not ``RunSetup``'s job: a worker's nodes must not wait for it to reinstall."""
+
+    def __init__(self, build_file: str, driver: str) -> None:
+        self.build_file, self.driver = build_file, driver
+
+    def setup(self, worker: distributed.Worker) -> None:
+        use_build(self.build_file, self.driver)
 
 
 class _Install(InstallPlugin):

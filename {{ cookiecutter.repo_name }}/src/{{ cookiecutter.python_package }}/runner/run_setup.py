@@ -16,7 +16,7 @@ import cloudpickle
 import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
-from .builds import in_driver_process, use_build
+from .builds import in_driver_process
 from .errors import DaskRunError, DaskSetupError
 from .shared_storage import SharedStorage
 from .worker_hooks import (
@@ -37,15 +37,12 @@ class RunSetup(WorkerPlugin):
         environment: dict[str, str | None],
         storage: SharedStorage | None,
         driver_process: str,
-        build_file: str | None,
     ) -> None:
         #: The driver's plugins with node or dataset hooks, pickled.
         self.plugins = plugins
         self.environment = environment
         self.storage = storage
         self.driver_process = driver_process
-        #: The project build the run put on the cluster, which its nodes must import.
-        self.build_file = build_file
         #: The copies of the plugins, made by this worker's first node of the run.
         self.hooks_on_worker: Any = None
         #: Run directories this worker does not see: nodes using them stop the run.
@@ -61,8 +58,6 @@ class RunSetup(WorkerPlugin):
     async def setup(self, worker: distributed.Worker) -> None:
         """Never raises: that would fail the start of a worker that joins later."""
         try:
-            if self.build_file is not None:
-                use_build(self.build_file, self.driver_process)
             if not in_driver_process(self.driver_process):
                 self._saved = set_environment(self.environment)
             if self.storage is not None:  # off the event loop: a mount may be slow
@@ -147,13 +142,7 @@ def workers_prepared(
     try:
         with storage.marked(token) if storage else contextlib.nullcontext() as marked:
             if run.prepared:
-                setup = RunSetup(
-                    plugins,
-                    dict(environment),
-                    marked,
-                    run.driver_process,
-                    run.build_file,
-                )
+                setup = RunSetup(plugins, dict(environment), marked, run.driver_process)
                 client.register_plugin(setup, name=name)
             unseen = client.run(_unseen, token) if marked is not None else {}
             if unseen := {w: folders for w, folders in unseen.items() if folders}:
