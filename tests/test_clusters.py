@@ -5,6 +5,7 @@ stopped with a bounded wait (see `cli_cluster` and `run_command` in conftest).""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import importlib.util
 import os
@@ -396,6 +397,27 @@ def test_code_changed_back_is_what_the_cluster_runs(
     assert ran == [["A"], ["B"], ["A"]]
 
 
+@contextlib.contextmanager
+def worker_joining(cluster: CliCluster, tmp_path: Path) -> Iterator[None]:
+    """Once the run's tasks reach the scheduler, a `dask worker` without the project
+    joins (in ``tmp_path / "elsewhere"``), killed on the way out."""
+    with (tmp_path / "logs" / "late-worker.log").open("w") as log:
+        wait_for(lambda: task_counts_by_prefix(cluster), 60, "the run's tasks")
+        late = subprocess.Popen(
+            [str(BIN / "dask"), "worker", cluster.address, "--host=127.0.0.1"]
+            + ["--nthreads=1", "--no-dashboard"],
+            env=ENV_WITHOUT_PROJECT,
+            cwd=tmp_path / "elsewhere",
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            yield
+        finally:
+            kill_group(late)
+
+
 def workers_of(cluster: CliCluster) -> dict[str, Any]:
     with cluster.client() as client:
         return client.scheduler_info(n_workers=-1)["workers"]
@@ -426,21 +448,8 @@ def test_a_worker_joining_a_run_of_earlier_code_runs_that_code(tmp_path: Path):
             )
             run.start()
             if len(finished) == 2:
-                with (tmp_path / "logs" / "late-worker.log").open("w") as log:
-                    wait_for(lambda: task_counts_by_prefix(running), 60, "the tasks")
-                    late = subprocess.Popen(
-                        [str(BIN / "dask"), "worker", running.address]
-                        + ["--host=127.0.0.1", "--nthreads=1", "--no-dashboard"],
-                        env=ENV_WITHOUT_PROJECT,
-                        cwd=tmp_path / "elsewhere",
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                    try:
-                        run.join(timeout=150)
-                    finally:
-                        kill_group(late)
+                with worker_joining(running, tmp_path):
+                    run.join(timeout=150)
             run.join(timeout=150)
     for result in finished:
         assert result.returncode == 0, result.output
@@ -617,21 +626,8 @@ def test_a_late_worker_that_cannot_import_the_nodes_is_named_when_it_dies(
             )
         )
         run.start()
-        with (tmp_path / "logs" / "late-worker.log").open("w") as log:
-            wait_for(lambda: task_counts_by_prefix(running), 60, "the run's tasks")
-            late = subprocess.Popen(
-                [str(BIN / "dask"), "worker", running.address, "--host=127.0.0.1"]
-                + ["--nthreads=1", "--no-dashboard"],
-                env=ENV_WITHOUT_PROJECT,
-                cwd=tmp_path / "elsewhere",
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            try:
-                run.join(timeout=150)
-            finally:
-                kill_group(late)
+        with worker_joining(running, tmp_path):
+            run.join(timeout=150)
     assert finished, "kedro run did not finish"
     message = refusal(finished[0], "Error: Dask workers died running Kedro node '")
     assert "'split_data'" in message

@@ -17,7 +17,9 @@ import shutil
 import sys
 import sysconfig
 import tarfile
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import Any
 
 import kedro
 import pytest
@@ -28,6 +30,7 @@ from .conftest import (
     EXAMPLE_OUTPUTS,
     PACKAGE,
     ROOT,
+    CliCluster,
     cli_cluster,
     data_files,
     refusal,
@@ -94,6 +97,22 @@ def layered_venv(base: Path, folder: Path) -> Path:
     )
     Path(mine, "base-venv.pth").write_text(below + "\n")
     return venv_python(folder)
+
+
+def cluster_without_project(
+    venv: Path, tmp_path: Path, **options: Any
+) -> AbstractContextManager[CliCluster]:
+    """``cli_cluster`` in a layered environment of ``venv`` (so pip may install
+    there), its workers in ``tmp_path / "elsewhere"`` without the project."""
+    python = layered_venv(venv, tmp_path / "cluster-venv")
+    (tmp_path / "elsewhere").mkdir()
+    return cli_cluster(
+        tmp_path / "logs",
+        worker_env=ENV_WITHOUT_PROJECT,
+        worker_cwd=tmp_path / "elsewhere",
+        python=python,
+        **options,
+    )
 
 
 def kedro_in(venv: Path, *args: str, cwd: Path, timeout: float = 300):
@@ -227,16 +246,8 @@ def test_install_wheel_puts_the_project_on_workers_that_lack_it(
     works."""
     project = tmp_path / "iris-dask"
     shutil.copytree(packaged, project)
-    python = layered_venv(venv, tmp_path / "cluster-venv")
-    elsewhere = tmp_path / "elsewhere"  # no project in the working directory
-    elsewhere.mkdir()
     wheel = wheel_of(project).relative_to(project)
-    with cli_cluster(
-        tmp_path / "logs",
-        worker_env=ENV_WITHOUT_PROJECT,
-        worker_cwd=elsewhere,
-        python=python,
-    ) as cluster:
+    with cluster_without_project(venv, tmp_path) as cluster:
         address = f"dask_client.address={cluster.address}"
         refused = kedro_in(
             venv,
@@ -288,16 +299,8 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
         wheels[version] = project / "wheels" / version / wheel_of(project).name
         wheels[version].parent.mkdir(parents=True)
         shutil.copy(wheel_of(project), wheels[version])
-    python = layered_venv(venv, tmp_path / "cluster-venv")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
     ran = []
-    with cli_cluster(
-        tmp_path / "logs",
-        worker_env=ENV_WITHOUT_PROJECT,
-        worker_cwd=elsewhere,
-        python=python,
-    ) as cluster:
+    with cluster_without_project(venv, tmp_path) as cluster:
         for version in ("A", "B", "A"):
             wheel = wheels[version].relative_to(project)
             result = kedro_in(
@@ -324,15 +327,8 @@ def test_a_wheel_pip_cannot_install_fails_the_run_with_pips_error(
     shutil.copytree(packaged, project)
     broken = wheel_of(project)
     broken.write_bytes(b"not a zip archive")
-    python = layered_venv(venv, tmp_path / "cluster-venv")
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    with cli_cluster(
-        tmp_path / "logs",
-        worker_env=ENV_WITHOUT_PROJECT,
-        worker_cwd=elsewhere,
-        scheduler_env=ENV_WITHOUT_PROJECT,
-        python=python,
+    with cluster_without_project(
+        venv, tmp_path, scheduler_env=ENV_WITHOUT_PROJECT
     ) as cluster:
         result = kedro_in(
             venv,
