@@ -118,6 +118,32 @@ def kedro(
 EXAMPLE_OUTPUTS = 15
 
 
+_ORIGINAL_NODES: dict[Path, str] = {}
+
+
+def set_code_version(
+    project: Path, version: str, waits_for: Path | None = None
+) -> None:
+    """Makes the example's split_data node log "code version <version>" (runs read it
+    with ``ran_code_version``), first waiting for the file ``waits_for``, if given."""
+    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    original = _ORIGINAL_NODES.setdefault(nodes, nodes.read_text())
+    end = "    return x_train, x_test, y_train, y_test\n"
+    assert end in original
+    wait = ""
+    if waits_for is not None:
+        wait = (
+            f"    while not __import__('pathlib').Path({str(waits_for)!r}).exists():\n"
+            "        __import__('time').sleep(0.05)\n"
+        )
+    logs = f'    logger.info("code version {version}")\n'
+    nodes.write_text(original.replace(end, f"{wait}{logs}{end}"))
+
+
+def ran_code_version(output: str) -> list[str]:
+    return re.findall(r"code version (\w)", output)
+
+
 def render(output_dir: Path, **extra_context: str) -> Path:
     """Renders the template as `--no-input` does (``render_as_is``), and gives its
     example the small settings of the project's ``conf/test`` in ``conf/base``

@@ -9,7 +9,6 @@ import contextlib
 import importlib.metadata
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -34,10 +33,12 @@ from .conftest import (
     kedro,
     make_tls_files,
     outputs_under_sequential_runner,
+    ran_code_version,
     refusal,
     render,
     run_bounded,
     run_command,
+    set_code_version,
 )
 from .faults import finish, started_kedro
 from .shared import free_port, kill_group, tail, wait_for
@@ -383,17 +384,13 @@ def test_code_changed_back_is_what_the_cluster_runs(
     upload was skipped as already there), though nothing new is uploaded."""
     running = workers_without_project
     project = render(tmp_path / "project")
-    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
-    original, end = nodes.read_text(), "    return x_train, x_test, y_train, y_test\n"
-    assert end in original
     address = f"--params=dask_client.address={running.address}"
     ran = []
     for version in ("A", "B", "A"):
-        marked = f'    logger.info("code version {version}")\n{end}'
-        nodes.write_text(original.replace(end, marked))
+        set_code_version(project, version)
         result = kedro(*RUN, "--nodes=split_data", address, cwd=project)
         assert result.returncode == 0, result.output
-        ran.append(re.findall(r"code version (\w)", result.output))
+        ran.append(ran_code_version(result.output))
     assert ran == [["A"], ["B"], ["A"]]
 
 
@@ -427,17 +424,11 @@ def test_a_worker_joining_a_run_of_earlier_code_runs_that_code(tmp_path: Path):
     """A worker that joins gets every upload the cluster holds, in the order they
     came (A, then B), then the run's own choice: a run of A after B runs A on it."""
     project = render(tmp_path / "project")
-    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
-    original, end = nodes.read_text(), "    return x_train, x_test, y_train, y_test\n"
     finished = []
     with cluster_without_project(tmp_path, n_workers=1) as running:
         address = f"--params=dask_client.address={running.address}"
         for version in ("A", "B", "A"):
-            nodes.write_text(
-                original.replace(
-                    end, f'    logger.info("code version {version}")\n{end}'
-                )
-            )
+            set_code_version(project, version)
             if len(finished) == 2:  # the worker that ran A and B goes
                 kill_group(running.processes[1])
                 wait_for(lambda: not workers_of(running), 30, "the worker to go")
@@ -453,7 +444,7 @@ def test_a_worker_joining_a_run_of_earlier_code_runs_that_code(tmp_path: Path):
             run.join(timeout=150)
     for result in finished:
         assert result.returncode == 0, result.output
-    ran = [re.findall(r"code version (\w)", result.output) for result in finished]
+    ran = [ran_code_version(result.output) for result in finished]
     assert ran == [["A"], ["B"], ["A"]]
 
 
@@ -466,55 +457,46 @@ def test_a_run_of_other_code_waits_for_the_run_under_way(
     the other code runs."""
     running = workers_without_project
     project = render(tmp_path / "project")
-    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
-    original, end = nodes.read_text(), "    return x_train, x_test, y_train, y_test\n"
     release = tmp_path / "release"
-    waits = (
-        f"    while not __import__('pathlib').Path({str(release)!r}).exists():\n"
-        f"        __import__('time').sleep(0.05)\n"
-    )
     address = f"--params=dask_client.address={running.address}"
-    nodes.write_text(original.replace(end, f'{waits}    logger.info("code A")\n{end}'))
-    with started_kedro(
-        project, *RUN, "--nodes=split_data", address, log=tmp_path / "a.log"
-    ) as first:
-        wait_for(
-            lambda: "Running node: split_data" in (tmp_path / "a.log").read_text(),
-            120,
-            "run A's node to start",
-            details=lambda: tail(tmp_path / "a.log"),
-        )
-        nodes.write_text(original.replace(end, f'    logger.info("code B")\n{end}'))
+
+    @contextlib.contextmanager
+    def started_waiting(log: Path) -> Iterator[subprocess.Popen]:
+        """A run of code A whose node waits for ``release``; the code is B after."""
+        set_code_version(project, "A", waits_for=release)
+        with started_kedro(
+            project, *RUN, "--nodes=split_data", address, log=log
+        ) as started:
+            wait_for(
+                lambda: "Running node: split_data" in log.read_text(),
+                120,
+                f"the node of {log.stem} to start",
+                details=lambda: tail(log),
+            )
+            set_code_version(project, "B")
+            yield started
+
+    with started_waiting(tmp_path / "a.log") as first:
         refused = kedro(*RUN, "--nodes=split_data", address, cwd=project)
         release.touch()
         first_exit = finish(first, 120, tmp_path / "a.log")
     second = kedro(*RUN, "--nodes=split_data", address, cwd=project)
     # A driver killed mid-run cannot withdraw its claim: its closed client voids it.
     release.unlink()
-    nodes.write_text(original.replace(end, f'{waits}    logger.info("code A")\n{end}'))
-    with started_kedro(
-        project, *RUN, "--nodes=split_data", address, log=tmp_path / "killed.log"
-    ) as killed:
-        wait_for(
-            lambda: "Running node: split_data" in (tmp_path / "killed.log").read_text(),
-            120,
-            "the killed run's node to start",
-            details=lambda: tail(tmp_path / "killed.log"),
-        )
+    with started_waiting(tmp_path / "killed.log") as killed:
         kill_group(killed)
-    nodes.write_text(original.replace(end, f'    logger.info("code B")\n{end}'))
     after_kill = kedro(*RUN, "--nodes=split_data", address, cwd=project)
     release.touch()  # ends the killed run's node, which its worker still runs
 
     message = refusal(refused, "Error: Another Kedro run is under way on this Dask")
     assert f"with other code of {PACKAGE} ({PACKAGE}-" in message
-    assert "code B" not in refused.output
+    assert ran_code_version(refused.output) == []
     assert first_exit == 0, tail(tmp_path / "a.log")
-    assert "code A" in (tmp_path / "a.log").read_text()
+    assert ran_code_version((tmp_path / "a.log").read_text()) == ["A"]
     assert second.returncode == 0, second.output
-    assert "code B" in second.output
+    assert ran_code_version(second.output) == ["B"]
     assert after_kill.returncode == 0, after_kill.output
-    assert "code B" in after_kill.output
+    assert ran_code_version(after_kill.output) == ["B"]
 
 
 def test_workers_without_the_project_and_no_upload_fail_clearly(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import json
-import re
 import shutil
 import sys
 import sysconfig
@@ -33,8 +32,10 @@ from .conftest import (
     CliCluster,
     cli_cluster,
     data_files,
+    ran_code_version,
     refusal,
     run_command,
+    set_code_version,
     use_small_settings,
 )
 
@@ -287,13 +288,9 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
     run A again (it ran B: A's install was skipped as done before)."""
     project = tmp_path / "iris-dask"
     shutil.copytree(packaged, project)
-    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
-    original, end = nodes.read_text(), "    return x_train, x_test, y_train, y_test\n"
-    assert end in original
     wheels = {}
     for version in ("A", "B"):
-        marked = f'    logger.info("code version {version}")\n{end}'
-        nodes.write_text(original.replace(end, marked))
+        set_code_version(project, version)
         built = kedro_in(venv, "package", cwd=project)
         assert built.returncode == 0, built.output
         wheels[version] = project / "wheels" / version / wheel_of(project).name
@@ -313,7 +310,7 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
                 cwd=project,
             )
             assert result.returncode == 0, result.output
-            ran.append(re.findall(r"code version (\w)", result.output))
+            ran.append(ran_code_version(result.output))
     assert ran == [["A"], ["B"], ["A"]]
 
 
