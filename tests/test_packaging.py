@@ -280,6 +280,12 @@ def test_install_wheel_puts_the_project_on_workers_that_lack_it(
     assert all(path.startswith(str(tmp_path / "cluster-venv")) for path in installed)
 
 
+#: A lambda, so Dask sends it by value to workers that cannot import the tests.
+NODES_MODULE_ID = lambda: (  # noqa: E731
+    (module := sys.modules.get(f"{PACKAGE}.pipelines.iris.nodes")) and id(module)
+)
+
+
 def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
     venv: Path, packaged: Path, tmp_path: Path
 ):
@@ -296,9 +302,9 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
         wheels[version] = project / "wheels" / version / wheel_of(project).name
         wheels[version].parent.mkdir(parents=True)
         shutil.copy(wheel_of(project), wheels[version])
-    ran = []
+    ran, modules = [], []
     with cluster_without_project(venv, tmp_path) as cluster:
-        for version in ("A", "B", "A"):
+        for version in ("A", "B", "A", "A"):
             wheel = wheels[version].relative_to(project)
             result = kedro_in(
                 venv,
@@ -311,7 +317,15 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
             )
             assert result.returncode == 0, result.output
             ran.append(ran_code_version(result.output))
-    assert ran == [["A"], ["B"], ["A"]]
+            with cluster.client() as client:
+                # Which module object each worker's node code comes from.
+                modules.append(client.run(NODES_MODULE_ID, nanny=False))
+    assert ran == [["A"], ["B"], ["A"], ["A"]]
+    # A run of the build in use keeps the modules: what a concurrent run of it
+    # made stays an instance of the classes the nodes see.
+    imported = {worker: id_ for worker, id_ in modules[2].items() if id_}
+    assert imported, modules
+    assert {worker: modules[3][worker] for worker in imported} == imported
 
 
 def test_a_wheel_pip_cannot_install_fails_the_run_with_pips_error(

@@ -18,6 +18,8 @@ import cloudpickle
 
 #: On ``sys``: never sent by value, and outlives a module reload (``%reload_kedro``).
 _NAME_ON_SYS = "_kedro_dask_process_name"
+#: Also on ``sys``: the wheel build this process imports the project from.
+_WHEEL_ON_SYS = "_kedro_dask_wheel"
 
 
 def this_process() -> str:
@@ -37,10 +39,11 @@ def use_build(build_file: str, driver_process: str) -> None:
     and ``.zip`` or ``.whl``), even where a later build (other code) was put since."""
     if in_driver_process(driver_process):
         return  # the driver runs its own files
-    if build_file.endswith(".whl"):  # a process sharing the environment may
-        _reinstall(build_file.removesuffix(".whl"))  # have switched it: forget
-        forget_package(build_file, driver_process)
-    elif _import_first(build_file):
+    if build_file.endswith(".whl"):  # another process may have reinstalled it
+        _reinstall(build := build_file.removesuffix(".whl"))
+        if getattr(sys, _WHEEL_ON_SYS, None) != build:
+            _forget_wheel(build, driver_process)
+    elif _import_first(build_file):  # not a run's own build: its objects live on
         forget_package(build_file, driver_process)
 
 
@@ -69,7 +72,12 @@ def install_wheel(
                 kept.parent.mkdir(exist_ok=True)
                 wheel.replace(kept)
             (wheels / "current").write_text(build)
-    forget_package(filename, driver)
+    _forget_wheel(build, driver)
+
+
+def _forget_wheel(build: str, driver_process: str) -> None:
+    forget_package(build, driver_process)
+    setattr(sys, _WHEEL_ON_SYS, build)
 
 
 def _import_first(archive: str) -> bool:
