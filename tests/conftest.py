@@ -17,6 +17,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -239,6 +240,11 @@ class CliCluster:
         return Client(
             self.address, security=self.security, timeout=30, set_as_default=False
         )
+
+    def workers(self) -> dict[str, Any]:
+        """The scheduler's information on each connected worker, by address."""
+        with self.client() as client:
+            return client.scheduler_info(n_workers=-1)["workers"]
 
     def worker_pids(self) -> dict[str, int]:
         """The process id of each worker, by worker address."""

@@ -415,11 +415,6 @@ def worker_joining(cluster: CliCluster, tmp_path: Path) -> Iterator[None]:
             kill_group(late)
 
 
-def workers_of(cluster: CliCluster) -> dict[str, Any]:
-    with cluster.client() as client:
-        return client.scheduler_info(n_workers=-1)["workers"]
-
-
 def test_a_worker_joining_a_run_of_earlier_code_runs_that_code(tmp_path: Path):
     """A worker that joins gets every upload the cluster holds, in the order they
     came (A, then B), then the run's own choice: a run of A after B runs A on it."""
@@ -431,7 +426,7 @@ def test_a_worker_joining_a_run_of_earlier_code_runs_that_code(tmp_path: Path):
             set_code_version(project, version)
             if len(finished) == 2:  # the worker that ran A and B goes
                 kill_group(running.processes[1])
-                wait_for(lambda: not workers_of(running), 30, "the worker to go")
+                wait_for(lambda: not running.workers(), 30, "the worker to go")
             run = threading.Thread(
                 target=lambda: finished.append(
                     kedro(*RUN, "--nodes=split_data", address, cwd=project)

@@ -48,9 +48,9 @@ def use_build(build_file: str, driver_process: str) -> None:
 
 
 def forget_package(build_file: str, driver_process: str) -> None:
-    """Makes the next import of the build's package (the name before its first "-")
+    """Makes the next import of the build's package (``_package_of``)
     read the build now current (the driver's own code is current)."""
-    package = build_file.split("-", maxsplit=1)[0]
+    package = _package_of(build_file)
     importlib.invalidate_caches()
     if not in_driver_process(driver_process):
         for name in [n for n in sys.modules if n.split(".")[0] == package]:
@@ -80,8 +80,12 @@ def _forget_wheel(build: str, driver_process: str) -> None:
     setattr(sys, _WHEEL_ON_SYS, build)
 
 
+def _package_of(build_file: str) -> str:
+    return build_file.split("-", maxsplit=1)[0]
+
+
 def _import_first(archive: str) -> bool:
-    package = archive.split("-", maxsplit=1)[0]
+    package = _package_of(archive)
     builds = [
         path
         for path in sys.path

@@ -205,10 +205,11 @@ def _claim(
     """On the scheduler (one call at a time): records the run's build, or returns
     another's of the same package, of a run whose client is still connected."""
     claims = vars(dask_scheduler).setdefault("_kedro_dask_builds", {})
+    our_package, our_file, _ = claim
     for other, (package, file, client) in list(claims.items()):
         if client not in dask_scheduler.clients:  # its driver went without a word
             del claims[other]
-        elif package == claim[0] and file != claim[1]:
+        elif package == our_package and file != our_file:
             return file
     claims[token] = claim
     return None
@@ -235,7 +236,8 @@ def _zipped(package: str) -> bytes:
 
 
 class _UseBuild(WorkerPlugin):
-    """Not ``RunSetup``'s job: a worker's nodes must not wait for it to reinstall."""
+    """One per run, registered after the build's own plugins, so that a worker joining
+    later, which gets every build the cluster holds, ends on this run's."""
 
     def __init__(self, build_file: str, driver: str) -> None:
         self.build_file, self.driver = build_file, driver
