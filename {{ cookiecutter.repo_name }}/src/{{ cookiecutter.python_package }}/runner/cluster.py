@@ -27,9 +27,9 @@ from .local_cluster import (
     LOCAL_DASHBOARD,
     check_not_a_worker_starting,
     check_worker_memory,
+    close_workers_quietly,
     local_cluster_kwargs,
     start_worker_forkserver,
-    stop_workers_at_once_if_the_run_failed,
     unguarded_script,
     worker_processes_environment,
 )
@@ -65,7 +65,7 @@ def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
                 opened.callback(_close, cluster)
                 client = opened.enter_context(_connect(cluster, config))
                 client.worker_start_errors = errors
-            opened.push(stop_workers_at_once_if_the_run_failed(cluster, client))
+            opened.push(close_workers_quietly(cluster, client))
         _log_dashboard(client, cluster)
         if not isinstance(cluster, distributed.LocalCluster):  # else this Python
             check_same_python(client)

@@ -155,11 +155,13 @@ def unguarded_script() -> str | None:
     return None
 
 
-def stop_workers_at_once_if_the_run_failed(
+def close_workers_quietly(
     cluster: Any, client: distributed.Client
 ) -> Callable[..., None]:
-    """After Ctrl-C or a failure nothing the nodes still do is wanted: worker processes
-    get half a second to exit, quietly, instead of Dask's 4 s wait for their tasks."""
+    """Worker processes share the driver's terminal, and what Dask says as they close
+    (a heartbeat racing the scheduler's close) is not the run's. After Ctrl-C or a
+    failure nothing the nodes still do is wanted: they get half a second to exit
+    instead of Dask's 4 s wait for their tasks."""
 
     async def close(nannies: list[distributed.Nanny]) -> None:
         await asyncio.gather(*(nanny.close(timeout=0.5) for nanny in nannies))
@@ -167,10 +169,12 @@ def stop_workers_at_once_if_the_run_failed(
     def on_exit(exc_type: type[BaseException] | None, *_: object) -> None:
         workers = getattr(cluster, "workers", {}).values()
         nannies = [w for w in workers if isinstance(w, distributed.Nanny)]
-        if exc_type is None or not nannies:
+        if not nannies:
             return
         with contextlib.suppress(Exception):
             client.run(quiet_before_closing)
+        if exc_type is None:
+            return
         with quiet("distributed.nanny"), contextlib.suppress(Exception):
             cluster.sync(close, nannies)
 

@@ -200,8 +200,8 @@ def _not_a_node_failure(record: logging.LogRecord) -> bool:
 
 
 def quiet_before_closing() -> None:
-    """Silences a worker process about the tasks Dask cancels after Ctrl-C or a
-    failure."""
+    """Silences a worker process the runner is about to close: about the tasks Dask
+    cancels after Ctrl-C or a failure, and about its own shutdown."""
     with _setup_lock:
         _forwarder.closing = True
         logging.getLogger("distributed").setLevel(logging.CRITICAL)
