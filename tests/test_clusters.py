@@ -394,6 +394,30 @@ def test_code_changed_back_is_what_the_cluster_runs(
     assert ran == [["A"], ["B"], ["A"]]
 
 
+def test_a_run_without_upload_runs_the_installed_code_not_an_earlier_upload(
+    tmp_path: Path,
+):
+    """An upload stays on the workers for good: a later run with `upload_project:
+    false` must import their installed copy (here the project's src, edited), and
+    one uploading again its upload."""
+    project = render(tmp_path / "project")
+    installed = {**ENV, "PYTHONPATH": str(project / "src")}
+    ran = []
+    with cli_cluster(
+        tmp_path / "logs", n_workers=1, worker_env=installed, scheduler_env=installed
+    ) as running:
+        for version, upload in (("A", "true"), ("B", "false"), ("A", "true")):
+            set_code_version(project, version)
+            params = f"dask_client.address={running.address},"
+            params += f"dask_client.upload_project={upload}"
+            result = kedro(
+                *RUN, "--nodes=split_data", f"--params={params}", cwd=project
+            )
+            assert result.returncode == 0, result.output
+            ran.append(ran_code_version(result.output))
+    assert ran == [["A"], ["B"], ["A"]]
+
+
 @contextlib.contextmanager
 def worker_joining(cluster: CliCluster, tmp_path: Path) -> Iterator[None]:
     """Once the run's tasks reach the scheduler, a `dask worker` without the project

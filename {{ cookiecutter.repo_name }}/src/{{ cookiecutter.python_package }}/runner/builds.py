@@ -36,7 +36,8 @@ def in_driver_process(driver_process: str) -> bool:
 
 def use_build(build_file: str, driver_process: str) -> None:
     """Makes this process import the project from ``build_file`` (``<name>-<hash>``
-    and ``.zip`` or ``.whl``), even where a later build (other code) was put since."""
+    and ``.zip`` or ``.whl``; ``<name>-installed``: the process's own copy), even
+    where a later build (other code) was put since."""
     if in_driver_process(driver_process):
         return  # the driver runs its own files
     if build_file.endswith(".whl"):  # another process may have reinstalled it
@@ -84,19 +85,29 @@ def _package_of(build_file: str) -> str:
     return build_file.split("-", maxsplit=1)[0]
 
 
-def _import_first(archive: str) -> bool:
-    package = _package_of(archive)
-    builds = [
+def _import_first(build_file: str) -> bool:
+    """Puts the build's archive first on ``sys.path``, or for the installed copy
+    every archive of the package last (uploads stay for good); returns whether that
+    changed the order."""
+    package = _package_of(build_file)
+    archives = [
         path
         for path in sys.path
         if os.path.basename(path).startswith(f"{package}-") and path.endswith(".zip")
     ]
-    ours = [path for path in builds if os.path.basename(path) == archive]
-    if ours and builds[0] != ours[0]:
+    if build_file.endswith(".zip"):
+        ours = [path for path in archives if os.path.basename(path) == build_file]
+        if not ours or sys.path[0] == ours[0]:
+            return False
         sys.path.remove(ours[0])
         sys.path.insert(0, ours[0])
         return True
-    return False
+    if not archives or sys.path[-len(archives) :] == archives:
+        return False
+    for path in archives:
+        sys.path.remove(path)
+    sys.path.extend(archives)
+    return True
 
 
 def _reinstall(build: str) -> None:

@@ -42,8 +42,10 @@ class ProjectBuild:
     """The project's code a run puts on the cluster, named by its content."""
 
     package: str
+    #: Empty for the copy the cluster's processes have installed.
     content: bytes
-    #: ``<package>-<hash>.zip`` (uploaded), or ``<wheel's stem>-<hash>.whl``.
+    #: ``<package>-<hash>.zip`` (uploaded), ``<wheel's stem>-<hash>.whl``, or
+    #: ``<package>-installed``.
     file: str
     #: The wheel's own file name, for pip; None for an upload.
     wheel: str | None = None
@@ -52,7 +54,7 @@ class ProjectBuild:
 
 def project_build(config: DaskClientConfig, elsewhere: bool) -> ProjectBuild | None:
     """The wheel to install, or else the package to upload: by default only if
-    workers may be on other machines."""
+    workers may be on other machines (which may then hold earlier runs' uploads)."""
     package = kedro_project.PACKAGE_NAME
     if config.install_wheel:
         wheel = Path(config.install_wheel)
@@ -62,8 +64,10 @@ def project_build(config: DaskClientConfig, elsewhere: bool) -> ProjectBuild | N
             package, content, file, wheel.name, config.install_requirements
         )
     upload = config.upload_project if config.upload_project is not None else elsewhere
-    if not upload or not package:
+    if not package or not (upload or elsewhere):
         return None
+    if not upload:  # an earlier run's upload must not shadow it
+        return ProjectBuild(package, b"", f"{package}-installed")
     content = _zipped(package)
     return ProjectBuild(package, content, f"{_build_name(package, content)}.zip")
 
@@ -111,12 +115,14 @@ def _put(client: distributed.Client, build: ProjectBuild, name: str) -> None:
         )
         logger.info("Installing %s on the Dask cluster", build.wheel)
         plugins: tuple[Any, ...] = (_Install(install, False),)
-    else:
+    elif build.content:
         logger.info("Uploading the %s package to the Dask cluster", build.package)
         with tempfile.TemporaryDirectory() as folder:
             archive = Path(folder, build.file)
             archive.write_bytes(build.content)
             plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
+    else:
+        plugins = ()
     try:
         for plugin in plugins:
             plugin.idempotent = True
@@ -146,7 +152,7 @@ def check_workers_import(
     """Refuses a run whose code a worker cannot import: distributed closes a worker
     that cannot unpickle a task. Skips the ``build``'s package, which a concurrent
     run's same (idempotent, so not awaited) upload may still set up."""
-    sent = build.package if build is not None else None
+    sent = build.package if build is not None and build.content else None
     # Code of ``__main__`` or unimported modules goes by value; workers import the rest.
     by_reference = sorted(
         name
