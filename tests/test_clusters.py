@@ -521,9 +521,13 @@ def test_a_run_of_other_code_waits_for_the_run_under_way(
 def test_workers_without_the_project_and_no_upload_fail_clearly(
     workers_without_project, tmp_path: Path
 ):
+    """Even after a run uploaded the project: its upload is not theirs to import."""
     running = workers_without_project
     worker_pids = running.worker_pids()
     project = render(tmp_path / "project")
+    address = f"--params=dask_client.address={running.address}"
+    uploaded = kedro(*RUN, "--nodes=split_data", address, cwd=project)
+    assert uploaded.returncode == 0, uploaded.output
 
     result = kedro(
         *RUN,

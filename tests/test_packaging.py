@@ -291,7 +291,8 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
 ):
     """Builds stay installed-once per environment: after wheel A, then wheel B,
     the cluster's environment holds B. A rollback to the very same A file must
-    run A again (it ran B: A's install was skipped as done before)."""
+    run A again (it ran B: A's install was skipped as done before), and so must
+    A after an upload of B (it ran the upload, first on the workers' path)."""
     project = tmp_path / "iris-dask"
     shutil.copytree(packaged, project)
     wheels = {}
@@ -304,15 +305,20 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
         shutil.copy(wheel_of(project), wheels[version])
     ran, modules = [], []
     with cluster_without_project(venv, tmp_path) as cluster:
-        for version in ("A", "B", "A", "A"):
-            wheel = wheels[version].relative_to(project)
+        for version in ("A", "B", "A", "A", "upload B", "A"):
+            if version == "upload B":
+                set_code_version(project, "B")
+                code = "dask_client.upload_project=true"
+            else:
+                code = (
+                    f"dask_client.install_wheel={wheels[version].relative_to(project)}"
+                )
             result = kedro_in(
                 venv,
                 "run",
                 RUN_ON_DASK,
                 "--nodes=split_data",
-                f"--params=dask_client.address={cluster.address},"
-                f"dask_client.install_wheel={wheel}",
+                f"--params=dask_client.address={cluster.address},{code}",
                 cwd=project,
             )
             assert result.returncode == 0, result.output
@@ -320,7 +326,7 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
             with cluster.client() as client:
                 # Which module object each worker's node code comes from.
                 modules.append(client.run(NODES_MODULE_ID, nanny=False))
-    assert ran == [["A"], ["B"], ["A"], ["A"]]
+    assert ran == [["A"], ["B"], ["A"], ["A"], ["B"], ["A"]]
     # A run of the build in use keeps the modules: what a concurrent run of it
     # made stays an instance of the classes the nodes see.
     imported = {worker: id_ for worker, id_ in modules[2].items() if id_}

@@ -20,6 +20,8 @@ import cloudpickle
 _NAME_ON_SYS = "_kedro_dask_process_name"
 #: Also on ``sys``: the wheel build this process imports the project from.
 _WHEEL_ON_SYS = "_kedro_dask_wheel"
+#: Also on ``sys``: uploaded archives taken off ``sys.path`` for an installed build.
+_SET_ASIDE_ON_SYS = "_kedro_dask_archives_set_aside"
 
 
 def this_process() -> str:
@@ -40,11 +42,14 @@ def use_build(build_file: str, driver_process: str) -> None:
     where a later build (other code) was put since."""
     if in_driver_process(driver_process):
         return  # the driver runs its own files
+    # Forgets modules only if another build came first: a concurrent run's objects
+    # must stay instances of the classes its nodes see.
+    moved = _import_first(build_file)
     if build_file.endswith(".whl"):  # another process may have reinstalled it
         _reinstall(build := build_file.removesuffix(".whl"))
-        if getattr(sys, _WHEEL_ON_SYS, None) != build:
+        if moved or getattr(sys, _WHEEL_ON_SYS, None) != build:
             _forget_wheel(build, driver_process)
-    elif _import_first(build_file):  # not a run's own build: its objects live on
+    elif moved:
         forget_package(build_file, driver_process)
 
 
@@ -86,27 +91,26 @@ def _package_of(build_file: str) -> str:
 
 
 def _import_first(build_file: str) -> bool:
-    """Puts the build's archive first on ``sys.path``, or for the installed copy
-    every archive of the package last (uploads stay for good); returns whether that
-    changed the order."""
+    """Puts the build's archive first on ``sys.path``, or for an installed build sets
+    every archive of the package aside (uploads stay for good); returns whether that
+    changed what imports."""
     package = _package_of(build_file)
+    aside: list[str] = vars(sys).setdefault(_SET_ASIDE_ON_SYS, [])
     archives = [
         path
         for path in sys.path
         if os.path.basename(path).startswith(f"{package}-") and path.endswith(".zip")
     ]
-    if build_file.endswith(".zip"):
-        ours = [path for path in archives if os.path.basename(path) == build_file]
-        if not ours or sys.path[0] == ours[0]:
-            return False
-        sys.path.remove(ours[0])
-        sys.path.insert(0, ours[0])
-        return True
-    if not archives or sys.path[-len(archives) :] == archives:
+    if not build_file.endswith(".zip"):
+        for path in archives:
+            sys.path.remove(path)
+        aside += archives
+        return bool(archives)
+    ours = [p for p in [*archives, *aside] if os.path.basename(p) == build_file]
+    if not ours or sys.path[0] == ours[0]:
         return False
-    for path in archives:
-        sys.path.remove(path)
-    sys.path.extend(archives)
+    (sys.path if ours[0] in archives else aside).remove(ours[0])
+    sys.path.insert(0, ours[0])
     return True
 
 
