@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ProjectBuild:
-    """The project's code a run puts on the cluster, named by its content."""
+    """The project's code a run has the cluster import, named by its content."""
 
     package: str
     #: Empty for the copy the cluster's processes have installed.
