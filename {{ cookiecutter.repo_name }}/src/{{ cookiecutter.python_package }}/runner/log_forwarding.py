@@ -200,11 +200,12 @@ def _not_a_node_failure(record: logging.LogRecord) -> bool:
 
 
 def quiet_before_closing() -> None:
-    """Silences a worker process the runner is about to close: about the tasks Dask
-    cancels after Ctrl-C or a failure, and about its own shutdown."""
+    """Silences a worker process the runner is about to close: Dask about the tasks
+    it cancels after Ctrl-C or a failure, Dask and its event loop about the exit."""
     with _setup_lock:
         _forwarder.closing = True
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        for name in _DASKS_OWN:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 @contextmanager
