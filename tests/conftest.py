@@ -122,12 +122,17 @@ EXAMPLE_OUTPUTS = 15
 _ORIGINAL_NODES: dict[Path, str] = {}
 
 
+def example_nodes(project: Path) -> Path:
+    """The module of the example's nodes (split_data and the rest)."""
+    return project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+
+
 def set_code_version(
     project: Path, version: str, waits_for: Path | None = None
 ) -> None:
     """Makes the example's split_data node log "code version <version>" (runs read it
     with ``ran_code_version``), first waiting for the file ``waits_for``, if given."""
-    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    nodes = example_nodes(project)
     original = _ORIGINAL_NODES.setdefault(nodes, nodes.read_text())
     end = "    return x_train, x_test, y_train, y_test\n"
     assert end in original

@@ -30,6 +30,7 @@ from .conftest import (
     CliCluster,
     cli_cluster,
     data_files,
+    example_nodes,
     kedro,
     make_tls_files,
     outputs_under_sequential_runner,
@@ -276,7 +277,7 @@ def test_what_a_node_prints_on_a_worker_reaches_the_drivers_console(
     as the node ends even without a final newline."""
     running, worker_pids = cluster
     project = render(tmp_path)
-    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    nodes = example_nodes(project)
     nodes.write_text(nodes.read_text() + PRINTING_SPLIT_DATA)
     address = f"--params=dask_client.address={running.address}"
 

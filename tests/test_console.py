@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import DASK_RUNNER, ENV, PACKAGE, kedro, render, run_command
+from .conftest import (
+    DASK_RUNNER,
+    ENV,
+    example_nodes,
+    kedro,
+    render,
+    run_command,
+)
 
 #: A node's records as Kedro's console prints them, and as Dask's plain worker
 #: format would (date, time, logger, level), which must not appear.
@@ -69,7 +76,7 @@ def test_what_workers_say_as_the_cluster_closes_is_not_printed(project: Path):
     """Dask's workers, and their event loops, may log an error as they close (a
     heartbeat racing the scheduler's close, a pending task destroyed): it is not
     the run's, and a successful run prints none."""
-    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    nodes = example_nodes(project)
     original = nodes.read_text()
     nodes.write_text(original + CLOSING_WORKER_ERROR)
     try:
@@ -107,7 +114,7 @@ def test_a_nodes_warning_is_logged_as_in_a_sequential_run(tmp_path: Path):
     """Kedro's console handler turns warnings into log records on the driver; a
     worker process must too, or they miss the console and info.log."""
     project = render(tmp_path)
-    nodes = project / "src" / PACKAGE / "pipelines" / "iris" / "nodes.py"
+    nodes = example_nodes(project)
     warned = nodes.read_text() + textwrap.dedent("""
         import warnings as _warnings
 

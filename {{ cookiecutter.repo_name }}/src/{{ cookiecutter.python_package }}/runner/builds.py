@@ -44,7 +44,7 @@ def use_build(build_file: str, driver_process: str) -> None:
         return  # the driver runs its own files
     # Forgets modules only if another build came first: a concurrent run's objects
     # must stay instances of the classes its nodes see.
-    moved = _import_first(build_file)
+    moved = _arrange_archives(build_file)
     if build_file.endswith(".whl"):  # another process may have reinstalled it
         _reinstall(build := build_file.removesuffix(".whl"))
         if moved or getattr(sys, _WHEEL_ON_SYS, None) != build:
@@ -90,7 +90,7 @@ def _package_of(build_file: str) -> str:
     return build_file.split("-", maxsplit=1)[0]
 
 
-def _import_first(build_file: str) -> bool:
+def _arrange_archives(build_file: str) -> bool:
     """Puts the build's archive first on ``sys.path``, or for an installed build sets
     every archive of the package aside (uploads stay for good); returns whether that
     changed what imports."""
