@@ -115,17 +115,13 @@ class DaskClientConfig:
             value, allowed = getattr(self, item.name), _allowed_types(hints[item.name])
             if not isinstance(value, tuple(kind for kind, _ in allowed)):
                 _refuse(item.name, " or ".join(word for _, word in allowed), value)
-        for name, wrong, expected in (
-            ("timeout", self.timeout <= 0, "a positive number of seconds"),
-            (
-                "no_worker_timeout",
-                self.no_worker_timeout is not None and self.no_worker_timeout <= 0,
-                "a positive number of seconds or null (wait for ever)",
-            ),
-            ("retries", self.retries < 0, "a whole number >= 0"),
-        ):
-            if wrong:
-                _refuse(name, expected, getattr(self, name))
+        if self.timeout <= 0:
+            _refuse("timeout", "a positive number of seconds", self.timeout)
+        if self.no_worker_timeout is not None and self.no_worker_timeout <= 0:
+            forever = "a positive number of seconds or null (wait for ever)"
+            _refuse("no_worker_timeout", forever, self.no_worker_timeout)
+        if self.retries < 0:
+            _refuse("retries", "a whole number >= 0", self.retries)
         amounts = "a mapping of resource names to amounts, e.g. `gpu: {GPU: 1}`"
         for tag, resources in self.tag_resources.items():
             if not isinstance(resources, Mapping) or not all(
@@ -135,26 +131,7 @@ class DaskClientConfig:
         for tag, seconds in self.tag_timeouts.items():
             if not isinstance(seconds, Real) or seconds <= 0:
                 _refuse(f"tag_timeouts.{tag}", "a positive number of seconds", seconds)
-        for keyword in _MANAGED & {*self.cluster_kwargs, *self.client_kwargs}:
-            raise DaskSetupError(
-                f"dask_client cannot set `{keyword}`: the runner manages it."
-            )
-        local = self.cluster_class in (None, "distributed.LocalCluster")
-        cluster_kwargs = self.cluster_kwargs if local else {}
-        for name, given, known, taker in (
-            (
-                "client_kwargs",
-                self.client_kwargs,
-                CLIENT_KEYWORDS,
-                "distributed.Client",
-            ),
-            ("cluster_kwargs", cluster_kwargs, LOCAL_WORKER_KEYWORDS, _LOCAL_TAKERS),
-        ):
-            if unknown := given.keys() - known:
-                raise DaskSetupError(
-                    f"{unknown_keys(f'dask_client.{name}', unknown, known)} The "
-                    f"runner passes this block to {taker}."
-                )
+        self._check_keywords()
         if self.address and self.starts_cluster:
             names = ("cluster_class", "cluster_kwargs", "adapt")
             given = ", ".join(n for n in names if getattr(self, n))
@@ -165,6 +142,21 @@ class DaskClientConfig:
         self._check_wheel()
         self._check_report()
         self.security_object()
+
+    def _check_keywords(self) -> None:
+        for keyword in _MANAGED & {*self.cluster_kwargs, *self.client_kwargs}:
+            raise DaskSetupError(
+                f"dask_client cannot set `{keyword}`: the runner manages it."
+            )
+        checks = [("client_kwargs", CLIENT_KEYWORDS, "distributed.Client")]
+        if self.cluster_class in (None, "distributed.LocalCluster"):
+            checks.append(("cluster_kwargs", LOCAL_WORKER_KEYWORDS, _LOCAL_TAKERS))
+        for name, known, taker in checks:
+            if unknown := getattr(self, name).keys() - known:
+                raise DaskSetupError(
+                    f"{unknown_keys(f'dask_client.{name}', unknown, known)} The "
+                    f"runner passes this block to {taker}."
+                )
 
     def _check_wheel(self) -> None:
         if self.install_wheel is None:

@@ -4,7 +4,6 @@ already running or a client it was handed."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import ipaddress
@@ -14,7 +13,7 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
 
 import dask.config
@@ -103,23 +102,19 @@ def check_same_python(client: distributed.Client) -> None:
     """Refuses a scheduler or workers on another Python version (Dask only warns):
     the run's plugins travel as bytecode, which crashes another version's process."""
     versions = client.get_versions()
-    found = [
-        ("the scheduler", versions["scheduler"]),
-        *sorted(versions["workers"].items()),
-    ]
+    workers = sorted(versions["workers"].items())
     here = f"{sys.version_info.major}.{sys.version_info.minor}"
     others = [
         f"{name} (Python {python.partition('.final')[0]})"
-        for name, info in found
+        for name, info in [("the scheduler", versions["scheduler"]), *workers]
         if not (python := info["host"]["python"]).startswith(f"{here}.")
     ]
     if others:
         raise DaskSetupError(
             f"The Dask cluster runs another Python than this machine's {here}: "
             f"{', '.join(others[:3])}{' and more' if others[3:] else ''}. The runner "
-            f"sends its plugins as Python bytecode, which another Python version "
-            f"cannot load. Run the cluster on Python {here}, or Kedro on the "
-            f"cluster's Python."
+            "sends its plugins as Python bytecode, which another Python version cannot "
+            f"load. Run the cluster on Python {here}, or Kedro on the cluster's Python."
         )
 
 
@@ -362,7 +357,7 @@ class _Client(distributed.Client):
         try:
             super().start(**kwargs)
         except BaseException:  # KeyboardInterrupt too
-            with contextlib.suppress(Exception):
+            with suppress(Exception):
                 self.close()
             raise
 

@@ -16,7 +16,6 @@ from kedro.io import AbstractDataset
 from kedro.pipeline.node import Node
 
 _DASK_PACKAGES = ("dask", "distributed", "dask_ml")
-_DASK_DATASETS = "kedro_datasets.dask"
 
 
 def computes_dask_collections(
@@ -24,7 +23,7 @@ def computes_dask_collections(
 ) -> bool:
     """From the node's code and persisted datasets."""
     return _refers_to_dask(node.func) or any(
-        type(dataset).__module__.startswith(_DASK_DATASETS)
+        type(dataset).__module__.startswith("kedro_datasets.dask")
         for dataset in datasets.values()
     )
 
@@ -40,13 +39,10 @@ def refuse_persisted(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
     """Persisted collections' partitions are futures of this worker's client: other
     workers cannot fetch them reliably, and Dask frees them once unreferenced."""
     for name, value in outputs:
-        if not dask.is_dask_collection(value):
-            continue
-        futures = distributed.futures_of(value)
-        for future in futures:
-            # Now: the error's traceback would keep the keys alive until GC runs.
-            future.release()
-        if futures:
+        if dask.is_dask_collection(value) and (held := distributed.futures_of(value)):
+            for future in held:
+                # Now: the error's traceback would keep the keys alive until GC runs.
+                future.release()
             raise TypeError(
                 f"Node {node.name!r} returned a persisted dask collection as "
                 f"{name!r}. Save it with a dask dataset in the catalog, or return it "

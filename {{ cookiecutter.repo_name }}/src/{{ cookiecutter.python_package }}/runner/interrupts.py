@@ -18,17 +18,15 @@ class CtrlCHeldBack:
     """Holds Ctrl-C back in the main thread, raising a press on exit; threads started
     inside (the cluster's event loop) and their processes inherit the blocked SIGINT."""
 
-    def __init__(self) -> None:
-        self._presses = 0
-        self._saved_handler: Any = None
-        self._saved_mask: set[signal.Signals] | None = None
+    _presses = 0
+    _saved_handler: Any = None
+    _saved_mask: set[signal.Signals] | None = None
 
     def __enter__(self) -> CtrlCHeldBack:
         main = threading.current_thread() is threading.main_thread()
         if not main or not hasattr(signal, "pthread_sigmask"):  # Windows has no masks
             return self
-        handler = signal.getsignal(signal.SIGINT)
-        if handler in (signal.SIG_IGN, None):
+        if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, None):
             return self  # started with Ctrl-C ignored (nohup): nothing to hold
         # The resource tracker unblocks SIGINT in the thread that first starts it.
         resource_tracker.ensure_running()
@@ -63,14 +61,12 @@ class CtrlCHeldBack:
 def ctrl_c_kept() -> Iterator[None]:
     """Undoes dask_jobqueue's SIGINT handler: with it, Ctrl-C ends ``kedro run`` with
     exit status 0, as if the run had succeeded."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    main = threading.current_thread() is threading.main_thread()
     handler = signal.getsignal(signal.SIGINT)
     try:
         yield
     finally:
-        if signal.getsignal(signal.SIGINT) is not handler:
+        if main and signal.getsignal(signal.SIGINT) is not handler:
             signal.signal(signal.SIGINT, handler)
 
 

@@ -54,8 +54,7 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
         return kwargs
     # Forked workers start with the forkserver's (maybe older) environment.
     kwargs["env"] = {**os.environ, **kwargs.get("env", {})}
-    plugins = kwargs.get("plugins", ())
-    kwargs["plugins"] = {*plugins, _ExitWithoutFinalCollection()}
+    kwargs["plugins"] = {*kwargs.get("plugins", ()), _ExitWithoutFinalCollection()}
     return kwargs
 
 
@@ -65,11 +64,8 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
     that starts paused, short of the budget, is ``worker_watch``'s to stop.)"""
     nannies = [w for w in cluster.workers.values() if isinstance(w, distributed.Nanny)]
     managers = [nanny.memory_manager for nanny in nannies]
-    budgets = [
-        (manager.memory_limit, manager.memory_terminate_fraction)
-        for manager in managers
-        if manager.memory_limit and manager.memory_terminate_fraction
-    ]
+    limits = [(m.memory_limit, m.memory_terminate_fraction) for m in managers]
+    budgets = [budget for budget in limits if all(budget)]
     if not budgets:
         return
     limit, share = min(budgets)
@@ -120,13 +116,11 @@ def worker_processes_environment(extra: dict[str, str] | None = None) -> Iterato
     forks = dask.config.get(_START_METHOD) in ("spawn", "forkserver")
     forks = forks and "forkserver" in multiprocessing.get_all_start_methods()
     level = logging.getLogger("distributed").getEffectiveLevel()
-    saved = set_environment(
-        {
-            "DASK_LOGGING__DISTRIBUTED": logging.getLevelName(level).lower(),
-            "KEDRO_LOGGING_CONFIG": str(_worker_logging_file()),
-            **(extra or {}),
-        }
-    )
+    environment = {
+        "DASK_LOGGING__DISTRIBUTED": logging.getLevelName(level).lower(),
+        "KEDRO_LOGGING_CONFIG": str(_worker_logging_file()),
+    }
+    saved = set_environment({**environment, **(extra or {})})
     try:
         with dask.config.set({_START_METHOD: "forkserver"} if forks else {}):
             yield forks
@@ -173,10 +167,9 @@ def close_workers_quietly(
             return
         with contextlib.suppress(Exception):
             client.run(quiet_before_closing)
-        if exc_type is None:
-            return
-        with quiet("distributed.nanny"), contextlib.suppress(Exception):
-            cluster.sync(close, nannies)
+        if exc_type is not None:
+            with quiet("distributed.nanny"), contextlib.suppress(Exception):
+                cluster.sync(close, nannies)
 
     return on_exit
 

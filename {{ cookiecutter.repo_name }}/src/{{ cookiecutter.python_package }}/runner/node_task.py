@@ -98,9 +98,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     }
     # Every output not persisted: all of them when computed again.
     outputs = {
-        name: _empty_memory_dataset("assign")
-        for name in node.outputs
-        if name not in persisted
+        n: _empty_memory_dataset("assign") for n in node.outputs if n not in persisted
     }
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
     forwarded = nullcontext()  # in the driver's own process (threads) logs print as is
@@ -122,9 +120,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
             raise
     values = tuple(outputs[name].load() for name in task.memory_outputs)
     refuse_persisted(task.node, zip(task.memory_outputs, values))
-    if len(values) == 1:
-        return values[0]
-    return values or None
+    return values[0] if len(values) == 1 else values or None
 
 
 def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
@@ -132,8 +128,7 @@ def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
     of them (Kedro refuses to save a version twice), so they are saved anew."""
     replaced = []
     for name in node.outputs:
-        dataset = persisted.get(name)
-        if not isinstance(dataset, AbstractVersionedDataset):
+        if not isinstance(dataset := persisted.get(name), AbstractVersionedDataset):
             continue
         if (version := dataset.resolve_save_version()) is None:  # not versioned
             continue
@@ -142,13 +137,12 @@ def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
             file_system = getattr(dataset, "_fs", None) or LocalFileSystem()
             file_system.rm(path, recursive=True)
             replaced.append(name)
-    message = (
+    replacing = f", replacing this run's versions of {', '.join(replaced)}"
+    return (
         f"Kedro node '{node.name}' runs again (its Dask worker died, or Dask retries "
         f"it), maybe after it saved some of its outputs: it saves them anew"
+        f"{replacing if replaced else ''}; its hooks fire again."
     )
-    if replaced:
-        message += f", replacing this run's versions of {', '.join(replaced)}"
-    return message + "; its hooks fire again."
 
 
 def _make_sendable(error: BaseException) -> None:

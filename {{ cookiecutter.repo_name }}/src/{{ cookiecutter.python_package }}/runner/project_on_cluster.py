@@ -105,14 +105,8 @@ def build_running(
 def _put(client: distributed.Client, build: ProjectBuild, name: str) -> None:
     driver, stem = this_process(), Path(build.file).stem
     if build.wheel is not None:
-        install = functools.partial(
-            install_wheel,
-            build.wheel,
-            build.content,
-            stem,
-            build.install_requirements,
-            driver,
-        )
+        args = build.wheel, build.content, stem, build.install_requirements, driver
+        install = functools.partial(install_wheel, *args)
         logger.info("Installing %s on the Dask cluster", build.wheel)
         plugins: tuple[Any, ...] = (_Install(install, False),)
     elif build.content:
@@ -160,8 +154,7 @@ def check_workers_import(
         if name in sys.modules and name.split(".")[0] != sent
     )
     found = client.run(_not_importable, by_reference, on_error="return")
-    missing = {w: found[w] for w in found if isinstance(found[w], list) and found[w]}
-    if missing:
+    if missing := {w: p for w, p in found.items() if isinstance(p, list) and p}:
         raise DaskSetupError(
             f"The Dask workers {', '.join(sorted(missing))} cannot import what the "
             f"run's nodes, datasets and plugins need: "

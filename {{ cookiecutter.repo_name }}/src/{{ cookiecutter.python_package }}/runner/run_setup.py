@@ -19,15 +19,11 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from .builds import in_driver_process
 from .errors import DaskRunError, DaskSetupError
 from .shared_storage import SharedStorage
-from .worker_hooks import (
-    HooksOnWorker,
-    WorkerHooks,
-    driver_hook_managers,
-    merge_additions,
-)
+from .worker_hooks import HooksOnWorker, driver_hook_managers, merge_additions
 
 if TYPE_CHECKING:
     from .node_task import RunContext
+    from .worker_hooks import WorkerHooks
 
 
 class RunSetup(WorkerPlugin):
@@ -40,8 +36,7 @@ class RunSetup(WorkerPlugin):
     ) -> None:
         #: The driver's plugins with node or dataset hooks, pickled.
         self.plugins = plugins
-        self.environment = environment
-        self.storage = storage
+        self.environment, self.storage = environment, storage
         self.driver_process = driver_process
         #: The copies of the plugins, made by this worker's first node of the run.
         self.hooks_on_worker: Any = None

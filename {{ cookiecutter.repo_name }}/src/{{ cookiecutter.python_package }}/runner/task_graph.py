@@ -75,62 +75,48 @@ class SubmittedGraph:
         """Releases every future: the scheduler drops the run's tasks, queued or
         running (``client.cancel`` asserts on tasks no client holds)."""
         if self.client.status == "running":  # else they went with the scheduler
-            for future in [
-                *self.node_futures,
-                *self.free_outputs.values(),
-                *self.inputs,
-            ]:
-                future.release()
-        self.node_futures.clear()
-        self.free_outputs.clear()
-        self.inputs.clear()
+            for f in [*self.node_futures, *self.free_outputs.values(), *self.inputs]:
+                f.release()
+        for held in (self.node_futures, self.free_outputs, self.inputs):
+            held.clear()
 
 
 class TaskGraph:
     """The node tasks of one pipeline run, checked before anything is submitted."""
 
     def __init__(
-        self,
-        pipeline: Pipeline,
-        datasets: dict[str, AbstractDataset],
-        run: RunContext,
+        self, pipeline: Pipeline, datasets: dict[str, AbstractDataset], run: RunContext
     ) -> None:
         self._pipeline, self._run, self._datasets = pipeline, run, datasets
-        self._memory = {
-            name: dataset._copy_mode
-            for name, dataset in datasets.items()
-            if isinstance(dataset, MemoryDataset)
+        self._memory = memory = {
+            n: d._copy_mode for n, d in datasets.items() if isinstance(d, MemoryDataset)
         }
         self._tasks: dict[Node, NodeTask] = {}
         self.node_keys: dict[Node, tuple[str]] = {}
         for node in pipeline.nodes:
             self.node_keys[node] = (f"{funcname(node.func)}-{run.token}-{node.name}",)
             own = (*node.inputs, *node.outputs, *node.confirms)
-            persisted = {n: datasets[n] for n in own if n not in self._memory}
+            persisted = {n: datasets[n] for n in own if n not in memory}
             self._tasks[node] = NodeTask(
                 node=node,
                 run=run,
                 persisted=persisted,
-                memory_inputs=tuple(
-                    (n, self._memory[n]) for n in node.inputs if n in self._memory
-                ),
-                memory_outputs=tuple(n for n in node.outputs if n in self._memory),
+                memory_inputs=tuple((n, memory[n]) for n in node.inputs if n in memory),
+                memory_outputs=tuple(n for n in node.outputs if n in memory),
                 computes_dask=computes_dask_collections(node, persisted),
             )
         self._check_serialisable()
         #: Whether a node saves a dataset: a node computed again must not.
         self.saves_datasets = any(
-            name not in self._memory for node in pipeline.nodes for name in node.outputs
+            name not in memory for node in pipeline.nodes for name in node.outputs
         )
 
     def _check_serialisable(self) -> None:
         problems = [
             f"node '{n.name}': {p}" for n in self._tasks if (p := unpicklable(n))
         ]
-        for name, dataset in sorted(self._datasets.items()):
-            if name in self._memory:
-                continue
-            if getattr(dataset, "_SINGLE_PROCESS", False):
+        for name in sorted(self._datasets.keys() - self._memory.keys()):
+            if getattr(dataset := self._datasets[name], "_SINGLE_PROCESS", False):
                 problems.append(
                     f"dataset '{name}': {type(dataset).__name__} only works in the "
                     f"process that created it"
@@ -173,9 +159,8 @@ class TaskGraph:
         awaited = {parent for parents in waits_for.values() for parent in parents}
         for node, task in self._tasks.items():
             key = self.node_keys[node]
-            layer = layers.setdefault(
-                tuple(sorted(resources.get(node, {}).items())), {}
-            )
+            asks = tuple(sorted(resources.get(node, {}).items()))
+            layer = layers.setdefault(asks, {})
             layer[key] = (
                 run_node_task,
                 task,
@@ -198,15 +183,13 @@ class TaskGraph:
         used = {name for task in self._tasks.values() for name, _ in task.memory_inputs}
         free = {name: key for name, key in providers.items() if name not in used}
         wanted = [*self.node_keys.values(), *free.values()]
-        graph = HighLevelGraph(
-            {
-                f"kedro-nodes-{i}": MaterializedLayer(
-                    tasks, annotations={"resources": dict(asks)} if asks else None
-                )
-                for i, (asks, tasks) in enumerate(layers.items())
-            },
-            {f"kedro-nodes-{i}": set() for i in range(len(layers))},
-        )
+        graph_layers = {
+            f"kedro-nodes-{i}": MaterializedLayer(
+                tasks, annotations={"resources": dict(asks)} if asks else None
+            )
+            for i, (asks, tasks) in enumerate(layers.items())
+        }
+        graph = HighLevelGraph(graph_layers, {name: set() for name in graph_layers})
         futures = dict(
             zip(wanted, client.get(graph, wanted, sync=False, retries=retries))
         )
@@ -224,11 +207,9 @@ class TaskGraph:
         """For each node, the parents it waits for but takes no in-memory data from."""
         waits_for = {}
         for node, parents in self._pipeline.node_dependencies.items():
-            memory_inputs = {name for name, _ in self._tasks[node].memory_inputs}
+            takes = {name for name, _ in self._tasks[node].memory_inputs}
             waits_for[node] = [
-                parent
-                for parent in parents
-                if memory_inputs.isdisjoint(self._tasks[parent].memory_outputs)
+                p for p in parents if takes.isdisjoint(self._tasks[p].memory_outputs)
             ]
         return waits_for
 

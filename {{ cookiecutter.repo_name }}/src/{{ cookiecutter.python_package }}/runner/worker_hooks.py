@@ -22,10 +22,7 @@ from .kedro_internals import _create_hook_manager
 
 #: The hooks Kedro fires where a node runs.
 NODE_HOOKS = frozenset(
-    name
-    for specs in (NodeSpecs, DatasetSpecs)
-    for name in vars(specs)
-    if not name.startswith("_")
+    name for name in {*vars(NodeSpecs), *vars(DatasetSpecs)} if not name.startswith("_")
 )
 
 
@@ -43,13 +40,12 @@ def worker_hooks(
     hook_manager: Any, environment_before: Mapping[str, str]
 ) -> WorkerHooks | None:
     """The run's plugins and environment for the workers; None if nothing to send."""
-    plugins = {}
-    if isinstance(hook_manager, PluginManager):
-        plugins = {
-            name: plugin
-            for name, plugin in hook_manager.list_name_plugin()
-            if NODE_HOOKS & {c.name for c in hook_manager.get_hookcallers(plugin) or ()}
-        }
+    managed = isinstance(hook_manager, PluginManager)
+    plugins = {
+        name: plugin
+        for name, plugin in (hook_manager.list_name_plugin() if managed else ())
+        if NODE_HOOKS & {c.name for c in hook_manager.get_hookcallers(plugin) or ()}
+    }
     environment: dict[str, str | None] = {
         n: v for n, v in os.environ.items() if environment_before.get(n) != v
     }
@@ -82,8 +78,7 @@ class HooksOnWorker:
         for name, plugin in self._plugins.items():
             sent = getattr(self._as_sent[name], "__dict__", {})
             for attribute, value in getattr(plugin, "__dict__", {}).items():
-                added = _added(sent.get(attribute), value)
-                if added is not None:
+                if (added := _added(sent.get(attribute), value)) is not None:
                     found.setdefault(name, {})[attribute] = added
         return found
 
@@ -129,12 +124,10 @@ def _added(before: Any, after: Any) -> Any:
             before = before if isinstance(before, Mapping) else {}
             found = {}
             for key, value in after.items():
-                if key not in before:
-                    found[key] = value
-                elif isinstance(value, Mapping):
+                if key in before and isinstance(value, Mapping):
                     if (deeper := _added(before[key], value)) is not None:
                         found[key] = deeper
-                elif value != before[key]:
+                elif key not in before or value != before[key]:
                     found[key] = value
             return found or None
         if isinstance(after, list) and isinstance(before, list):

@@ -101,9 +101,7 @@ class WorkerWatch:
         names = {future.key: node.name for future, node in pending.items()}
         died = self._client.run_on_scheduler(
             lambda keys, dask_scheduler: [
-                key
-                for key in keys
-                if getattr(dask_scheduler.tasks.get(key), "suspicious", 0)
+                k for k in keys if getattr(dask_scheduler.tasks.get(k), "suspicious", 0)
             ],
             list(names),
         )
