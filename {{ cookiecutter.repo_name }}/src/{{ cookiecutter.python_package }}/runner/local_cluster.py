@@ -64,8 +64,11 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
     that starts paused, short of the budget, is ``worker_watch``'s to stop.)"""
     nannies = [w for w in cluster.workers.values() if isinstance(w, distributed.Nanny)]
     managers = [nanny.memory_manager for nanny in nannies]
-    limits = [(m.memory_limit, m.memory_terminate_fraction) for m in managers]
-    budgets = [budget for budget in limits if all(budget)]
+    budgets = [
+        (manager.memory_limit, manager.memory_terminate_fraction)
+        for manager in managers
+        if manager.memory_limit and manager.memory_terminate_fraction
+    ]
     if not budgets:
         return
     limit, share = min(budgets)
