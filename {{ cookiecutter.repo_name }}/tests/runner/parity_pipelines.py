@@ -24,6 +24,7 @@ from kedro.io import (
     MemoryDataset,
     Version,
 )
+from kedro.io.core import generate_timestamp
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
@@ -137,6 +138,13 @@ class VersionedWithoutFileSystem(AbstractVersionedDataset):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class HalvingMemoryDataset(MemoryDataset):
+    """An in-memory dataset whose own save changes the data, as some projects' do."""
+
+    def save(self, data: Any) -> None:
+        super().save(data / 2)
 
 
 def fail(x):
@@ -295,6 +303,62 @@ def several_outputs() -> Case:
     )
 
 
+def make_lock():
+    return threading.Lock()
+
+
+def unsendable() -> Case:
+    """`lock` cannot be pickled, nor deep-copied by its MemoryDataset; without a
+    consumer it would travel to the driver (Dask fails there, not in the node)."""
+    pipeline = Pipeline([Node(make_lock, None, "lock", name="make_lock")])
+    return Case("unsendable", pipeline, lambda f: _catalog({}))
+
+
+def memory_subclass() -> Case:
+    """`halved` is a MemoryDataset subclass: its consumer gets what its save kept."""
+    pipeline = Pipeline(
+        [
+            Node(double, "seed", "halved", name="double"),
+            Node(add_one, "halved", "result", name="add_one"),
+        ]
+    )
+    return Case(
+        "memory_subclass",
+        pipeline,
+        lambda f: _catalog(
+            {
+                "seed": MemoryDataset(3),
+                "halved": HalvingMemoryDataset(),
+                **_json(f, "result"),
+            }
+        ),
+    )
+
+
+def versioned_rerun(seed: int) -> Case:
+    """`make` saves a new version of `versioned` on each run, which `use` loads."""
+    pipeline = Pipeline(
+        [
+            Node(itself_and_tenfold, "seed", ["versioned", "marker"], name="make"),
+            Node(add_one, "versioned", "used", name="use"),
+        ]
+    )
+    return Case(
+        "versioned_rerun",
+        pipeline,
+        lambda f: _catalog(
+            {
+                "seed": MemoryDataset(seed),
+                "versioned": JSONDataset(
+                    filepath=str(f / "versioned.json"),
+                    version=Version(None, generate_timestamp()),
+                ),
+                **_json(f, "marker", "used"),
+            }
+        ),
+    )
+
+
 #: A node of ``many_outputs`` returns this many parts of this many bytes.
 PARTS, PART_BYTES = 8, 2**22
 
@@ -396,6 +460,7 @@ PARITY_CASES = [
     namespaces_and_parameters(),
     transcoded(),
     several_outputs(),
+    memory_subclass(),
     *(copy_mode(mode, mutate=False) for mode in (None, "deepcopy", "copy", "assign")),
     *(copy_mode(mode, mutate=True) for mode in ("deepcopy", "copy")),
 ]

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 from distributed.stealing import fast_tasks
-from kedro.io import MemoryDataset
+from kedro.io import DatasetError, MemoryDataset
 from kedro.runner import SequentialRunner
 from pluggy import PluginManager
 
@@ -126,6 +126,36 @@ def test_only_missing_outputs_skips_what_sequential_skips(
     }
     assert ran == {"finish"}
     assert runs["dask"] == runs["seq"]
+
+
+def test_a_rerun_node_loads_the_version_saved_in_the_run(
+    cluster, hook_manager, tmp_path
+):
+    """Kedro's check for missing outputs finds the latest version and caches it: the
+    consumer's copy on a worker must not load that one after the producer saved."""
+    previous = tmp_path / "previous"
+    first = cases.versioned_rerun(1)
+    SequentialRunner().run(first.pipeline, first.catalog(previous), hook_manager)
+    (previous / "marker.json").unlink()
+    (previous / "used.json").unlink()
+    used = {}
+    for name, runner in (("seq", SequentialRunner()), ("dask", dask_runner(cluster))):
+        folder = shutil.copytree(previous, tmp_path / name)
+        case = cases.versioned_rerun(5)
+        catalog = case.catalog(folder)
+        runner.run(case.pipeline, catalog, hook_manager, only_missing_outputs=True)
+        used[name] = (folder / "used.json").read_text()
+    assert used == {"seq": "6", "dask": "6"}
+
+
+def test_data_that_cannot_travel_fails_its_node_as_in_sequential(
+    process_cluster, hook_manager, tmp_path
+):
+    """Dask would hang its consumer on another worker (dask/distributed#6705)."""
+    case = cases.unsendable()
+    for runner in (SequentialRunner(), dask_runner(process_cluster)):
+        with pytest.raises(DatasetError, match="lock"):
+            runner.run(case.pipeline, case.catalog(tmp_path), hook_manager)
 
 
 def test_failing_node_fails_like_sequential(

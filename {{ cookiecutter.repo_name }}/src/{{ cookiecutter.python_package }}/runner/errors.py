@@ -32,15 +32,29 @@ def error_chain(error: BaseException | None) -> Iterator[BaseException]:
 
 def unpicklable(obj: Any) -> str | None:
     """Why Dask cannot send ``obj``, or None: tried as distributed pickles (pickle,
-    else cloudpickle), but without the ERROR and traceback it logs for a failure."""
+    else cloudpickle), but without the ERROR and traceback it logs for a failure, and
+    keeping no bytes: large arrays' buffers are not even copied."""
     with suppress(Exception):
-        pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.Pickler(_Discarded(), -1, buffer_callback=_Discarded.keep).dump(obj)
         return None
     try:
-        cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+        cloudpickle.CloudPickler(
+            _Discarded(), -1, buffer_callback=_Discarded.keep
+        ).dump(obj)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+class _Discarded:
+    """A file that keeps nothing written to it."""
+
+    def write(self, data: Any) -> None:
+        pass
+
+    @staticmethod
+    def keep(buffer: pickle.PickleBuffer) -> bool:
+        return False  # out of band: not copied into the (discarded) stream
 
 
 def one_line(error: BaseException) -> str:

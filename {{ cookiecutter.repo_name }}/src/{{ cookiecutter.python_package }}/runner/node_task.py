@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from collections.abc import Iterable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from kedro.io import (
     AbstractDataset,
     AbstractVersionedDataset,
     DataCatalog,
+    DatasetError,
     MemoryDataset,
 )
 from kedro.pipeline.node import Node
@@ -57,6 +59,8 @@ class NodeTask:
     memory_inputs: tuple[tuple[str, str | None], ...]
     #: The outputs the task returns to Dask, in this order.
     memory_outputs: tuple[str, ...]
+    #: Those of a ``MemoryDataset`` subclass: saved and loaded with it, as in Kedro.
+    custom_outputs: dict[str, MemoryDataset]
     #: Whether the node computes dask collections, checked once, on the driver.
     computes_dask: bool
 
@@ -99,7 +103,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     # Every output not persisted: all of them when computed again.
     outputs = {
         n: _empty_memory_dataset("assign") for n in node.outputs if n not in persisted
-    }
+    } | task.custom_outputs
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
     forwarded = nullcontext()  # in the driver's own process (threads) logs print as is
     if not in_driver:
@@ -120,7 +124,22 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
             raise
     values = tuple(outputs[name].load() for name in task.memory_outputs)
     refuse_persisted(task.node, zip(task.memory_outputs, values))
+    if not in_driver:
+        _refuse_unsendable(task.node, zip(task.memory_outputs, values))
     return values[0] if len(values) == 1 else values or None
+
+
+def _refuse_unsendable(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
+    """A value Dask cannot serialise would hang its consumer on another worker for
+    ever (dask/distributed#6705). Checked where Kedro's ``MemoryDataset`` deep-copies
+    (plain Python objects): SequentialRunner fails there too."""
+    for name, value in outputs:
+        if _copy_mode_for(value, None) == "deepcopy" and (why := unpicklable(value)):
+            raise DatasetError(
+                f"{name}: Kedro node '{node.name}' returned data that cannot be sent "
+                f"to other Dask workers ({why}). Create locks, connections, open "
+                "files and generators inside the node that uses them."
+            )
 
 
 def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:

@@ -13,7 +13,7 @@ import distributed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.sizeof import sizeof
 from dask.utils import funcname
-from kedro.io import AbstractDataset, MemoryDataset
+from kedro.io import AbstractDataset, AbstractVersionedDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
@@ -91,6 +91,13 @@ class TaskGraph:
         self._memory = memory = {
             n: d._copy_mode for n, d in datasets.items() if isinstance(d, MemoryDataset)
         }
+        # Subclasses' own save and load may change the data: producers save with them.
+        custom = {
+            n: datasets[n] for n in memory if type(datasets[n]) is not MemoryDataset
+        }
+        for dataset in datasets.values():
+            if isinstance(dataset, AbstractVersionedDataset):
+                dataset.release()  # else workers' copies keep the version Kedro found
         self._tasks: dict[Node, NodeTask] = {}
         self.node_keys: dict[Node, tuple[str]] = {}
         for node in pipeline.nodes:
@@ -103,6 +110,7 @@ class TaskGraph:
                 persisted=persisted,
                 memory_inputs=tuple((n, memory[n]) for n in node.inputs if n in memory),
                 memory_outputs=tuple(n for n in node.outputs if n in memory),
+                custom_outputs={n: custom[n] for n in node.outputs if n in custom},
                 computes_dask=computes_dask_collections(node, persisted),
             )
         self._check_serialisable()
