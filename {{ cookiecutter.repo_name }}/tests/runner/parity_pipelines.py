@@ -28,6 +28,7 @@ from kedro.io.core import generate_timestamp
 from kedro.pipeline import Node, Pipeline
 from kedro_datasets.json import JSONDataset
 from kedro_datasets.pandas import CSVDataset
+from kedro_datasets.partitions import IncrementalDataset
 from kedro_datasets.text import TextDataset
 
 logger = logging.getLogger(__name__)
@@ -312,6 +313,40 @@ def unsendable() -> Case:
     consumer it would travel to the driver (Dask fails there, not in the node)."""
     pipeline = Pipeline([Node(make_lock, None, "lock", name="make_lock")])
     return Case("unsendable", pipeline, lambda f: _catalog({}))
+
+
+def partition_names(partitions):
+    return sorted(partitions)
+
+
+def add_a_partition(processed, folder):
+    """A file that arrives after the partitions were read, before they are confirmed."""
+    (Path(folder) / "p9.csv").write_text("a\n9\n")
+    return processed
+
+
+def confirmed_downstream() -> Case:
+    """`incoming` is read by one node and confirmed by a later one, as Kedro's docs
+    show for IncrementalDataset."""
+    pipeline = Pipeline(
+        [
+            Node(partition_names, "incoming", "processed", name="process"),
+            Node(
+                add_a_partition, ["processed", "params:incoming"], "later", name="add"
+            ),
+            Node(identity, "later", "reported", name="report", confirms="incoming"),
+        ]
+    )
+
+    def catalog(folder: Path) -> DataCatalog:
+        incoming = folder / "incoming"
+        incoming.mkdir(parents=True)
+        for number in range(3):
+            (incoming / f"p{number}.csv").write_text(f"a\n{number}\n")
+        dataset = IncrementalDataset(path=str(incoming), dataset="pandas.CSVDataset")
+        return _catalog({"incoming": dataset}, incoming=str(incoming))
+
+    return Case("confirmed_downstream", pipeline, catalog)
 
 
 def memory_subclass() -> Case:

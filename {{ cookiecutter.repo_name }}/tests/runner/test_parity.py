@@ -148,6 +148,16 @@ def test_a_rerun_node_loads_the_version_saved_in_the_run(
     assert used == {"seq": "6", "dask": "6"}
 
 
+def test_a_node_confirms_what_another_node_read(cluster, hook_manager, tmp_path):
+    """A partition arriving after the read is not checkpointed as processed."""
+    checkpoints = {}
+    for name, runner in (("seq", SequentialRunner()), ("dask", dask_runner(cluster))):
+        case = cases.confirmed_downstream()
+        runner.run(case.pipeline, case.catalog(tmp_path / name), hook_manager)
+        checkpoints[name] = (tmp_path / name / "incoming" / "CHECKPOINT").read_text()
+    assert checkpoints == {"seq": "p2.csv", "dask": "p2.csv"}
+
+
 def test_data_that_cannot_travel_fails_its_node_as_in_sequential(
     process_cluster, hook_manager, tmp_path
 ):

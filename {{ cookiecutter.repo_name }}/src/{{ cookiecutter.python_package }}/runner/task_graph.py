@@ -13,7 +13,7 @@ import distributed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.sizeof import sizeof
 from dask.utils import funcname
-from kedro.io import AbstractDataset, AbstractVersionedDataset, MemoryDataset
+from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 
@@ -95,9 +95,17 @@ class TaskGraph:
         custom = {
             n: datasets[n] for n in memory if type(datasets[n]) is not MemoryDataset
         }
-        for dataset in datasets.values():
-            if isinstance(dataset, AbstractVersionedDataset):
-                dataset.release()  # else workers' copies keep the version Kedro found
+        # Workers get copies, which would keep what the driver cached (the version or
+        # partitions Kedro found) after a node saved anew: Kedro's own release drops it.
+        for name in datasets.keys() - memory.keys():
+            datasets[name].release()
+        # Copies of a confirmed dataset (IncrementalDataset) carry one listing of its
+        # partitions, so that the confirming node checkpoints what the loader read.
+        for name in {
+            n for node in pipeline.nodes for n in node.confirms
+        } - memory.keys():
+            if callable(listing := getattr(datasets[name], "_list_partitions", None)):
+                listing()
         self._tasks: dict[Node, NodeTask] = {}
         self.node_keys: dict[Node, tuple[str]] = {}
         for node in pipeline.nodes:
