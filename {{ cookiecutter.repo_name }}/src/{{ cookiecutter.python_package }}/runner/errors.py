@@ -5,6 +5,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator
 from contextlib import suppress
+from types import SimpleNamespace
 from typing import Any
 
 import cloudpickle
@@ -32,29 +33,23 @@ def error_chain(error: BaseException | None) -> Iterator[BaseException]:
 
 def unpicklable(obj: Any) -> str | None:
     """Why Dask cannot send ``obj``, or None: tried as distributed pickles (pickle,
-    else cloudpickle), but without the ERROR and traceback it logs for a failure, and
-    keeping no bytes: large arrays' buffers are not even copied."""
+    else cloudpickle), but without the ERROR and traceback it logs for a failure."""
     with suppress(Exception):
-        pickle.Pickler(_Discarded(), -1, buffer_callback=_Discarded.keep).dump(obj)
+        pickle.Pickler(**_NOWHERE).dump(obj)
         return None
     try:
-        cloudpickle.CloudPickler(
-            _Discarded(), -1, buffer_callback=_Discarded.keep
-        ).dump(obj)
+        cloudpickle.CloudPickler(**_NOWHERE).dump(obj)
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
 
 
-class _Discarded:
-    """A file that keeps nothing written to it."""
-
-    def write(self, data: Any) -> None:
-        pass
-
-    @staticmethod
-    def keep(buffer: pickle.PickleBuffer) -> bool:
-        return False  # out of band: not copied into the (discarded) stream
+#: Pickles into nothing, leaving array buffers out of band: nothing is copied.
+_NOWHERE = {
+    "file": SimpleNamespace(write=len),
+    "protocol": pickle.HIGHEST_PROTOCOL,
+    "buffer_callback": lambda _: False,
+}
 
 
 def one_line(error: BaseException) -> str:
