@@ -31,6 +31,14 @@ def error_chain(error: BaseException | None) -> Iterator[BaseException]:
             yield link
 
 
+#: Pickles into nothing, leaving array buffers out of band: nothing is copied.
+_NOWHERE = {
+    "file": SimpleNamespace(write=len),
+    "protocol": pickle.HIGHEST_PROTOCOL,
+    "buffer_callback": lambda _: False,
+}
+
+
 def unpicklable(obj: Any) -> str | None:
     """Why Dask cannot send ``obj``, or None: tried as distributed pickles (pickle,
     else cloudpickle), but without the ERROR and traceback it logs for a failure."""
@@ -42,14 +50,6 @@ def unpicklable(obj: Any) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-#: Pickles into nothing, leaving array buffers out of band: nothing is copied.
-_NOWHERE = {
-    "file": SimpleNamespace(write=len),
-    "protocol": pickle.HIGHEST_PROTOCOL,
-    "buffer_callback": lambda _: False,
-}
 
 
 def one_line(error: BaseException) -> str:

@@ -74,9 +74,10 @@ class SubmittedGraph:
     def cancel(self) -> None:
         """Releases every future: the scheduler drops the run's tasks, queued or
         running (``client.cancel`` asserts on tasks no client holds)."""
+        futures = [*self.node_futures, *self.free_outputs.values(), *self.inputs]
         if self.client.status == "running":  # else they went with the scheduler
-            for f in [*self.node_futures, *self.free_outputs.values(), *self.inputs]:
-                f.release()
+            for future in futures:
+                future.release()
         for held in (self.node_futures, self.free_outputs, self.inputs):
             held.clear()
 
@@ -95,17 +96,7 @@ class TaskGraph:
         custom = {
             n: datasets[n] for n in memory if type(datasets[n]) is not MemoryDataset
         }
-        # Workers get copies, which would keep what the driver cached (the version or
-        # partitions Kedro found) after a node saved anew: Kedro's own release drops it.
-        for name in datasets.keys() - memory.keys():
-            datasets[name].release()
-        # Copies of a confirmed dataset (IncrementalDataset) carry one listing of its
-        # partitions, so that the confirming node checkpoints what the loader read.
-        for name in {
-            n for node in pipeline.nodes for n in node.confirms
-        } - memory.keys():
-            if callable(listing := getattr(datasets[name], "_list_partitions", None)):
-                listing()
+        _fresh_for_workers(pipeline, datasets, datasets.keys() - memory.keys())
         self._tasks: dict[Node, NodeTask] = {}
         self.node_keys: dict[Node, tuple[str]] = {}
         for node in pipeline.nodes:
@@ -241,6 +232,21 @@ class TaskGraph:
                 key = f"{name}-{self._run.token}"
                 providers[name] = client.submit(_given, value, key=key, pure=False)
         return providers
+
+
+def _fresh_for_workers(
+    pipeline: Pipeline, datasets: dict[str, AbstractDataset], persisted: set[str]
+) -> None:
+    """Workers get copies of the persisted datasets, which would keep what the driver
+    cached (a version or partitions Kedro's ``exists()`` found) after a node saved
+    anew: Kedro's own ``release`` drops it. A confirmed dataset (IncrementalDataset)
+    is then listed once, so the confirming node checkpoints what the loader read."""
+    for name in persisted:
+        datasets[name].release()
+    confirmed = {name for node in pipeline.nodes for name in node.confirms}
+    for name in confirmed & persisted:
+        if callable(listing := getattr(datasets[name], "_list_partitions", None)):
+            listing()
 
 
 def check_resources(
