@@ -110,6 +110,11 @@ def _how_the_worker_started(_: object) -> dict[str, bool]:
     }
 
 
+class _PressedWhileCollected:
+    def __del__(self) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+
 PIPELINE_MODULE = "{{ cookiecutter.python_package }}.pipelines.iris.nodes"
 #: Every Dask process a test starts listens on this machine only.
 LOOPBACK = "127.0.0.1"
@@ -683,6 +688,19 @@ class TestSafety:
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)
             pytest.fail("the second press did not interrupt")
+
+    @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+    def test_a_press_python_swallowed_while_closing_still_stops_the_run(self):
+        """A press in a weakref callback or ``__del__`` (an import's lock clean-up,
+        while the run closes) prints "Exception ignored" and goes on: the run must
+        still end interrupted, not as a success."""
+        config = DaskClientConfig.from_options(
+            {"n_workers": 1, "processes": False, "dashboard_address": None}
+        )
+        with pytest.raises(KeyboardInterrupt):
+            with dask_client(config):
+                _PressedWhileCollected()  # collected at once: the press is ignored
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     def test_a_press_python_swallowed_in_an_import_still_stops_the_run(self):
         """A press just after importlib's lock clean-up took the import lock prints

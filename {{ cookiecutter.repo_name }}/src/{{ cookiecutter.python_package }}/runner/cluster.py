@@ -21,7 +21,12 @@ import distributed
 
 from .client_config import DaskClientConfig, keywords_of, unknown_keys
 from .errors import DaskSetupError, one_line
-from .interrupts import CtrlCHeldBack, ctrl_c_kept, raise_a_press_python_swallowed
+from .interrupts import (
+    CtrlCHeldBack,
+    ctrl_c_kept,
+    no_press_lost,
+    raise_a_press_python_swallowed,
+)
 from .local_cluster import (
     LOCAL_DASHBOARD,
     check_not_a_worker_starting,
@@ -38,12 +43,15 @@ logger = logging.getLogger(__name__)
 
 
 @contextmanager
-def dask_client(config: DaskClientConfig) -> Iterator[distributed.Client]:
+def dask_client(
+    config: DaskClientConfig, held: CtrlCHeldBack | None = None
+) -> Iterator[distributed.Client]:
     """Yields a client for the configured cluster and closes what it opened; Ctrl-C
-    waits while a cluster starts or everything closes, lest either stop half-way."""
+    waits while a cluster starts or everything closes (from ``held.on_the_way_out``
+    if given), lest either stop half-way."""
     raise_a_press_python_swallowed()
-    held = CtrlCHeldBack()
-    with ExitStack() as opened:
+    held = held or CtrlCHeldBack()
+    with no_press_lost(), ExitStack() as opened:
         opened.push(held.__exit__)  # the last step out: a held press is raised
         address, active = _existing(config)
         cluster = None  # unless the run starts one

@@ -39,6 +39,7 @@ from .cluster import (
     where_workers_run,
 )
 from .errors import DaskRunError
+from .interrupts import CtrlCHeldBack
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
 from .project_on_cluster import (
@@ -129,12 +130,14 @@ class DaskRunner(AbstractRunner):
         )
         graph = TaskGraph(pipeline, datasets, run)
         clock = NodeClock(graph.node_keys, config.tag_timeouts)
+        held = CtrlCHeldBack()  # Ctrl-C waits while the run's parts close
         with (
-            dask_client(config) as client,
+            dask_client(config, held) as client,
             forward_node_logs(client, token),
             clock.running(client, token),
             build_running(client, build, token),
             workers_prepared(client, run, hook_manager, hooks, storage),
+            held.on_the_way_out(),
         ):
             if elsewhere:  # workers on other machines may lack the run's code
                 plugins = hooks.modules if hooks is not None else frozenset()

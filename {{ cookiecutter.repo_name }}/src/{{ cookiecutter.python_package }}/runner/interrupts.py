@@ -23,6 +23,8 @@ class CtrlCHeldBack:
     _saved_mask: set[signal.Signals] | None = None
 
     def __enter__(self) -> CtrlCHeldBack:
+        if self._saved_mask is not None:  # held already (see on_the_way_out)
+            return self
         main = threading.current_thread() is threading.main_thread()
         if not main or not hasattr(signal, "pthread_sigmask"):  # Windows has no masks
             return self
@@ -43,6 +45,15 @@ class CtrlCHeldBack:
         self._restore_handler()
         if self._presses and exc_type is None:
             raise KeyboardInterrupt
+
+    @contextmanager
+    def on_the_way_out(self) -> Iterator[None]:
+        """Holds Ctrl-C from the end of the block on, until this object exits: a press
+        as the context managers around the block close waits for them."""
+        try:
+            yield
+        finally:
+            self.__enter__()
 
     def _pressed(self, signum: int, frame: FrameType | None) -> None:
         # Runs in the main thread, between two bytecodes of whatever it runs.
@@ -70,9 +81,42 @@ def ctrl_c_kept() -> Iterator[None]:
             signal.signal(signal.SIGINT, handler)
 
 
+@contextmanager
+def no_press_lost() -> Iterator[None]:
+    """Raises on the way out a Ctrl-C Python swallowed (printing "Exception ignored")
+    because it landed in a weakref callback or ``__del__``, as when an import drops
+    its lock: a run pressed while it closes must not end as a success."""
+    handler = signal.getsignal(signal.SIGINT)
+    main = threading.current_thread() is threading.main_thread()
+    if not main or not callable(handler):
+        yield
+        return
+    presses: list[int] = []
+
+    def pressed(signum: int, frame: FrameType | None) -> None:
+        presses.append(signum)
+        handler(signum, frame)
+
+    signal.signal(signal.SIGINT, pressed)
+    try:
+        yield
+    finally:
+        if signal.getsignal(signal.SIGINT) is pressed:
+            signal.signal(signal.SIGINT, handler)
+    if presses:  # raised, yet nothing came out
+        _release_the_import_lock()
+        raise KeyboardInterrupt
+
+
 def raise_a_press_python_swallowed() -> None:
     """Releases the import lock a Ctrl-C left held (Python printed "Exception ignored"),
     which would hang another thread's import (a cluster's start), and raises it."""
+    if _release_the_import_lock():
+        raise KeyboardInterrupt
+
+
+def _release_the_import_lock() -> bool:
+    """Whether this thread held the import lock, now released."""
     held = False
     while _imp.lock_held():
         try:
@@ -80,5 +124,4 @@ def raise_a_press_python_swallowed() -> None:
         except RuntimeError:  # another thread is importing: not ours to release
             break
         held = True
-    if held:
-        raise KeyboardInterrupt
+    return held
