@@ -315,6 +315,17 @@ def unsendable() -> Case:
     return Case("unsendable", pipeline, lambda f: _catalog({}))
 
 
+def locks_in_a_frame():
+    return pd.DataFrame({"id": [1, 2], "lock": [threading.Lock(), threading.Lock()]})
+
+
+def framed_unsendable() -> Case:
+    """A DataFrame whose object column holds locks: Kedro's ``MemoryDataset`` copies
+    it (SequentialRunner passes it on), pickle cannot."""
+    pipeline = Pipeline([Node(locks_in_a_frame, None, "frame", name="frame_locks")])
+    return Case("framed_unsendable", pipeline, lambda f: _catalog({}))
+
+
 def partition_names(partitions):
     return sorted(partitions)
 

@@ -168,6 +168,18 @@ def test_data_that_cannot_travel_fails_its_node_as_in_sequential(
             runner.run(case.pipeline, case.catalog(tmp_path), hook_manager)
 
 
+def test_objects_that_cannot_travel_in_a_dataframe_fail_their_node(
+    process_cluster, hook_manager, tmp_path
+):
+    """SequentialRunner passes the DataFrame on; Dask would hang a consumer on
+    another worker, so the node fails, naming what cannot travel."""
+    case = cases.framed_unsendable()
+    with pytest.raises(DatasetError, match=r"frame: .*'frame_locks'.*lock"):
+        dask_runner(process_cluster).run(
+            case.pipeline, case.catalog(tmp_path), hook_manager
+        )
+
+
 def test_failing_node_fails_like_sequential(
     cluster, hook_manager, hook_log, tmp_path, caplog
 ):

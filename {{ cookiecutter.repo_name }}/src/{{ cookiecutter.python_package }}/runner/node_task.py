@@ -131,15 +131,27 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
 
 def _refuse_unsendable(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
     """A value Dask cannot serialise would hang its consumer on another worker for
-    ever (dask/distributed#6705). Checked where Kedro's ``MemoryDataset`` deep-copies
-    (plain Python objects): SequentialRunner fails there too."""
+    ever (dask/distributed#6705). Checked where pickle goes object by object: arrays of
+    numbers travel as buffers, and cannot fail."""
     for name, value in outputs:
-        if _copy_mode_for(value, None) == "deepcopy" and (why := unpicklable(value)):
+        if (why := unpicklable(_pickled_object_by_object(value))) is not None:
             raise DatasetError(
                 f"{name}: Kedro node '{node.name}' returned data that cannot be sent "
                 f"to other Dask workers ({why}). Create locks, connections, open "
                 "files and generators inside the node that uses them."
             )
+
+
+def _pickled_object_by_object(value: Any) -> Any:
+    """The part of ``value`` that pickle writes object by object: all of a plain Python
+    value (Kedro's ``MemoryDataset`` deep-copies it: SequentialRunner fails there
+    too), a DataFrame's object columns, an object array or Series."""
+    dtype = str(getattr(value, "dtype", ""))
+    if dtype == "object" or _copy_mode_for(value, None) == "deepcopy":
+        return value
+    if callable(getattr(value, "select_dtypes", None)):  # a pandas DataFrame
+        return value.select_dtypes(include="object")
+    return None
 
 
 def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
