@@ -361,11 +361,13 @@ def confirmed_downstream() -> Case:
 
 
 def memory_subclass() -> Case:
-    """`halved` is a MemoryDataset subclass: its consumer gets what its save kept."""
+    """`halved` and `halved_free` are of a MemoryDataset subclass: the consumer gets
+    what its save kept, the caller the free output saved once."""
     pipeline = Pipeline(
         [
             Node(double, "seed", "halved", name="double"),
             Node(add_one, "halved", "result", name="add_one"),
+            Node(double, "seed", "halved_free", name="double_free"),
         ]
     )
     return Case(
@@ -375,6 +377,7 @@ def memory_subclass() -> Case:
             {
                 "seed": MemoryDataset(3),
                 "halved": HalvingMemoryDataset(),
+                "halved_free": HalvingMemoryDataset(),
                 **_json(f, "result"),
             }
         ),

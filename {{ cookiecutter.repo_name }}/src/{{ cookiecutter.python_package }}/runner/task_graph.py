@@ -92,9 +92,13 @@ class TaskGraph:
         self._memory = memory = {
             n: d._copy_mode for n, d in datasets.items() if isinstance(d, MemoryDataset)
         }
-        # Subclasses' own save and load may change the data: producers save with them.
+        # Subclasses' own save and load may change the data: producers save with them
+        # for consumers; the driver saves a free output once (submit), as Kedro does.
+        consumed = pipeline.all_inputs()
         custom = {
-            n: datasets[n] for n in memory if type(datasets[n]) is not MemoryDataset
+            n: datasets[n]
+            for n in memory.keys() & consumed
+            if type(datasets[n]) is not MemoryDataset
         }
         _fresh_for_workers(pipeline, datasets, datasets.keys() - memory.keys())
         self._tasks: dict[Node, NodeTask] = {}
