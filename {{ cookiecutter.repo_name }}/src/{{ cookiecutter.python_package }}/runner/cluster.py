@@ -21,12 +21,7 @@ import distributed
 
 from .client_config import DaskClientConfig, keywords_of, unknown_keys
 from .errors import DaskSetupError, one_line
-from .interrupts import (
-    CtrlCHeldBack,
-    ctrl_c_kept,
-    no_press_lost,
-    raise_a_press_python_swallowed,
-)
+from .interrupts import CtrlCHeldBack, ctrl_c_kept, raise_a_press_python_swallowed
 from .local_cluster import (
     LOCAL_DASHBOARD,
     check_not_a_worker_starting,
@@ -51,7 +46,7 @@ def dask_client(
     if given), lest either stop half-way."""
     raise_a_press_python_swallowed()
     held = held or CtrlCHeldBack()
-    with no_press_lost(), ExitStack() as opened:
+    with ExitStack() as opened:
         opened.push(held.__exit__)  # the last step out: a held press is raised
         address, active = _existing(config)
         cluster = None  # unless the run starts one

@@ -137,7 +137,6 @@ class DaskRunner(AbstractRunner):
             clock.running(client, token),
             build_running(client, build, token),
             workers_prepared(client, run, hook_manager, hooks, storage),
-            held.on_the_way_out(),
         ):
             if elsewhere:  # workers on other machines may lack the run's code
                 plugins = hooks.modules if hooks is not None else frozenset()
@@ -153,7 +152,8 @@ class DaskRunner(AbstractRunner):
             with self._performance_report(client):
                 submitted = graph.submit(client, config.retries, resources)
                 try:
-                    _Waiting(self, submitted, pipeline, catalog, clock).wait()
+                    with held.on_the_way_out():  # then Ctrl-C waits for the close
+                        _Waiting(self, submitted, pipeline, catalog, clock).wait()
                     # The unpersisted outputs, for run() to return as Kedro's do.
                     for name, value in client.gather(submitted.free_outputs).items():
                         catalog.get(name).save(value)

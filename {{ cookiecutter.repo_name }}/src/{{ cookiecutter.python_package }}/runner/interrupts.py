@@ -48,8 +48,9 @@ class CtrlCHeldBack:
 
     @contextmanager
     def on_the_way_out(self) -> Iterator[None]:
-        """Holds Ctrl-C from the end of the block on, until this object exits: a press
-        as the context managers around the block close waits for them."""
+        """Holds Ctrl-C from the end of the block until this object exits, so that a
+        press as a run closes is never swallowed: Python ignores one raised in a
+        weakref callback (as imports run), and the run would end as a success."""
         try:
             yield
         finally:
@@ -81,42 +82,9 @@ def ctrl_c_kept() -> Iterator[None]:
             signal.signal(signal.SIGINT, handler)
 
 
-@contextmanager
-def no_press_lost() -> Iterator[None]:
-    """Raises on the way out a Ctrl-C Python swallowed (printing "Exception ignored")
-    because it landed in a weakref callback or ``__del__``, as when an import drops
-    its lock: a run pressed while it closes must not end as a success."""
-    handler = signal.getsignal(signal.SIGINT)
-    main = threading.current_thread() is threading.main_thread()
-    if not main or not callable(handler):
-        yield
-        return
-    presses: list[int] = []
-
-    def pressed(signum: int, frame: FrameType | None) -> None:
-        presses.append(signum)
-        handler(signum, frame)
-
-    signal.signal(signal.SIGINT, pressed)
-    try:
-        yield
-    finally:
-        if signal.getsignal(signal.SIGINT) is pressed:
-            signal.signal(signal.SIGINT, handler)
-    if presses:  # raised, yet nothing came out
-        _release_the_import_lock()
-        raise KeyboardInterrupt
-
-
 def raise_a_press_python_swallowed() -> None:
     """Releases the import lock a Ctrl-C left held (Python printed "Exception ignored"),
     which would hang another thread's import (a cluster's start), and raises it."""
-    if _release_the_import_lock():
-        raise KeyboardInterrupt
-
-
-def _release_the_import_lock() -> bool:
-    """Whether this thread held the import lock, now released."""
     held = False
     while _imp.lock_held():
         try:
@@ -124,4 +92,5 @@ def _release_the_import_lock() -> bool:
         except RuntimeError:  # another thread is importing: not ours to release
             break
         held = True
-    return held
+    if held:
+        raise KeyboardInterrupt
