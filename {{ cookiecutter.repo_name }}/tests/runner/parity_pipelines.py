@@ -304,6 +304,13 @@ def several_outputs() -> Case:
     )
 
 
+def raising(error: BaseException) -> Callable[[Any], Any]:
+    def raise_it(_: Any) -> Any:
+        raise error
+
+    return raise_it
+
+
 def make_lock():
     return threading.Lock()
 

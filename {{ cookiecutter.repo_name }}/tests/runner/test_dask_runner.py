@@ -7,6 +7,7 @@ import collections.abc
 import contextlib
 import gc
 import os
+import pickle
 import signal
 import socket
 import sys
@@ -96,6 +97,10 @@ def _listening(_: object) -> set[tuple[str, int]]:
     return {tuple(c.laddr) for c in connections if c.status == psutil.CONN_LISTEN}
 
 
+def _process_id(_: object) -> int:
+    return os.getpid()
+
+
 def _environment_variable(name: str) -> str | None:
     return os.environ.get(name)
 
@@ -128,6 +133,23 @@ LOOPBACK = "127.0.0.1"
 
 
 class TestSettings:
+    def test_a_catch_all_dataset_pattern_is_not_taken_for_dask_client(self, tmp_path):
+        path = str(tmp_path / "{d}.pkl")  # the pattern catches every name
+        pattern = {"type": "pickle.PickleDataset", "filepath": path}
+        catalog = DataCatalog.from_config({"{d}": pattern})
+        catalog["seed"] = MemoryDataset(4)
+        runner = DaskRunner(n_workers=1, processes=False, dashboard_address=None)
+        runner.run(_doubled(), catalog)
+        assert pickle.loads((tmp_path / "doubled.pkl").read_bytes()) == 8
+
+    def test_a_runner_run_again_forgets_the_former_runs_dask_client(self):
+        pipeline = Pipeline([Node(_process_id, "seed", "process")])
+        runner = DaskRunner(n_workers=1, dashboard_address=f"{LOOPBACK}:0")
+        in_threads = _catalog(seed=0)
+        in_threads["params:dask_client"] = {"processes": False}
+        assert runner.run(pipeline, in_threads)["process"].load() == os.getpid()
+        assert runner.run(pipeline, _catalog(seed=0))["process"].load() != os.getpid()
+
     def test_unknown_key_is_named_with_the_valid_ones(self):
         with pytest.raises(DaskSetupError) as error:
             DaskRunner(adress="tcp://127.0.0.1:8786")
@@ -215,6 +237,13 @@ class TestUpFrontChecks:
         with pytest.raises(DaskSetupError, match="node 'holds_a_lock'.*lock"):
             DaskRunner(processes=False).run(pipeline, _catalog(seed=1))
         assert "Failed to serialize" not in caplog.text
+
+    def test_a_pipeline_input_that_cannot_be_sent_is_named(self):
+        pipeline = Pipeline([Node(cases.identity, "lock", "out", name="copy")])
+        catalog = _catalog()
+        catalog["lock"] = MemoryDataset(threading.Lock(), copy_mode="assign")
+        with pytest.raises(DaskSetupError, match="pipeline input 'lock'.*lock"):
+            DaskRunner(processes=False).run(pipeline, catalog)
 
     def test_a_single_process_dataset_is_refused(self):
         class SingleProcessDataset(AbstractDataset):

@@ -19,6 +19,7 @@ import pytest
 from distributed import Client, LocalCluster
 from distributed.stealing import fast_tasks
 from kedro.io import DatasetError, MemoryDataset
+from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
 from pluggy import PluginManager
 
@@ -156,6 +157,32 @@ def test_a_node_confirms_what_another_node_read(cluster, hook_manager, tmp_path)
         runner.run(case.pipeline, case.catalog(tmp_path / name), hook_manager)
         checkpoints[name] = (tmp_path / name / "incoming" / "CHECKPOINT").read_text()
     assert checkpoints == {"seq": "p2.csv", "dask": "p2.csv"}
+
+
+def test_a_node_left_alone_to_confirm_a_dataset_confirms_it(
+    cluster, hook_manager, tmp_path
+):
+    """As Kedro's resume hint, ``--from-nodes report``, leaves it: no node loads it."""
+    checkpoints = {}
+    for name, runner in (("seq", SequentialRunner()), ("dask", dask_runner(cluster))):
+        case = cases.confirmed_downstream()
+        catalog = case.catalog(tmp_path / name)
+        catalog["later"] = MemoryDataset(["p0.csv"])
+        runner.run(case.pipeline.from_nodes("report"), catalog, hook_manager)
+        checkpoints[name] = (tmp_path / name / "incoming" / "CHECKPOINT").read_text()
+    assert checkpoints == {"seq": "p2.csv", "dask": "p2.csv"}
+
+
+@pytest.mark.parametrize("exit", [SystemExit(3), KeyboardInterrupt("stop")], ids=str)
+def test_a_node_ending_python_ends_the_run_as_in_sequential(
+    exit, process_cluster, hook_manager, tmp_path
+):
+    """A library calling ``sys.exit`` must not kill worker after worker."""
+    pipeline = Pipeline([Node(cases.raising(exit), "seed", "out")])
+    for runner in (SequentialRunner(), dask_runner(process_cluster)):
+        with pytest.raises(type(exit)) as raised:
+            runner.run(pipeline, cases._catalog({"seed": MemoryDataset(1)}))
+        assert raised.value.args == exit.args
 
 
 def test_data_that_cannot_travel_fails_its_node_as_in_sequential(

@@ -38,7 +38,7 @@ from .cluster import (
     prepare_local_cluster,
     where_workers_run,
 )
-from .errors import DaskRunError
+from .errors import DaskRunError, NodeExited
 from .interrupts import CtrlCHeldBack
 from .log_forwarding import driver_logging_levels, forward_node_logs
 from .node_task import RunContext
@@ -86,11 +86,12 @@ class DaskRunner(AbstractRunner):
         """Bases the keywords on ``params:dask_client`` (``kedro run`` passes only
         ``--runner-params``) and adds the in-memory datasets far cheaper than
         Kedro's warm-up, which still does it with ``only_missing_outputs``."""
-        if "params:dask_client" in catalog:
+        project = {}  # not matched by a catch-all dataset pattern, nor a former run's
+        if "params:dask_client" in catalog.keys():
             project = catalog.get("params:dask_client").load() or {}
-            self._config = DaskClientConfig.from_options(
-                dask.config.merge(project, self._options)
-            )
+        self._config = DaskClientConfig.from_options(
+            dask.config.merge(project, self._options)
+        )
         if not only_missing_outputs:
             add_memory_datasets(pipeline, catalog)
         return super().run(
@@ -110,7 +111,13 @@ class DaskRunner(AbstractRunner):
         if not pipeline.nodes:
             return
         config, token = self._config, uuid.uuid4().hex[:12]
-        datasets = {name: catalog.get(name) for name in pipeline.datasets()}
+        # Confirmed datasets too: --from-nodes may leave a node confirming one alone.
+        confirmed = {name for node in pipeline.nodes for name in node.confirms}
+        datasets = {
+            name: dataset
+            for name in pipeline.datasets() | confirmed
+            if (dataset := catalog.get(name)) is not None
+        }
         where = where_workers_run(config)
         elsewhere = where == "anywhere"  # workers may lack our files and code
         hooks = None  # workers in this very process fire the driver's plugins
@@ -248,6 +255,8 @@ class _Waiting:
             raise DaskRunError(self._scheduler_lost())
         if setup_error := project_missing_on_scheduler(error):
             raise setup_error from error
+        if isinstance(error, NodeExited):  # SystemExit, KeyboardInterrupt
+            raise error.args[0]
         if isinstance(error, distributed.scheduler.KilledWorker):
             raise DaskRunError(workers_died(node.name, error)) from error
         if sys.version_info >= (3, 11):

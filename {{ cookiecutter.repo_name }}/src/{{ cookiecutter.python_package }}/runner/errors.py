@@ -21,6 +21,11 @@ class DaskRunError(RuntimeError):
     limit); finished nodes' persisted outputs are kept, so the run can resume."""
 
 
+class NodeExited(Exception):
+    """Carries a node's ``SystemExit`` or ``KeyboardInterrupt``, which would end its
+    Dask worker (and the run's retries on others), to the driver, which raises it."""
+
+
 def error_chain(error: BaseException | None) -> Iterator[BaseException]:
     """``error`` and those it was raised from or while handling, each once."""
     links, seen = [error], set()

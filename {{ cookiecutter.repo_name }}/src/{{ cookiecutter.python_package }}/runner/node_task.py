@@ -24,7 +24,7 @@ from kedro.runner import Task
 
 from .builds import in_driver_process
 from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
-from .errors import error_chain, unpicklable
+from .errors import NodeExited, error_chain, unpicklable
 from .kedro_internals import _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marks
@@ -122,6 +122,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         except Exception as error:
             _make_sendable(error)
             raise
+        except (SystemExit, KeyboardInterrupt) as exited:
+            raise NodeExited(exited) from None
     values = tuple(outputs[name].load() for name in task.memory_outputs)
     refuse_persisted(task.node, zip(task.memory_outputs, values))
     if not in_driver:

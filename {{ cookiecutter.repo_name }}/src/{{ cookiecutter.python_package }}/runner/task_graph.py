@@ -100,13 +100,14 @@ class TaskGraph:
             for n in memory.keys() & consumed
             if type(datasets[n]) is not MemoryDataset
         }
-        _fresh_for_workers(pipeline, datasets, datasets.keys() - memory.keys())
+        persisted_names = datasets.keys() - memory.keys()
+        _fresh_for_workers(pipeline, datasets, persisted_names)
         self._tasks: dict[Node, NodeTask] = {}
         self.node_keys: dict[Node, tuple[str]] = {}
         for node in pipeline.nodes:
             self.node_keys[node] = (f"{funcname(node.func)}-{run.token}-{node.name}",)
             own = (*node.inputs, *node.outputs, *node.confirms)
-            persisted = {n: datasets[n] for n in own if n not in memory}
+            persisted = {n: datasets[n] for n in own if n in persisted_names}
             self._tasks[node] = NodeTask(
                 node=node,
                 run=run,
@@ -116,6 +117,10 @@ class TaskGraph:
                 custom_outputs={n: custom[n] for n in node.outputs if n in custom},
                 computes_dask=computes_dask_collections(node, persisted),
             )
+        #: The parameters and pre-filled ``MemoryDataset``s the nodes take.
+        self._inputs = {
+            n: datasets[n].load() for n in sorted(pipeline.inputs() & memory.keys())
+        }
         self._check_serialisable()
         #: Whether a node saves a dataset: a node computed again must not.
         self.saves_datasets = any(
@@ -134,6 +139,9 @@ class TaskGraph:
                 )
             elif problem := unpicklable(dataset):
                 problems.append(f"dataset '{name}': {problem}")
+        for name, value in self._inputs.items():
+            if problem := unpicklable(value):
+                problems.append(f"pipeline input '{name}': {problem}")
         if problems:
             raise DaskSetupError(
                 "These cannot be sent to Dask workers:\n  - "
@@ -228,8 +236,8 @@ class TaskGraph:
         """Small values go inside each consumer's task; a large one becomes a task, not
         a ``scatter``: a lost task result is recomputed, scattered data is lost."""
         providers: dict[str, Any] = {}
-        for name in sorted(self._pipeline.inputs() & self._memory.keys()):
-            value = self._datasets[name].load()
+        inputs, self._inputs = self._inputs, {}  # not kept here for the whole run
+        for name, value in inputs.items():
             if _is_small(value):
                 providers[name] = Inline(value)
             else:
