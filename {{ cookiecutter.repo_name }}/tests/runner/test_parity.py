@@ -21,6 +21,7 @@ from distributed.stealing import fast_tasks
 from kedro.io import DatasetError, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import CSVDataset
 from pluggy import PluginManager
 
 from {{ cookiecutter.python_package }}.runner import DaskRunner
@@ -183,6 +184,19 @@ def test_a_node_ending_python_ends_the_run_as_in_sequential(
         with pytest.raises(type(exit)) as raised:
             runner.run(pipeline, cases._catalog({"seed": MemoryDataset(1)}))
         assert raised.value.args == exit.args
+
+
+def test_a_transcoded_name_left_out_of_the_catalog_fails_as_in_sequential(
+    cluster, hook_manager, tmp_path
+):
+    """Kedro makes `table@text` a MemoryDataset, which no node saves."""
+    pipeline = cases.transcoded().pipeline
+    for name, runner in (("seq", SequentialRunner()), ("dask", dask_runner(cluster))):
+        table = CSVDataset(filepath=str(tmp_path / f"{name}.csv"))
+        catalog = cases._catalog({"table@pandas": table})
+        with pytest.raises(DatasetError, match="table@text: Data for MemoryDataset"):
+            runner.run(pipeline, catalog, hook_manager)
+        assert table.exists(), "the node before did not run"
 
 
 def test_data_that_cannot_travel_fails_its_node_as_in_sequential(

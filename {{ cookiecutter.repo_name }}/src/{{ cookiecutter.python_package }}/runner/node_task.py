@@ -190,9 +190,16 @@ def _make_sendable(error: BaseException) -> None:
             vars(link)[name] = repr(value) if unpicklable(value) else value
 
 
+class NeverSaved:
+    """Passed (the class itself) for an in-memory input no node of the run saves, as a
+    transcoded name without a catalog entry: loading it fails as in Kedro."""
+
+
 def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
     if isinstance(value, Inline):
         value = value.value
+    if value is NeverSaved:
+        return _empty_memory_dataset("assign")
     dataset = _empty_memory_dataset(_copy_mode_for(value, copy_mode))
     # The value is already this task's own; only loads copy it, as in Kedro.
     dataset._data = value

@@ -19,13 +19,14 @@ from kedro.pipeline.node import Node
 
 from .dask_collections import computes_dask_collections
 from .errors import DaskSetupError, unpicklable
-from .node_task import Inline, NodeTask, RunContext, run_node_task
+from .node_task import Inline, NeverSaved, NodeTask, RunContext, run_node_task
 
 #: Pipeline inputs up to this size travel inside the task of every node taking them.
 INLINE_BYTES = 64 * 2**10
 #: Key prefix of the instant output-picking and waiting tasks, which work stealing
 #: never moves (``fast_tasks``): a moved one would copy all the node's outputs.
 _NEVER_MOVED = "split-stage"
+_UNSAVED = Inline(NeverSaved)  # for an in-memory input no node saves
 
 
 @dataclass
@@ -183,7 +184,7 @@ class TaskGraph:
             layer[key] = (
                 run_node_task,
                 task,
-                *(providers[name] for name, _ in task.memory_inputs),
+                *(providers.get(name, _UNSAVED) for name, _ in task.memory_inputs),
                 *(finished[parent] for parent in waits_for[node]),
             )
             outputs = task.memory_outputs
