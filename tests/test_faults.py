@@ -429,7 +429,8 @@ def test_losing_the_scheduler_mid_run_fails_fast_and_a_rerun_resumes(
     assert returncode == 1, output
     assert took < 30, output
     assert "lost its connection to the Dask scheduler" in output, output
-    assert "--only-missing-outputs" in output, output
+    resume = re.search(r'--from-nodes "([^"]+)"', output)
+    assert resume and "resume with the --from-nodes" in output, output
     assert "Traceback" not in output, output
     assert saved.items() <= outputs(sequential, "09_faults/cpu").items()
 
@@ -438,7 +439,7 @@ def test_losing_the_scheduler_mid_run_fails_fast_and_a_rerun_resumes(
             "run",
             f"--runner={DASK_RUNNER}",
             "--pipelines=faults_cpu",
-            "--only-missing-outputs",
+            f"--from-nodes={resume[1]}",
             params(address=cluster.address),
             cwd=run.project,
         )

@@ -15,7 +15,7 @@ from kedro.framework.startup import bootstrap_project
 from kedro.runner import ParallelRunner, SequentialRunner
 
 from {{ cookiecutter.python_package }}.cli import _instantiate_runner, cli, run
-from {{ cookiecutter.python_package }}.runner import DaskRunner
+from {{ cookiecutter.python_package }}.runner import DaskRunner, DaskSetupError
 
 from .conftest import persisted_outputs
 
@@ -71,6 +71,17 @@ def test_dask_client_precedence(project_copy, env, params, runner_params, timeou
         runner = _instantiate_runner(DASK_RUNNER, False, runner_params, session)
     assert isinstance(runner, DaskRunner)
     assert runner._config.timeout == timeout
+
+
+@pytest.mark.parametrize("block", [["timeout", 3], "timeout: 3", 5])
+def test_a_dask_client_block_that_is_not_settings_is_refused(project_copy, block):
+    (project_copy / "conf" / "odd").mkdir()
+    (project_copy / "conf" / "odd" / "parameters.yml").write_text(
+        yaml.safe_dump({"dask_client": block})
+    )
+    with _session(project_copy, "odd") as session:
+        with pytest.raises(DaskSetupError, match="must hold `key: value` settings"):
+            _instantiate_runner(DASK_RUNNER, False, {}, session)
 
 
 def test_runner_params_merge_into_nested_settings(project_copy):

@@ -22,6 +22,7 @@ from kedro.runner import AbstractRunner
 from kedro.utils import load_obj
 
 from .runner import DaskRunError, DaskRunner, DaskSetupError
+from .runner.client_config import project_settings
 from .runner.kedro_internals import _resolve_runner_kwargs, config_loader
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,6 @@ def _instantiate_runner(
     runner_kwargs = _resolve_runner_kwargs(is_async, runner_params)
     if isinstance(runner_class, type) and issubclass(runner_class, DaskRunner):
         parameters = config_loader(session, params)["parameters"]
-        project = parameters.get("dask_client") or {}
+        project = project_settings(parameters.get("dask_client"))
         runner_kwargs = dask.config.merge(project, runner_kwargs)  # a deep merge
     return runner_class(**runner_kwargs)  # type: ignore[no-any-return]

@@ -202,7 +202,11 @@ class TestSettings:
         "options, words",
         [
             ({"timeout": 0}, "timeout must be a positive number"),
+            ({"timeout": float("inf")}, "timeout must be a positive number"),
             ({"retries": -1}, "retries must be a whole number"),
+            ({"retries": True}, "retries must be a whole number, got True"),
+            ({"adapt": {"minimum": "one"}}, "adapt.minimum must be a number"),
+            ({"adapt": {"minimum": 5, "maximum": 1}}, "adapt.maximum must be at least"),
             ({"tag_resources": {"gpu": 1}}, "tag_resources.gpu must be a mapping"),
             ({"client_kwargs": {"asynchronous": True}}, "the runner manages it"),
             ({"security": {"tls_ca_fil": "x"}}, "security is not valid"),

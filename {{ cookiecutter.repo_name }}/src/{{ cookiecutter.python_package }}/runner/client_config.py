@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import tempfile
 import types
 import typing
@@ -113,9 +114,12 @@ class DaskClientConfig:
         hints = typing.get_type_hints(type(self))
         for item in fields(self):
             value, allowed = getattr(self, item.name), _allowed_types(hints[item.name])
-            if not isinstance(value, tuple(kind for kind, _ in allowed)):
+            kinds = tuple(kind for kind, _ in allowed)
+            if not isinstance(value, kinds) or (  # YAML's true is no number
+                isinstance(value, bool) and bool not in kinds
+            ):
                 _refuse(item.name, " or ".join(word for _, word in allowed), value)
-        if self.timeout <= 0:
+        if not 0 < self.timeout < math.inf:
             _refuse("timeout", "a positive number of seconds", self.timeout)
         if self.no_worker_timeout is not None and self.no_worker_timeout <= 0:
             forever = "a positive number of seconds or null (wait for ever)"
@@ -132,6 +136,7 @@ class DaskClientConfig:
             if not isinstance(seconds, Real) or seconds <= 0:
                 _refuse(f"tag_timeouts.{tag}", "a positive number of seconds", seconds)
         self._check_keywords()
+        self._check_adapt()
         if self.address and self.starts_cluster:
             names = ("cluster_class", "cluster_kwargs", "adapt")
             given = ", ".join(n for n in names if getattr(self, n))
@@ -157,6 +162,15 @@ class DaskClientConfig:
                     f"{unknown_keys(f'dask_client.{name}', unknown, known)} The "
                     f"runner passes this block to {taker}."
                 )
+
+    def _check_adapt(self) -> None:
+        """Dask would retry a bad value, logging a traceback every second."""
+        adapt = self.adapt or {}
+        for key in ("minimum", "maximum"):
+            if key in adapt and not (isinstance(adapt[key], Real) and adapt[key] >= 0):
+                _refuse(f"adapt.{key}", "a number of workers >= 0", adapt[key])
+        if adapt.get("minimum", 0) > adapt.get("maximum", math.inf):
+            _refuse("adapt.maximum", "at least adapt.minimum", adapt["maximum"])
 
     def _check_wheel(self) -> None:
         if self.install_wheel is None:
@@ -232,6 +246,16 @@ def _allowed_types(hint: Any) -> list[tuple[type, str]]:
     origins = [typing.get_origin(kind) or kind for kind in kinds]
     kinds_checked = {float: Real, dict: Mapping}
     return [(kinds_checked.get(kind, kind), words[kind]) for kind in origins]
+
+
+def project_settings(block: Any) -> Mapping[str, Any]:
+    """The ``dask_client`` parameters: none, or ``key: value`` settings."""
+    if block is None or isinstance(block, Mapping):
+        return block or {}
+    raise DaskSetupError(
+        f"dask_client in parameters.yml must hold `key: value` settings, got a "
+        f"{type(block).__name__}: {block!r}. See the README for the settings."
+    )
 
 
 def unknown_keys(where: str, unknown: Iterable[str], known: Iterable[str]) -> str:

@@ -31,7 +31,7 @@ from kedro.runner import AbstractRunner
 from pluggy import PluginManager
 
 from .builds import this_process
-from .client_config import DaskClientConfig
+from .client_config import DaskClientConfig, project_settings
 from .cluster import (
     credentials_in_the_clear,
     dask_client,
@@ -88,7 +88,7 @@ class DaskRunner(AbstractRunner):
         Kedro's warm-up, which still does it with ``only_missing_outputs``."""
         project = {}  # not matched by a catch-all dataset pattern, nor a former run's
         if "params:dask_client" in catalog.keys():
-            project = catalog.get("params:dask_client").load() or {}
+            project = project_settings(catalog.get("params:dask_client").load())
         self._config = DaskClientConfig.from_options(
             dask.config.merge(project, self._options)
         )
@@ -234,7 +234,8 @@ class _Waiting:
             f"This run lost its connection to the Dask scheduler at "
             f"{self.submitted.scheduler_address} after {len(self.done)} of "
             f"{len(self.pipeline.nodes)} nodes had finished. Once the scheduler is "
-            f"back, run the same command again with --only-missing-outputs."
+            f"back, resume with the --from-nodes Kedro suggests above: "
+            f"--only-missing-outputs would keep what a node stopped mid-save left."
         )
 
     def _stop(self) -> None:
