@@ -700,6 +700,21 @@ class TestSafety:
         no_dashboard = "Dask dashboard: none (dask_client.dashboard_address is null)"
         assert (no_dashboard in caplog.text) is bool(dashboard)
 
+    def test_a_failing_node_in_threads_logs_no_dask_failure(self, caplog):
+        """Workers in this process log to its loggers: Dask's "Compute Failed" and the
+        tasks cancelled after it would come before the node's own error."""
+        pipeline = Pipeline(
+            [
+                Node(cases.fail, "seed", "broken", name="failing"),
+                Node(_slowly, "seed", "later", name="slow"),
+            ]
+        )
+        runner = DaskRunner(n_workers=1, processes=False, dashboard_address=None)
+        with pytest.raises(ValueError, match="boom while handling 1"):
+            runner.run(pipeline, _catalog(seed=1))
+        assert "Compute Failed" not in caplog.text
+        assert "Async instruction" not in caplog.text
+
     def test_ctrl_c_inside_is_raised_on_the_way_out(self):
         reached_the_end = False
         with pytest.raises(KeyboardInterrupt), CtrlCHeldBack():

@@ -40,7 +40,11 @@ from .cluster import (
 )
 from .errors import DaskRunError, NodeExited
 from .interrupts import CtrlCHeldBack
-from .log_forwarding import driver_logging_levels, forward_node_logs
+from .log_forwarding import (
+    driver_logging_levels,
+    failures_unlogged,
+    forward_node_logs,
+)
 from .node_task import RunContext
 from .project_on_cluster import (
     build_running,
@@ -139,6 +143,7 @@ class DaskRunner(AbstractRunner):
         clock = NodeClock(graph.node_keys, config.tag_timeouts)
         held = CtrlCHeldBack()  # Ctrl-C waits while the run's parts close
         with (
+            failures_unlogged(token),
             dask_client(config, held) as client,
             forward_node_logs(client, token),
             clock.running(client, token),

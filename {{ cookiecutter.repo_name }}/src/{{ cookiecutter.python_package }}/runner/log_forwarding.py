@@ -233,6 +233,29 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
 
 
 @contextmanager
+def failures_unlogged(run_token: str) -> Iterator[None]:
+    """Workers in this process (``processes: false``) log here a failed node and, until
+    they close, every task cancelled after it (the node's dask collections' too); the
+    run raises the node's error, named."""
+
+    def not_a_failure_of_this_run(record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        failed = message.startswith("Compute Failed") and run_token in message
+        return not failed and not message.startswith("Async instruction for")
+
+    loggers = [
+        logging.getLogger(f"distributed.worker{n}") for n in ("", ".state_machine")
+    ]
+    for logger in loggers:
+        logger.addFilter(not_a_failure_of_this_run)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(not_a_failure_of_this_run)
+
+
+@contextmanager
 def quiet(logger_name: str) -> Iterator[None]:
     logger = logging.getLogger(logger_name)
     saved = logger.level
