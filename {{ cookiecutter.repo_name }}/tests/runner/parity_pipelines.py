@@ -11,6 +11,7 @@ import logging
 import pickle
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -94,6 +95,11 @@ def count_lines(text):
 
 def log_and_double(x):
     logger.info("log_and_double got %s", x)
+    return 2 * x
+
+
+def warn_and_double(x):
+    warnings.warn(f"warned about {x}", UserWarning)
     return 2 * x
 
 

@@ -11,6 +11,7 @@ import shutil
 import sys
 import threading
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,43 @@ def test_node_logs_reach_the_driver(cluster, hook_manager, hook_log, tmp_path, c
     assert any(
         r.getMessage().startswith("Completed 1 out of 1 nodes") for r in caplog.records
     )
+
+
+def _warning_run(cluster: LocalCluster, *seeds: int) -> None:
+    """Runs a node warning "warned about <seed>" for each seed."""
+    pipeline = Pipeline(
+        [Node(cases.warn_and_double, f"s{s}", f"d{s}", name=f"w{s}") for s in seeds]
+    )
+    catalog = cases._catalog({f"s{s}": MemoryDataset(s) for s in seeds})
+    dask_runner(cluster).run(pipeline, catalog)
+
+
+def _warnings_shown(caplog: pytest.LogCaptureFixture, text: str) -> int:
+    """Warnings reach the driver as records of 'py.warnings', as Kedro logs them."""
+    records = [r for r in caplog.records if r.name == "py.warnings"]
+    return sum(text in r.getMessage() for r in records)
+
+
+def test_every_run_on_long_lived_workers_shows_a_nodes_warning(process_cluster, caplog):
+    """As SequentialRunner, in a new process every run: three runs on two worker
+    processes, so one runs where a run showed the warning before."""
+    caplog.set_level(logging.WARNING)
+    shown = []
+    for _ in range(3):
+        caplog.clear()
+        _warning_run(process_cluster, 31)
+        shown.append(_warnings_shown(caplog, "warned about 31"))
+    assert shown == [1, 1, 1]
+
+
+def test_warning_filters_set_on_the_driver_apply_on_workers(process_cluster, caplog):
+    """As settings.py, -W or PYTHONWARNINGS would in SequentialRunner's process."""
+    caplog.set_level(logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="warned about 41")
+        _warning_run(process_cluster, 41, 42)
+    assert _warnings_shown(caplog, "warned about 41") == 0
+    assert _warnings_shown(caplog, "warned about 42") == 1
 
 
 def test_concurrent_runs_on_one_cluster_do_not_mix_their_data(

@@ -42,6 +42,7 @@ from .errors import DaskRunError, NodeExited
 from .interrupts import CtrlCHeldBack
 from .log_forwarding import (
     driver_logging_levels,
+    driver_warning_filters,
     failures_unlogged,
     forward_node_logs,
 )
@@ -137,6 +138,7 @@ class DaskRunner(AbstractRunner):
             is_async=self._is_async,
             prepared=hooks is not None or storage is not None,
             logging_levels=driver_logging_levels(),
+            warning_filters=driver_warning_filters(),
             driver_process=this_process(),
         )
         graph = TaskGraph(pipeline, datasets, run)

@@ -5,9 +5,11 @@ token, and the driver re-emits its run's through ``conf/logging.yml``."""
 from __future__ import annotations
 
 import logging
+import pickle
 import sys
 import threading
 import traceback
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -50,6 +52,16 @@ def driver_logging_levels() -> dict[str, int]:
         if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
             levels[name] = logger.level
     return levels
+
+
+def driver_warning_filters() -> list[bytes]:
+    """This process's warning filters, pickled one by one: a worker skips those whose
+    category it cannot import (its nodes cannot raise it either)."""
+    pickled = []
+    for entry in warnings.filters:
+        with suppress(Exception):  # a category defined in a function, say
+            pickled.append(pickle.dumps(entry))
+    return pickled
 
 
 class _NodeLogForwarder(logging.Handler):
@@ -158,7 +170,9 @@ _setup_lock = threading.Lock()
 
 
 @contextmanager
-def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> Iterator[None]:
+def node_logs_to_driver(
+    run_token: str, levels: dict[str, int], warning_filters: list[bytes]
+) -> Iterator[None]:
     """Forwards the run's node records and prints from this worker to its driver."""
     worker, forwarder = distributed.get_worker(), _forwarder
     known = run_token in forwarder.tokens and worker in forwarder.workers
@@ -166,6 +180,8 @@ def node_logs_to_driver(run_token: str, levels: dict[str, int]) -> Iterator[None
         with _setup_lock:
             if forwarder.levels != levels and not forwarder.closing:
                 _take_levels(levels)
+            if run_token not in forwarder.tokens:  # this process's first node of it
+                _take_warning_filters(warning_filters)
             forwarder.workers.add(worker)
             forwarder.tokens.add(run_token)  # last: the records are forwarded now
     try:
@@ -189,6 +205,18 @@ def _take_levels(levels: dict[str, int]) -> None:
     root.addHandler(_forwarder)
     logging.getLogger("distributed.worker").addFilter(_not_a_node_failure)
     _forwarder.levels = levels
+
+
+def _take_warning_filters(pickled: list[bytes]) -> None:
+    """The driver's filters, and no warning shown yet, as in a new process: resetting
+    bumps the filters' version, which empties every module's registry."""
+    filters = []
+    for entry in pickled:
+        with suppress(Exception):  # a category this process cannot import
+            filters.append(pickle.loads(entry))
+    warnings.resetwarnings()
+    warnings.filters[:] = filters
+    warnings.onceregistry.clear()
 
 
 def _not_a_node_failure(record: logging.LogRecord) -> bool:

@@ -45,6 +45,8 @@ class RunContext:
     #: Workers were prepared (``run_setup.RunSetup``): nodes refuse unprepared ones.
     prepared: bool
     logging_levels: dict[str, int]
+    #: Pickled one by one (``log_forwarding.driver_warning_filters``).
+    warning_filters: list[bytes]
     #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
 
@@ -107,7 +109,9 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
     forwarded = nullcontext()  # in the driver's own process (threads) logs print as is
     if not in_driver:
-        forwarded = node_logs_to_driver(task.run.token, task.run.logging_levels)
+        forwarded = node_logs_to_driver(
+            task.run.token, task.run.logging_levels, task.run.warning_filters
+        )
     with forwarded, mlflow_runs_left_open() if hooked else nullcontext():
         if again:
             logger.warning("%s", again)
