@@ -8,6 +8,7 @@ import contextlib
 import gc
 import os
 import pickle
+import re
 import signal
 import socket
 import sys
@@ -699,6 +700,9 @@ class TestSafety:
         assert {host for host, _ in during - before} == {LOOPBACK}
         no_dashboard = "Dask dashboard: none (dask_client.dashboard_address is null)"
         assert (no_dashboard in caplog.text) is bool(dashboard)
+        if not dashboard:  # the link logged is where it listens
+            link = re.search(r"Dask dashboard: http://(.+):(\d+)/status", caplog.text)
+            assert link and (link[1], int(link[2])) in during - before, caplog.text
 
     def test_a_failing_node_in_threads_logs_no_dask_failure(self, caplog):
         """Workers in this process log to its loggers: Dask's "Compute Failed" and the

@@ -15,6 +15,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from typing import Any
+from urllib.parse import urlsplit
 
 import dask.config
 import distributed
@@ -336,9 +337,12 @@ def _log_dashboard(client: distributed.Client, cluster: Any) -> None:
     if options.get("dashboard") is False:  # LocalCluster(dashboard_address=None)
         logger.info("Dask dashboard: none (dask_client.dashboard_address is null)")
         return
-    logger.info("Dask dashboard: %s", client.dashboard_link or "none")
-    address = options.get("dashboard_address")
-    if address is not None and not _loopback(str(address).rpartition(":")[0]):
+    link, address = client.dashboard_link, options.get("dashboard_address")
+    host = str(address).rpartition(":")[0]
+    if link and _loopback(host):  # in threads, Dask's link names this machine's IP
+        link = urlsplit(link)._replace(netloc=f"{host}:{urlsplit(link).port}").geturl()
+    logger.info("Dask dashboard: %s", link or "none")
+    if address is not None and not _loopback(host):
         logger.warning(
             "The Dask dashboard listens on %s, so anyone who can reach this machine "
             "can see the run's tasks and logs. Set its address to %s: "
