@@ -15,7 +15,10 @@ from {{ cookiecutter.python_package }}.runner import DaskRunner, DaskSetupError
 from {{ cookiecutter.python_package }}.runner.kedro_internals import _create_hook_manager
 
 from . import parity_pipelines as cases
-from .recording_project.hooks import StatefulPlugin, UnpicklablePlugin
+from .recording_project.hooks import (
+    StatefulPlugin,
+    UnpicklablePlugin,
+)
 
 
 def _run(runner, plugin, folder) -> tuple:
@@ -46,9 +49,11 @@ def test_plugins_state_goes_to_the_workers_and_comes_back(
             assert set(left.values()) == {None}, "the environment stayed on workers"
 
 
-def _run_with_a_plugin_that_cannot_be_copied(cluster: LocalCluster, folder) -> None:
+def _run_with_a_plugin_that_cannot_be_copied(
+    cluster: LocalCluster, folder, name: str | None = "locked-plugin"
+) -> None:
     manager = _create_hook_manager()
-    manager.register(UnpicklablePlugin(), name="locked-plugin")
+    manager.register(UnpicklablePlugin(), name=name)
     case = cases.fan_out_fan_in(width=2)
     runner = DaskRunner(address=cluster.scheduler_address)
     runner.run(case.pipeline, case.catalog(folder), manager)
@@ -61,6 +66,18 @@ def test_a_plugin_that_cannot_be_copied_is_named_before_any_node_runs(
         _run_with_a_plugin_that_cannot_be_copied(process_cluster, tmp_path)
     assert "processes: false" in str(raised.value)
     assert not list(tmp_path.glob("*.json")), "a node ran"
+
+
+def test_a_project_hook_that_cannot_be_copied_is_named_by_its_class(
+    process_cluster: LocalCluster, tmp_path
+):
+    """settings.HOOKS are registered unnamed (pluggy names them by id), and
+    DISABLE_HOOKS_FOR_PLUGINS does nothing for them."""
+    with pytest.raises(DaskSetupError) as raised:
+        _run_with_a_plugin_that_cannot_be_copied(process_cluster, tmp_path, None)
+    message = str(raised.value)
+    assert f"{UnpicklablePlugin.__module__}.UnpicklablePlugin" in message
+    assert "__getstate__" in message and "DISABLE_HOOKS" not in message
 
 
 def test_workers_in_this_process_fire_a_plugin_that_cannot_be_copied(

@@ -154,13 +154,25 @@ def _merge(target: Any, added: Any) -> None:
 def _pickled(plugins: dict[str, Any]) -> bytes:
     with suppress(Exception):
         return cloudpickle.dumps(plugins)
-    problems = [
-        f"{name} ({type(plugin).__qualname__}: {problem})"
-        for name, plugin in plugins.items()
-        if (problem := unpicklable(plugin))
-    ]
+    problems, ways = [], {}
+    for name, plugin in plugins.items():
+        if problem := unpicklable(plugin):
+            # pluggy names by id() a plugin registered unnamed: the settings.HOOKS
+            own, kind = name == str(id(plugin)), type(plugin)
+            ways[own] = _WAYS_OUT[own]
+            named = "" if own else f"plugin '{name}', "
+            problems.append(f"{kind.__module__}.{kind.__qualname__} ({named}{problem})")
     raise DaskSetupError(
-        f"The Kedro plugins {'; '.join(problems)} have node or dataset hooks but "
-        f"cannot be pickled for the Dask workers. Set dask_client.processes: false, "
-        f"or disable their hooks with DISABLE_HOOKS_FOR_PLUGINS in settings.py."
+        f"These Kedro hooks cannot be pickled for the Dask workers, which fire their "
+        f"node and dataset hooks: {'; '.join(problems)}. {' '.join(ways.values())} "
+        f"Or set dask_client.processes: false."
     )
+
+
+_WAYS_OUT = {
+    True: "In your hooks (settings.HOOKS), create locks, connections and clients "
+    "inside the hook method, or leave them out of the pickle with __getstate__ and "
+    "__setstate__.",
+    False: "Disable an installed plugin's hooks with DISABLE_HOOKS_FOR_PLUGINS in "
+    "settings.py.",
+}
