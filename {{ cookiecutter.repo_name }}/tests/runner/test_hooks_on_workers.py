@@ -9,13 +9,16 @@ import os
 
 import pytest
 from distributed import Client, LocalCluster
+from kedro.io.data_catalog import _LazyDataset
 from kedro.runner import SequentialRunner
+from kedro_datasets.json import JSONDataset
 
 from {{ cookiecutter.python_package }}.runner import DaskRunner, DaskSetupError
 from {{ cookiecutter.python_package }}.runner.kedro_internals import _create_hook_manager
 
 from . import parity_pipelines as cases
 from .recording_project.hooks import (
+    CatalogReadingPlugin,
     StatefulPlugin,
     UnpicklablePlugin,
 )
@@ -47,6 +50,31 @@ def test_plugins_state_goes_to_the_workers_and_comes_back(
         if set(client.run(os.getpid).values()) != {os.getpid()}:  # processes
             left = client.run(os.getenv, "STATEFUL_PLUGIN_SETTING")
             assert set(left.values()) == {None}, "the environment stayed on workers"
+
+
+def _catalog_read_by_hooks(runner, folder) -> dict:
+    names = ("parameters", "params:factor_3", "unused", "unused_lazy")
+    plugin, manager = CatalogReadingPlugin(names), _create_hook_manager()
+    manager.register(plugin)
+    case = cases.fan_out_fan_in(width=4)
+    folder.mkdir()
+    catalog = case.catalog(folder)
+    catalog["parameters"] = {"factor_3": 3}
+    catalog["unused"] = JSONDataset(filepath=str(folder / "unused.json"))
+    catalog.save("unused", {"read": "by hooks"})
+    config = {"type": "json.JSONDataset", "filepath": str(folder / "unused.json")}
+    catalog["unused_lazy"] = _LazyDataset("unused_lazy", config)
+    runner.run(case.pipeline, catalog, manager)
+    return plugin.read
+
+
+def test_node_hooks_see_the_runs_parameters_and_persisted_datasets(
+    cluster: LocalCluster, tmp_path
+):
+    runner = DaskRunner(address=cluster.scheduler_address, upload_project=False)
+    expected = _catalog_read_by_hooks(SequentialRunner(), tmp_path / "seq")
+    assert _catalog_read_by_hooks(runner, tmp_path / "dask") == expected
+    assert len(expected) == 6
 
 
 def _run_with_a_plugin_that_cannot_be_copied(

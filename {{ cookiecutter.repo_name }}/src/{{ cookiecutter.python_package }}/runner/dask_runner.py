@@ -59,7 +59,7 @@ from .run_setup import workers_prepared
 from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
-from .worker_hooks import worker_hooks
+from .worker_hooks import datasets_for_hooks, worker_hooks
 from .worker_watch import WorkerWatch, workers_died
 
 #: How often the waiting driver checks scheduler, workers and time limits.
@@ -123,6 +123,7 @@ class DaskRunner(AbstractRunner):
             for name in pipeline.datasets() | confirmed
             if (dataset := catalog.get(name)) is not None
         }
+        for_hooks = datasets_for_hooks(catalog)  # once the pipeline's are materialised
         where = where_workers_run(config)
         elsewhere = where == "anywhere"  # workers may lack our files and code
         hooks = None  # workers in this very process fire the driver's plugins
@@ -150,7 +151,7 @@ class DaskRunner(AbstractRunner):
             forward_node_logs(client, token),
             clock.running(client, token),
             build_running(client, build, token),
-            workers_prepared(client, run, hook_manager, hooks, storage),
+            workers_prepared(client, run, (hook_manager, for_hooks), hooks, storage),
         ):
             if elsewhere:  # workers on other machines may lack the run's code
                 plugins = hooks.modules if hooks is not None else frozenset()
@@ -158,7 +159,7 @@ class DaskRunner(AbstractRunner):
                 check_workers_import(client, modules, build)
             if hooks is not None or graph.saves_datasets:  # else nothing to guard
                 client.register_plugin(MarkRecomputed())
-            if warning := credentials_in_the_clear(datasets, client):
+            if warning := credentials_in_the_clear(for_hooks[0] | datasets, client):
                 self._logger.warning(warning)
             resources = graph.resources(config.tag_resources)
             if config.adapt is None:  # no worker may come to have them

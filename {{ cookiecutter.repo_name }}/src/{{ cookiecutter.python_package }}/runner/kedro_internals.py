@@ -1,8 +1,8 @@
 """Private Kedro names the project imports, and why: ``nox -s kedro_versions`` tests the
 oldest and newest Kedro. Also used: ``Node._copy``, ``_suggest_resume_scenario``,
-datasets' ``_data``, ``_copy_mode``, ``_init_args``, ``_filepath``, ``_fs``,
-``_get_versioned_path``, ``_exists_function`` and kedro-datasets' partitioned
-datasets' ``_list_partitions``."""
+``DataCatalog._datasets`` and ``_lazy_datasets``, datasets' ``_data``,
+``_copy_mode``, ``_init_args``, ``_filepath``, ``_fs``, ``_get_versioned_path``,
+``_exists_function`` and kedro-datasets' partitioned datasets' ``_list_partitions``."""
 
 from __future__ import annotations
 

@@ -81,7 +81,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         leave_the_worker_thread_pool()
     in_driver = in_driver_process(task.run.driver_process)
     node, persisted = task.node, task.persisted
-    hook_manager = hooks_here(task.run, persisted, in_driver) or _NullPluginManager()
+    hook_manager, for_hooks = hooks_here(task.run, persisted, in_driver)
+    hook_manager = hook_manager or _NullPluginManager()
     hooked = not isinstance(hook_manager, _NullPluginManager)
     # Run again (recomputed_nodes): only its saves and hooks can go wrong.
     rerun = marks() if hooked or persisted else {}
@@ -107,6 +108,9 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         n: _empty_memory_dataset("assign") for n in node.outputs if n not in persisted
     } | task.custom_outputs
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
+    if hooked:  # the run's parameters, ...: not checked one by one, as by DataCatalog()
+        catalog._datasets = {**for_hooks[0], **catalog._datasets}
+        catalog._lazy_datasets = dict(for_hooks[1])  # no own names: all materialised
     forwarded = nullcontext()  # in the driver's own process (threads) logs print as is
     if not in_driver:
         forwarded = node_logs_to_driver(

@@ -19,11 +19,16 @@ from distributed.diagnostics.plugin import WorkerPlugin
 from .builds import in_driver_process
 from .errors import DaskRunError, DaskSetupError
 from .shared_storage import SharedStorage
-from .worker_hooks import HooksOnWorker, driver_hook_managers, merge_additions
+from .worker_hooks import (
+    HooksOnWorker,
+    driver_hook_managers,
+    merge_additions,
+    pickled_datasets,
+)
 
 if TYPE_CHECKING:
     from .node_task import RunContext
-    from .worker_hooks import WorkerHooks
+    from .worker_hooks import HookDatasets, WorkerHooks
 
 
 class RunSetup(WorkerPlugin):
@@ -33,9 +38,11 @@ class RunSetup(WorkerPlugin):
         environment: dict[str, str | None],
         storage: SharedStorage | None,
         driver_process: str,
+        datasets: bytes | None,
     ) -> None:
-        #: The driver's plugins with node or dataset hooks, pickled.
-        self.plugins = plugins
+        #: The driver's plugins with node or dataset hooks, and datasets_for_hooks,
+        #: pickled: unpickled by the first node of the run, with the project.
+        self.plugins, self.datasets = plugins, datasets
         self.environment, self.storage = environment, storage
         self.driver_process = driver_process
         #: The copies of the plugins, made by this worker's first node of the run.
@@ -95,13 +102,16 @@ def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
 _copies_lock = threading.Lock()
 
 
-def hooks_here(run: RunContext, datasets: Iterable[str], in_driver: bool) -> Any:
-    """In a node task: the hook manager to fire (None: no hooks); refuses a node using
-    files this worker does not see. Not in the plugin: it runs with the project."""
+def hooks_here(
+    run: RunContext, datasets: Iterable[str], in_driver: bool
+) -> tuple[Any, HookDatasets]:
+    """In a node task: the hook manager to fire (None: no hooks) and the datasets for
+    its catalog; refuses a node using files this worker does not see. Not in the
+    plugin: it runs with the project."""
     if in_driver:
-        return driver_hook_managers.get(run.token)
+        return driver_hook_managers.get(run.token, (None, ({}, {})))
     if not run.prepared:
-        return None
+        return None, ({}, {})
     worker = distributed.get_worker()
     setup = worker.plugins.get(RunSetup.name_for(run.token))
     if setup is None:
@@ -114,30 +124,36 @@ def hooks_here(run: RunContext, datasets: Iterable[str], in_driver: bool) -> Any
     if setup.unseen and setup.storage.uses(datasets):
         raise DaskRunError(setup.storage.refusal({worker.address: setup.unseen}))
     if setup.plugins is None:
-        return None
+        return None, ({}, {})
     with _copies_lock:
         if setup.hooks_on_worker is None:
-            setup.hooks_on_worker = HooksOnWorker(setup.plugins)
-    return setup.hooks_on_worker.manager
+            setup.hooks_on_worker = HooksOnWorker(setup.plugins, setup.datasets)
+    return setup.hooks_on_worker.manager, setup.hooks_on_worker.datasets
 
 
 @contextlib.contextmanager
 def workers_prepared(
     client: distributed.Client,
     run: RunContext,
-    hook_manager: Any,
+    driver_hooks: tuple[Any, HookDatasets],
     hooks: WorkerHooks | None,
     storage: SharedStorage | None,
 ) -> Iterator[None]:
     """Registers the run's plugin, refusing the run if a worker does not see
-    ``storage``; afterwards merges what the plugin copies learnt into the driver's."""
+    ``storage``; afterwards merges what the plugin copies learnt into the driver's.
+    ``driver_hooks``: the hook manager and its ``datasets_for_hooks``."""
     token, name = run.token, RunSetup.name_for(run.token)
-    driver_hook_managers[token] = hook_manager  # for workers in this process
+    driver_hook_managers[token] = driver_hooks  # for workers in this process
+    hook_manager, for_hooks = driver_hooks
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})
+    # Pickled now, after TaskGraph released what the driver cached (a load version).
+    datasets = pickled_datasets(for_hooks) if plugins else None
     try:
         with storage.marked(token) if storage else contextlib.nullcontext() as marked:
             if run.prepared:
-                setup = RunSetup(plugins, dict(environment), marked, run.driver_process)
+                setup = RunSetup(
+                    plugins, dict(environment), marked, run.driver_process, datasets
+                )
                 client.register_plugin(setup, name=name)
             unseen = client.run(_unseen, token) if marked is not None else {}
             if unseen := {w: folders for w, folders in unseen.items() if folders}:

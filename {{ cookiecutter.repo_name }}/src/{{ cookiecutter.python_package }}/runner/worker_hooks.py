@@ -15,6 +15,7 @@ from typing import Any
 
 import cloudpickle
 from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
+from kedro.io import AbstractDataset, CatalogProtocol, DataCatalog, MemoryDataset
 from pluggy import PluginManager
 
 from .errors import DaskSetupError, unpicklable
@@ -24,12 +25,14 @@ from .kedro_internals import _create_hook_manager
 NODE_HOOKS = frozenset(
     name for name in {*vars(NodeSpecs), *vars(DatasetSpecs)} if not name.startswith("_")
 )
+#: For the node hooks' catalog: parameters and persisted datasets, and lazy ones.
+HookDatasets = tuple[dict[str, AbstractDataset], dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class WorkerHooks:
     #: The plugins that implement node or dataset hooks, by name, pickled.
-    plugins: bytes
+    plugins: bytes | None
     #: Variables set (or removed: None) on the driver since the runner was created.
     environment: Mapping[str, str | None]
     #: The plugins' modules, which workers must import to unpickle them.
@@ -53,20 +56,47 @@ def worker_hooks(
     if not plugins and not environment:
         return None
     modules = frozenset(type(plugin).__module__ for plugin in plugins.values())
-    return WorkerHooks(_pickled(plugins), environment, modules)
+    return WorkerHooks(_pickled(plugins) if plugins else None, environment, modules)
 
 
-#: Hook managers of the runs under way, by token: in-process workers fire these.
-driver_hook_managers: dict[str, Any] = {}
+def datasets_for_hooks(catalog: CatalogProtocol) -> HookDatasets:
+    """What node hooks find in the run's catalog under SequentialRunner, but the
+    in-memory data, which is on other workers. Lazy ones travel as configurations."""
+    if not isinstance(catalog, DataCatalog):
+        return {}, {}
+    return {
+        name: dataset
+        for name, dataset in catalog._datasets.items()
+        if not isinstance(dataset, MemoryDataset)
+        or name == "parameters"
+        or name.startswith("params:")
+    }, dict(catalog._lazy_datasets)
+
+
+def pickled_datasets(datasets: HookDatasets) -> bytes:
+    """Without those that cannot be pickled: loading one fails as for a missing one."""
+    with suppress(Exception):
+        return cloudpickle.dumps(datasets)
+    return cloudpickle.dumps(
+        tuple(
+            {n: d for n, d in part.items() if not unpicklable(d)} for part in datasets
+        )
+    )
+
+
+#: Hook managers and datasets_for_hooks of the runs under way, by token: in-process
+#: workers fire these.
+driver_hook_managers: dict[str, tuple[Any, HookDatasets]] = {}
 
 
 class HooksOnWorker:
     """A worker process's copies of one run's plugins."""
 
-    def __init__(self, plugins: bytes) -> None:
+    def __init__(self, plugins: bytes, datasets: bytes) -> None:
         # Unpickling imports their modules, whose warnings the driver has shown.
         with import_warnings_silenced():
             self._as_sent = cloudpickle.loads(plugins)
+            self.datasets: HookDatasets = cloudpickle.loads(datasets)
         self._plugins = cloudpickle.loads(plugins)
         self.manager = _create_hook_manager()
         for name, plugin in self._plugins.items():

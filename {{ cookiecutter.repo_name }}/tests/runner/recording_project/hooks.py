@@ -88,3 +88,16 @@ class UnpicklablePlugin:
     @hook_impl
     def before_node_run(self, node):
         pass
+
+
+class CatalogReadingPlugin:
+    """Loads from the hooks' catalog what the node does not take, as a project hook
+    may: the run's parameters and persisted datasets no node uses."""
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names = names
+        self.read: dict[str, tuple] = {}
+
+    @hook_impl
+    def before_node_run(self, node, catalog):
+        self.read[node.name] = tuple(catalog.load(name) for name in self.names)
