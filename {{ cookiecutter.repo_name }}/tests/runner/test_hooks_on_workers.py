@@ -52,6 +52,20 @@ def test_plugins_state_goes_to_the_workers_and_comes_back(
             assert set(left.values()) == {None}, "the environment stayed on workers"
 
 
+class _OnlyWhereMade(JSONDataset):
+    """Cannot be unpickled in another process, as a dataset of a package the workers
+    lack: it must not take the others from the hooks' catalog."""
+
+    def __reduce__(self) -> tuple:
+        return _made_in, (os.getpid(), str(self._filepath))
+
+
+def _made_in(process: int, filepath: str) -> _OnlyWhereMade:
+    if os.getpid() != process:
+        raise ModuleNotFoundError("not installed on this worker")
+    return _OnlyWhereMade(filepath=filepath)
+
+
 def _catalog_read_by_hooks(runner, folder) -> dict:
     names = ("parameters", "params:factor_3", "unused", "unused_lazy")
     plugin, manager = CatalogReadingPlugin(names), _create_hook_manager()
@@ -64,6 +78,7 @@ def _catalog_read_by_hooks(runner, folder) -> dict:
     catalog.save("unused", {"read": "by hooks"})
     config = {"type": "json.JSONDataset", "filepath": str(folder / "unused.json")}
     catalog["unused_lazy"] = _LazyDataset("unused_lazy", config)
+    catalog["not_on_workers"] = _OnlyWhereMade(filepath=str(folder / "x.json"))
     runner.run(case.pipeline, catalog, manager)
     return plugin.read
 

@@ -74,14 +74,23 @@ def datasets_for_hooks(catalog: CatalogProtocol) -> HookDatasets:
 
 
 def pickled_datasets(datasets: HookDatasets) -> bytes:
-    """Without those that cannot be pickled: loading one fails as for a missing one."""
-    with suppress(Exception):
-        return cloudpickle.dumps(datasets)
-    return cloudpickle.dumps(
-        tuple(
-            {n: d for n, d in part.items() if not unpicklable(d)} for part in datasets
-        )
-    )
+    """One by one: a dataset that cannot be pickled here, or unpickled on a worker
+    (its package not installed there), is missing there, as from a catalog."""
+    found, lazy = datasets
+    pickled = {}
+    for name, dataset in found.items():
+        with suppress(Exception):
+            pickled[name] = cloudpickle.dumps(dataset)
+    return cloudpickle.dumps((pickled, lazy))
+
+
+def _unpickled_datasets(data: bytes) -> HookDatasets:
+    pickled, lazy = cloudpickle.loads(data)
+    found = {}
+    for name, dataset in pickled.items():
+        with suppress(Exception):
+            found[name] = cloudpickle.loads(dataset)
+    return found, lazy
 
 
 #: Hook managers and datasets_for_hooks of the runs under way, by token: in-process
@@ -96,7 +105,7 @@ class HooksOnWorker:
         # Unpickling imports their modules, whose warnings the driver has shown.
         with import_warnings_silenced():
             self._as_sent = cloudpickle.loads(plugins)
-            self.datasets: HookDatasets = cloudpickle.loads(datasets)
+            self.datasets = _unpickled_datasets(datasets)
         self._plugins = cloudpickle.loads(plugins)
         self.manager = _create_hook_manager()
         for name, plugin in self._plugins.items():
