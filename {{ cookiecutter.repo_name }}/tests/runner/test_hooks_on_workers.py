@@ -6,10 +6,14 @@ driver reaches the workers for the run only (runner/worker_hooks.py)."""
 from __future__ import annotations
 
 import os
+import time
 
+import distributed
 import pytest
 from distributed import Client, LocalCluster
+from kedro.io import MemoryDataset
 from kedro.io.data_catalog import _LazyDataset
+from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
 from kedro_datasets.json import JSONDataset
 
@@ -64,6 +68,36 @@ def _made_in(process: int, filepath: str) -> _OnlyWhereMade:
     if os.getpid() != process:
         raise ModuleNotFoundError("not installed on this worker")
     return _OnlyWhereMade(filepath=filepath)
+
+
+def _slowly_add_one(x: int) -> int:
+    time.sleep(0.3)  # both start before either ends: one on each worker
+    return x + 1
+
+
+def _retire_the_other_worker(first: int, second: int) -> int:
+    """Closes, as ``adapt`` scaling down does, the worker that ran the other node."""
+    client, here = distributed.get_client(), distributed.get_worker().address
+    others = [w for w in client.scheduler_info(n_workers=-1)["workers"] if w != here]
+    client.retire_workers(others)
+    return first + second
+
+
+def test_what_a_worker_leaving_mid_run_collected_comes_back(tmp_path):
+    plugin, manager = StatefulPlugin(), _create_hook_manager()
+    manager.register(plugin)
+    pipeline = Pipeline(
+        [
+            Node(_slowly_add_one, "seed", "a", name="first"),
+            Node(_slowly_add_one, "seed", "b", name="second"),
+            Node(_retire_the_other_worker, ["a", "b"], "c", name="retire"),
+            Node(cases.add_one, "c", "d", name="last"),
+        ]
+    )
+    runner = DaskRunner(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    catalog = cases._catalog({"seed": MemoryDataset(1)})
+    assert runner.run(pipeline, catalog, manager)["d"].load() == 5
+    assert set(plugin.seen) == plugin.finished == {"first", "second", "retire", "last"}
 
 
 def _catalog_read_by_hooks(runner, folder) -> dict:

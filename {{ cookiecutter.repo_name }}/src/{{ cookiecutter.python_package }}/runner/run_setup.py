@@ -34,17 +34,17 @@ if TYPE_CHECKING:
 class RunSetup(WorkerPlugin):
     def __init__(
         self,
-        plugins: bytes | None,
+        hooks: tuple[bytes, bytes] | None,
         environment: dict[str, str | None],
         storage: SharedStorage | None,
         driver_process: str,
-        datasets: bytes | None,
+        token: str,
     ) -> None:
         #: The driver's plugins with node or dataset hooks, and datasets_for_hooks,
         #: pickled: unpickled by the first node of the run, with the project.
-        self.plugins, self.datasets = plugins, datasets
+        self.hooks = hooks
         self.environment, self.storage = environment, storage
-        self.driver_process = driver_process
+        self.driver_process, self.token = driver_process, token
         #: The copies of the plugins, made by this worker's first node of the run.
         self.hooks_on_worker: Any = None
         #: Run directories this worker does not see: nodes using them stop the run.
@@ -57,6 +57,11 @@ class RunSetup(WorkerPlugin):
     def name_for(token: str) -> str:
         return f"kedro-run-{token}"
 
+    @staticmethod
+    def left_topic(token: str) -> str:
+        """Where workers leaving mid-run send their plugin copies' additions."""
+        return f"kedro-run-{token}-left"
+
     async def setup(self, worker: distributed.Worker) -> None:
         """Never raises: that would fail the start of a worker that joins later."""
         try:
@@ -68,7 +73,10 @@ class RunSetup(WorkerPlugin):
             self.error = exc
 
     def teardown(self, worker: distributed.Worker) -> None:
-        self.finish()
+        """A worker closing mid-run (``adapt`` scaling down) sends what its copies of
+        the plugins added: the run's end can no longer ask it."""
+        if additions := self.finish():
+            worker.log_event(self.left_topic(self.token), cloudpickle.dumps(additions))
 
     def finish(self) -> dict[str, Any]:
         """Restores the environment; returns what the plugins' copies added."""
@@ -123,11 +131,11 @@ def hooks_here(
         raise setup.error
     if setup.unseen and setup.storage.uses(datasets):
         raise DaskRunError(setup.storage.refusal({worker.address: setup.unseen}))
-    if setup.plugins is None:
+    if setup.hooks is None:
         return None, ({}, {})
     with _copies_lock:
         if setup.hooks_on_worker is None:
-            setup.hooks_on_worker = HooksOnWorker(setup.plugins, setup.datasets)
+            setup.hooks_on_worker = HooksOnWorker(*setup.hooks)
     return setup.hooks_on_worker.manager, setup.hooks_on_worker.datasets
 
 
@@ -147,12 +155,14 @@ def workers_prepared(
     hook_manager, for_hooks = driver_hooks
     plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})
     # Pickled now, after TaskGraph released what the driver cached (a load version).
-    datasets = pickled_datasets(for_hooks) if plugins else None
+    pickled = (plugins, pickled_datasets(for_hooks)) if plugins else None
+    left: list[bytes] = []  # what workers that left mid-run had added
+    client.subscribe_topic(RunSetup.left_topic(token), lambda e: left.append(e[1]))
     try:
         with storage.marked(token) if storage else contextlib.nullcontext() as marked:
             if run.prepared:
                 setup = RunSetup(
-                    plugins, dict(environment), marked, run.driver_process, datasets
+                    pickled, dict(environment), marked, run.driver_process, token
                 )
                 client.register_plugin(setup, name=name)
             unseen = client.run(_unseen, token) if marked is not None else {}
@@ -167,6 +177,10 @@ def workers_prepared(
                     merge_additions(hook_manager, additions)
             with contextlib.suppress(Exception):
                 client.unregister_worker_plugin(name)
+            with contextlib.suppress(Exception):
+                client.unsubscribe_topic(RunSetup.left_topic(token))
+        for additions in map(cloudpickle.loads, left):
+            merge_additions(hook_manager, additions)
 
 
 for _module in (sys.modules[__name__], sys.modules[SharedStorage.__module__]):
