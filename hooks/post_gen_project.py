@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -46,6 +47,10 @@ def _exported(path: Path) -> list[str]:
 
 
 def main() -> None:
+    # pip byte-compiles the template's modules where it installs the starter, and
+    # cookiecutter copies that bytecode (of template paths) into the project.
+    for cache in list(Path.cwd().rglob("__pycache__")):
+        shutil.rmtree(cache)
     found = problems(Path.cwd(), CONTEXT["python_package"])
     if found:
         print(

@@ -52,9 +52,16 @@ def init(metadata: ProjectMetadata, force: bool) -> None:
     package = metadata.source_dir / metadata.package_name
     if not package.is_dir():
         raise click.ClickException(f"The project's package {package} is missing.")
+    if (package / "runner.py").exists():
+        raise click.ClickException(
+            f"{_shown(package / 'runner.py', metadata)} exists: the runner/ folder "
+            f"this writes would hide it from imports ({metadata.package_name}.runner). "
+            "Rename it (e.g. to runners.py), then run `kedro dask init` again."
+        )
+    written, kept = _write_runner(template, metadata, package / "runner", force)
     changed = [
-        _write_runner(template, metadata, package / "runner", force),
-        _write_cli(template, metadata, package / "cli.py"),
+        written,
+        _write_cli(template, metadata, package / "cli.py", kept),
         _write_dask_client(template, metadata),
         _add_requirements(template, metadata),
     ]
@@ -94,8 +101,9 @@ def _shown(path: Path, metadata: ProjectMetadata) -> str:
 
 def _write_runner(
     template: Path, metadata: ProjectMetadata, target: Path, force: bool
-) -> bool:
-    """Step 1: the runner package; a file that differs is kept unless --force."""
+) -> tuple[bool, list[str]]:
+    """Step 1: the runner package; a file that differs is kept unless --force.
+    Returns whether it wrote any, and the files it kept."""
     source = template / _SOURCE / "runner"
     written: list[Path] = []
     kept: list[str] = []
@@ -122,13 +130,23 @@ def _write_runner(
             f"{', '.join(kept)}; `kedro dask init --force` overwrites them"
         )
     click.echo(message or f"runner: {where} is up to date ({same} files)")
-    return bool(written)
+    return bool(written), kept
 
 
-def _write_cli(template: Path, metadata: ProjectMetadata, target: Path) -> bool:
-    """Step 2: the starter's cli.py, only where the project has none of its own."""
+def _write_cli(
+    template: Path, metadata: ProjectMetadata, target: Path, runner_kept: list[str]
+) -> bool:
+    """Step 2: the starter's cli.py, only where the project has none of its own, and
+    not next to kept runner files (an older runner's) it may not import from."""
     rendered = _render(template / _SOURCE / "cli.py", metadata)
     shown = _shown(target, metadata)
+    if not target.exists() and runner_kept:
+        click.echo(
+            f"cli.py: not written: it imports from the starter's runner/, whose "
+            f"files {', '.join(runner_kept)} differ here; `kedro dask init --force` "
+            "writes both"
+        )
+        return False
     if not target.exists():
         target.write_bytes(rendered.encode("utf-8"))
         click.echo(
@@ -234,8 +252,12 @@ def _write_dask_client(template: Path, metadata: ProjectMetadata) -> bool:
         "# The DaskRunner's settings, added by `kedro dask init`; Kedro merges this\n"
         "# file with the other parameters*.yml files of this environment.\n"
     )
+    yours = target.read_text(encoding="utf-8") if target.exists() else ""
+    if yours:  # the project's own keys stay: the block goes after them
+        header = yours.rstrip("\n") + "\n\n" + header
     target.write_bytes((header + "".join(lines[start:])).encode("utf-8"))
-    click.echo(f"dask_client: wrote the commented block to {_shown(target, metadata)}")
+    verb = "added the commented block to" if yours else "wrote the commented block to"
+    click.echo(f"dask_client: {verb} {_shown(target, metadata)}")
     return True
 
 

@@ -290,6 +290,55 @@ def test_a_runner_file_the_user_edited_is_kept_unless_forced(
     assert edited.read_bytes() == starter
 
 
+def test_an_older_runner_kept_holds_back_the_starters_cli(
+    venv: Path, plain: Path, tmp_path: Path  # noqa: F811
+):
+    """As the old Kedro docs' runner: the starter's cli.py would import from its
+    runner/__init__.py names the kept one lacks, and every `kedro` command fail."""
+    project = copy_of(plain, tmp_path)
+    write(
+        project,
+        {
+            "src/plain/runner/__init__.py": "from .dask_runner import DaskRunner\n",
+            "src/plain/runner/dask_runner.py": "from kedro.runner import "
+            "SequentialRunner as DaskRunner\n",
+        },
+    )
+
+    result = init(venv, project)
+    still = kedro_in(venv, "run", on_dask("plain"), cwd=project)
+
+    assert result.returncode == 0, result.output
+    assert "cli.py: not written: it imports from the starter's runner/" in (
+        result.output
+    )
+    assert not (project / "src/plain/cli.py").exists()
+    assert still.returncode == 0, still.output
+
+
+def test_a_runner_module_of_the_project_is_not_hidden(
+    venv: Path, plain: Path, tmp_path: Path  # noqa: F811
+):
+    project = copy_of(plain, tmp_path)
+    write(project, {"src/plain/runner.py": "MY_RUNNER = 1\n"})
+    result = init(venv, project)
+    assert result.returncode != 0, result.output
+    assert "src/plain/runner.py exists: the runner/ folder" in result.output
+    assert not (project / "src/plain/runner").exists()
+
+
+def test_a_parameters_dask_file_of_the_project_keeps_its_keys(
+    venv: Path, plain: Path, tmp_path: Path  # noqa: F811
+):
+    project = copy_of(plain, tmp_path)
+    write(project, {"conf/base/parameters_dask.yml": "npartitions: 8\n"})
+    result = init(venv, project)
+    parameters = yaml.safe_load((project / "conf/base/parameters_dask.yml").read_text())
+    assert result.returncode == 0, result.output
+    assert parameters["npartitions"] == 8
+    assert isinstance(parameters["dask_client"], dict)
+
+
 # --- 2. a project with its own cli.py ----------------------------------------------
 
 OWN_CLI = '''

@@ -44,11 +44,12 @@ RUN_ON_DASK = f"--runner={PACKAGE}.runner.DaskRunner"
 NO_PROMPTS = ("--name", NAME, "--telemetry=no")
 
 
-def pip_install(python: Path, *args: str, cwd: Path) -> None:
+def pip_install(python: Path, *args: str, cwd: Path, compile: bool = False) -> None:
     """pip install into ``python``'s environment, quietly, from pip's cache where
-    it can (no byte-compiling: only what a run imports gets compiled)."""
+    it can (by default no byte-compiling: only what a run imports gets compiled)."""
     result = run_command(
-        [str(python), "-m", "pip", "install", "--quiet", "--no-compile"]
+        [str(python), "-m", "pip", "install", "--quiet"]
+        + ([] if compile else ["--no-compile"])
         + ["--disable-pip-version-check", *args],
         cwd,
         timeout=600,
@@ -73,13 +74,12 @@ def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     requirements = requirements.replace(
         "{{ cookiecutter.kedro_version }}", kedro.__version__
     )
+    python = venv_python(folder)
     pip_install(
-        venv_python(folder),
-        str(ROOT),
-        f"kedro=={kedro.__version__}",
-        *requirements.split(),
-        cwd=folder,
+        python, f"kedro=={kedro.__version__}", *requirements.split(), cwd=folder
     )
+    # As a user's `pip install` does: compiled, the template's modules included.
+    pip_install(python, "--no-deps", str(ROOT), cwd=folder, compile=True)
     return folder
 
 
