@@ -143,6 +143,12 @@ class TestSettings:
         runner.run(_doubled(), catalog)
         assert pickle.loads((tmp_path / "doubled.pkl").read_bytes()) == 8
 
+    def test_a_local_cluster_that_cannot_start_names_where_its_keywords_go(self):
+        runner = DaskRunner(n_workers="two", dashboard_address=None)
+        with pytest.raises(DaskSetupError, match="Could not start .*LocalCluster") as e:
+            runner.run(_doubled(), _catalog(seed=1))
+        assert "Check the LocalCluster keywords in dask_client" in str(e.value)
+
     def test_a_runner_run_again_forgets_the_former_runs_dask_client(self):
         pipeline = Pipeline([Node(_process_id, "seed", "process")])
         runner = DaskRunner(n_workers=1, dashboard_address=f"{LOOPBACK}:0")
@@ -206,6 +212,7 @@ class TestSettings:
             ({"timeout": float("inf")}, "timeout must be a positive number"),
             ({"retries": -1}, "retries must be a whole number"),
             ({"retries": True}, "retries must be a whole number, got True"),
+            ({"processes": "yes"}, "processes must be true or false, got 'yes'"),
             ({"adapt": {"minimum": "one"}}, "adapt.minimum must be a number"),
             ({"adapt": {"minimum": 5, "maximum": 1}}, "adapt.maximum must be at least"),
             ({"tag_resources": {"gpu": 1}}, "tag_resources.gpu must be a mapping"),

@@ -156,6 +156,9 @@ class DaskClientConfig:
         checks = [("client_kwargs", CLIENT_KEYWORDS, "distributed.Client")]
         if self.cluster_class in (None, "distributed.LocalCluster"):
             checks.append(("cluster_kwargs", LOCAL_WORKER_KEYWORDS, _LOCAL_TAKERS))
+            processes = self.cluster_kwargs.get("processes", False)
+            if not isinstance(processes, bool):  # "yes" would be taken as true
+                _refuse("processes", "true or false", processes)
         for name, known, taker in checks:
             if unknown := getattr(self, name).keys() - known:
                 raise DaskSetupError(

@@ -274,7 +274,7 @@ def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any
     except Exception as exc:
         raise DaskSetupError(
             f"Could not start {name} with {text or 'no arguments'}: "
-            f"{one_line(exc).rstrip('.')}. {_what_to_check(exc)}"
+            f"{one_line(exc).rstrip('.')}. {_what_to_check(exc, factory)}"
         ) from exc
     try:
         _check_and_scale(cluster, name, config)
@@ -314,7 +314,7 @@ def _check_and_scale(cluster: Any, name: str, config: DaskClientConfig) -> None:
             ) from exc
 
 
-def _what_to_check(error: Exception) -> str:
+def _what_to_check(error: Exception, factory: Callable[..., Any]) -> str:
     if getattr(error, "status", None) in (401, 403):  # an HTTP API (dask-gateway)
         return (
             "The cluster manager refused the credentials: check its user name and "
@@ -325,6 +325,8 @@ def _what_to_check(error: Exception) -> str:
             f"Worker processes import {script} as they start: put the code that runs "
             f'the session under `if __name__ == "__main__":`.'
         )
+    if factory is distributed.LocalCluster:  # its keywords may be top-level ones
+        return "Check the LocalCluster keywords in dask_client (n_workers, ...)."
     return "Check dask_client.cluster_kwargs."
 
 
