@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import suppress
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 import cloudpickle
 
@@ -55,6 +55,28 @@ def unpicklable(obj: Any) -> str | None:
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
     return None
+
+
+_Key = TypeVar("_Key")
+
+
+def pickled_each(items: Mapping[_Key, Any]) -> dict[_Key, bytes]:
+    """Each value pickled alone, leaving out those that cannot be: one bad value
+    (a class defined in a function, a dataset holding a lock) costs only itself."""
+    pickled = {}
+    for key, value in items.items():
+        with suppress(Exception):
+            pickled[key] = cloudpickle.dumps(value)
+    return pickled
+
+
+def unpickled_each(pickled: Mapping[_Key, bytes]) -> dict[_Key, Any]:
+    """The values of ``pickled_each`` this process can load (it has their packages)."""
+    items = {}
+    for key, value in pickled.items():
+        with suppress(Exception):
+            items[key] = cloudpickle.loads(value)
+    return items
 
 
 def one_line(error: BaseException) -> str:

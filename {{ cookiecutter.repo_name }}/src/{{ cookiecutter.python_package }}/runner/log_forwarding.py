@@ -5,7 +5,6 @@ token, and the driver re-emits its run's through ``conf/logging.yml``."""
 from __future__ import annotations
 
 import logging
-import pickle
 import sys
 import threading
 import traceback
@@ -15,6 +14,8 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 import distributed
+
+from .errors import pickled_each, unpickled_each
 
 TOPIC = "kedro-node-logs"
 RUN_FIELD = "kedro_run"
@@ -54,14 +55,10 @@ def driver_logging_levels() -> dict[str, int]:
     return levels
 
 
-def driver_warning_filters() -> list[bytes]:
-    """This process's warning filters, pickled one by one: a worker skips those whose
-    category it cannot import (its nodes cannot raise it either)."""
-    pickled = []
-    for entry in warnings.filters:
-        with suppress(Exception):  # a category defined in a function, say
-            pickled.append(pickle.dumps(entry))
-    return pickled
+def driver_warning_filters() -> dict[int, bytes]:
+    """This process's warning filters, in order, pickled one by one: a worker skips
+    those whose category it cannot import (its nodes cannot raise it either)."""
+    return pickled_each(dict(enumerate(warnings.filters)))
 
 
 class _NodeLogForwarder(logging.Handler):
@@ -171,7 +168,7 @@ _setup_lock = threading.Lock()
 
 @contextmanager
 def node_logs_to_driver(
-    run_token: str, levels: dict[str, int], warning_filters: list[bytes]
+    run_token: str, levels: dict[str, int], warning_filters: dict[int, bytes]
 ) -> Iterator[None]:
     """Forwards the run's node records and prints from this worker to its driver."""
     worker, forwarder = distributed.get_worker(), _forwarder
@@ -207,13 +204,10 @@ def _take_levels(levels: dict[str, int]) -> None:
     _forwarder.levels = levels
 
 
-def _take_warning_filters(pickled: list[bytes]) -> None:
+def _take_warning_filters(pickled: dict[int, bytes]) -> None:
     """The driver's filters, and no warning shown yet, as in a new process: resetting
     bumps the filters' version, which empties every module's registry."""
-    filters = []
-    for entry in pickled:
-        with suppress(Exception):  # a category this process cannot import
-            filters.append(pickle.loads(entry))
+    filters = list(unpickled_each(pickled).values())
     warnings.resetwarnings()
     warnings.filters[:] = filters
     warnings.onceregistry.clear()

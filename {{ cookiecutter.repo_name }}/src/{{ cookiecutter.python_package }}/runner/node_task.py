@@ -46,7 +46,7 @@ class RunContext:
     prepared: bool
     logging_levels: dict[str, int]
     #: Pickled one by one (``log_forwarding.driver_warning_filters``).
-    warning_filters: list[bytes]
+    warning_filters: dict[int, bytes]
     #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
 

@@ -108,6 +108,8 @@ def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
 
 
 _copies_lock = threading.Lock()
+#: What ``hooks_here`` returns for a node whose hooks do not fire.
+_NO_HOOKS: tuple[Any, HookDatasets] = (None, ({}, {}))
 
 
 def hooks_here(
@@ -117,9 +119,9 @@ def hooks_here(
     its catalog; refuses a node using files this worker does not see. Not in the
     plugin: it runs with the project."""
     if in_driver:
-        return driver_hook_managers.get(run.token, (None, ({}, {})))
+        return driver_hook_managers.get(run.token, _NO_HOOKS)
     if not run.prepared:
-        return None, ({}, {})
+        return _NO_HOOKS
     worker = distributed.get_worker()
     setup = worker.plugins.get(RunSetup.name_for(run.token))
     if setup is None:
@@ -132,7 +134,7 @@ def hooks_here(
     if setup.unseen and setup.storage.uses(datasets):
         raise DaskRunError(setup.storage.refusal({worker.address: setup.unseen}))
     if setup.hooks is None:
-        return None, ({}, {})
+        return _NO_HOOKS
     with _copies_lock:
         if setup.hooks_on_worker is None:
             setup.hooks_on_worker = HooksOnWorker(*setup.hooks)

@@ -18,7 +18,7 @@ from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from kedro.io import AbstractDataset, CatalogProtocol, DataCatalog, MemoryDataset
 from pluggy import PluginManager
 
-from .errors import DaskSetupError, unpicklable
+from .errors import DaskSetupError, pickled_each, unpicklable, unpickled_each
 from .kedro_internals import _create_hook_manager
 
 #: The hooks Kedro fires where a node runs.
@@ -77,20 +77,12 @@ def pickled_datasets(datasets: HookDatasets) -> bytes:
     """One by one: a dataset that cannot be pickled here, or unpickled on a worker
     (its package not installed there), is missing there, as from a catalog."""
     found, lazy = datasets
-    pickled = {}
-    for name, dataset in found.items():
-        with suppress(Exception):
-            pickled[name] = cloudpickle.dumps(dataset)
-    return cloudpickle.dumps((pickled, lazy))
+    return cloudpickle.dumps((pickled_each(found), lazy))
 
 
 def _unpickled_datasets(data: bytes) -> HookDatasets:
     pickled, lazy = cloudpickle.loads(data)
-    found = {}
-    for name, dataset in pickled.items():
-        with suppress(Exception):
-            found[name] = cloudpickle.loads(dataset)
-    return found, lazy
+    return unpickled_each(pickled), lazy
 
 
 #: Hook managers and datasets_for_hooks of the runs under way, by token: in-process
