@@ -22,7 +22,6 @@ from .errors import DaskSetupError
 
 #: The runner sets these itself; taking them from conf would break the run.
 _MANAGED = frozenset({"self", "asynchronous", "loop", "set_as_default", "start"})
-_LOCAL_TAKERS = "distributed.LocalCluster or its workers"
 
 
 def keywords_of(callable_: Callable[..., Any]) -> frozenset[str]:
@@ -45,40 +44,24 @@ LOCAL_WORKER_KEYWORDS |= keywords_of(distributed.Worker)
 @dataclass(frozen=True)
 class DaskClientConfig:
     """Where a run's nodes execute: with no ``address`` nor ``cluster_class``, on a
-    LocalCluster the runner starts and closes."""
+    LocalCluster the runner starts and closes. README.md's table says what each key
+    does; parameters.yml shows them in use."""
 
-    #: Scheduler to connect to; unset (and no cluster_class): DASK_SCHEDULER_ADDRESS.
     address: str | None = None
-    #: Dotted path of a cluster manager (or method returning one) the runner starts.
     cluster_class: str | None = None
-    #: Keyword arguments for ``cluster_class`` (or for the default LocalCluster).
     cluster_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: Adaptive scaling of the started cluster, e.g. ``{minimum: 1, maximum: 8}``.
     adapt: dict[str, Any] | None = None
-    #: Extra keyword arguments for ``distributed.Client``.
     client_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: Seconds to wait for the scheduler before giving up.
     timeout: float = 30.0
-    #: Seconds nodes may wait with no worker to run them (none connected, or all
-    #: paused over their memory limit) before the run fails; null: forever.
     no_worker_timeout: float | None = 300.0
-    #: TLS files: ``tls_ca_file``, ``tls_client_cert``, ``tls_client_key``.
     security: dict[str, Any] | None = None
-    #: Write Dask's HTML performance report of the run to this path.
     performance_report: str | None = None
-    #: How many times Dask retries a failed node before the run fails.
     retries: int = 0
-    #: Dask worker resources a node asks for by tag, e.g. ``{gpu: {GPU: 1}}``.
     tag_resources: dict[str, dict[str, float]] = field(default_factory=dict)
-    #: Seconds a node may run, by tag (its smallest applies), e.g. ``{slow: 600}``.
     tag_timeouts: dict[str, float] = field(default_factory=dict)
-    #: Send the package to the workers; None: unless they are local or install_wheel.
     upload_project: bool | None = None
-    #: The wheel ``kedro package`` writes to ``dist/``, pip-installed on the cluster.
     install_wheel: str | None = None
-    #: Let pip also install the wheel's missing requirements there.
     install_requirements: bool = False
-    #: Check before any node runs that workers see the run's local files (same paths).
     check_shared_storage: bool = True
 
     @classmethod
@@ -94,11 +77,9 @@ class DaskClientConfig:
                 f"LocalCluster ({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) or "
                 f"distributed.Client ({', '.join(sorted(CLIENT_KEYWORDS))})."
             )
-        for name, keywords in (
-            ("cluster_kwargs", LOCAL_CLUSTER_KEYWORDS),
-            ("client_kwargs", CLIENT_KEYWORDS - LOCAL_CLUSTER_KEYWORDS),
-        ):
-            given = {key: value for key, value in rest.items() if key in keywords}
+        local = {key: rest[key] for key in rest if key in LOCAL_CLUSTER_KEYWORDS}
+        client = {key: rest[key] for key in rest if key not in local}
+        for name, given in (("cluster_kwargs", local), ("client_kwargs", client)):
             explicit = settings.get(name, {})
             if given and isinstance(explicit, Mapping):  # it wins over top-level keys
                 settings[name] = {**given, **explicit}
@@ -113,28 +94,18 @@ class DaskClientConfig:
     def validate(self) -> None:
         hints = typing.get_type_hints(type(self))
         for item in fields(self):
-            value, allowed = getattr(self, item.name), _allowed_types(hints[item.name])
-            kinds = tuple(kind for kind, _ in allowed)
-            if not isinstance(value, kinds) or (  # YAML's true is no number
-                isinstance(value, bool) and bool not in kinds
-            ):
-                _refuse(item.name, " or ".join(word for _, word in allowed), value)
+            _check_type(item.name, getattr(self, item.name), hints[item.name])
+        seconds = "a positive number of seconds"
         if not 0 < self.timeout < math.inf:
-            _refuse("timeout", "a positive number of seconds", self.timeout)
+            _refuse("timeout", seconds, self.timeout)
         if self.no_worker_timeout is not None and self.no_worker_timeout <= 0:
-            forever = "a positive number of seconds or null (wait for ever)"
+            forever = f"{seconds} or null (wait for ever)"
             _refuse("no_worker_timeout", forever, self.no_worker_timeout)
         if self.retries < 0:
             _refuse("retries", "a whole number >= 0", self.retries)
-        amounts = "a mapping of resource names to amounts, e.g. `gpu: {GPU: 1}`"
-        for tag, resources in self.tag_resources.items():
-            if not isinstance(resources, Mapping) or not all(
-                isinstance(amount, Real) for amount in resources.values()
-            ):
-                _refuse(f"tag_resources.{tag}", amounts, resources)
-        for tag, seconds in self.tag_timeouts.items():
-            if not isinstance(seconds, Real) or seconds <= 0:
-                _refuse(f"tag_timeouts.{tag}", "a positive number of seconds", seconds)
+        for tag, limit in self.tag_timeouts.items():
+            if limit <= 0:
+                _refuse(f"tag_timeouts.{tag}", seconds, limit)
         self._check_keywords()
         self._check_adapt()
         if self.address and self.starts_cluster:
@@ -155,7 +126,8 @@ class DaskClientConfig:
             )
         checks = [("client_kwargs", CLIENT_KEYWORDS, "distributed.Client")]
         if self.cluster_class in (None, "distributed.LocalCluster"):
-            checks.append(("cluster_kwargs", LOCAL_WORKER_KEYWORDS, _LOCAL_TAKERS))
+            takers = "distributed.LocalCluster or its workers"
+            checks.append(("cluster_kwargs", LOCAL_WORKER_KEYWORDS, takers))
             processes = self.cluster_kwargs.get("processes", False)
             if not isinstance(processes, bool):  # "yes" would be taken as true
                 _refuse("processes", "true or false", processes)
@@ -241,14 +213,25 @@ class DaskClientConfig:
 SETTINGS = frozenset(item.name for item in fields(DaskClientConfig))
 
 
-def _allowed_types(hint: Any) -> list[tuple[type, str]]:
-    """The types a setting of type ``hint`` may have, with their YAML names."""
-    words = {dict: "a mapping", float: "a number", int: "a whole number"}
-    words.update({type(None): "null", bool: "true or false", str: "a string"})
+_WORDS = {dict: "a mapping", float: "a number", int: "a whole number", str: "a string"}
+_WORDS.update({type(None): "null", bool: "true or false"})
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """Refuses a value (or a mapping's item) YAML gave of another type than ``hint``."""
     kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    origins = [typing.get_origin(kind) or kind for kind in kinds]
-    kinds_checked = {float: Real, dict: Mapping}
-    return [(kinds_checked.get(kind, kind), words[kind]) for kind in origins]
+    if Any in kinds:
+        return
+    origins = {typing.get_origin(kind) or kind: kind for kind in kinds}
+    checked = tuple({float: Real, dict: Mapping}.get(kind, kind) for kind in origins)
+    if not isinstance(value, checked) or (  # YAML's true is no number
+        isinstance(value, bool) and bool not in origins
+    ):
+        _refuse(name, " or ".join(_WORDS[kind] for kind in origins), value)
+    if isinstance(value, Mapping):
+        item_hint = typing.get_args(origins[dict])[1]
+        for key, item in value.items():
+            _check_type(f"{name}.{key}", item, item_hint)
 
 
 def project_settings(block: Any) -> Mapping[str, Any]:

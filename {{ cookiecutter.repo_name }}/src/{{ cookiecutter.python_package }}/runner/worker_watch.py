@@ -18,14 +18,15 @@ _OR_WAIT_LONGER = "or raise dask_client.no_worker_timeout."
 
 
 class WorkerWatch:
-    """Whether to stop waiting for workers: the cluster manager failed to start all
-    it tried (it does not retry), or none could run a node for ``no_worker_timeout``
-    (none connected, or all paused, over their memory limit, running nothing). It asks
-    the scheduler with lambdas: pickled by value, as it may lack the project."""
+    """Whether to stop waiting for workers (a cluster manager does not retry those it
+    failed to start). It asks the scheduler with lambdas: pickled by value, as the
+    scheduler may lack the project."""
 
     def __init__(self, client: distributed.Client, limit: float | None) -> None:
         self._client, self._limit = client, limit
         self._seen, self._asked = time.monotonic(), 0.0
+        #: What the runner's cluster manager hit starting workers; None: not ours.
+        self._errors = getattr(client, "worker_start_errors", None)
 
     def none_to_come(self, pending: Mapping[Any, Any], total: int) -> str | None:
         """``pending``: the unfinished node futures, with their Kedro nodes."""
@@ -57,22 +58,6 @@ class WorkerWatch:
             )
         return self._timed_out(pending, total, now - self._seen)
 
-    def _none_started(self) -> str | None:
-        """Why a SpecCluster's workers (dask-jobqueue's jobs) all stayed "created"."""
-        cluster = self._client.cluster
-        errors = getattr(self._client, "worker_start_errors", None)  # None: not ours
-        tried = list(getattr(cluster, "workers", {}).values())
-        if not tried or any(getattr(w, "status", 0) != Status.created for w in tried):
-            return None
-        error = f" ({one_line(errors[-1])})" if errors else ""
-        closed, options = " and its cluster closed", "dask_client.cluster_kwargs"
-        if errors is None:  # a cluster this process made, not the runner
-            closed, options = "", "the options the cluster was made with"
-        return (
-            f"{type(cluster).__name__} could not start any of the {len(tried)} "
-            f"Dask workers{error}, so the run was stopped{closed}. Check {options}."
-        )
-
     def _timed_out(self, pending: Mapping[Any, Any], total: int, seconds: float) -> str:
         if died := self._died_running(pending):
             return (
@@ -85,7 +70,7 @@ class WorkerWatch:
             f"No Dask worker was connected for {seconds:.0f} s while "
             f"{len(pending)} of {total} nodes waited, so the run was stopped"
         )
-        if getattr(self._client, "worker_start_errors", None) is None:  # not ours
+        if self._errors is None:  # not the runner's cluster
             return (
                 f"{stopped}. Start workers for the scheduler at "
                 f"{self._client.scheduler.address}, {_OR_WAIT_LONGER}"
@@ -94,6 +79,21 @@ class WorkerWatch:
             f"{stopped} and the cluster it started closed. Check that "
             f"dask_client.cluster_kwargs ask for no more than the queue gives "
             f"(squeue shows why a job is PENDING), {_OR_WAIT_LONGER}"
+        )
+
+    def _none_started(self) -> str | None:
+        """Why a SpecCluster's workers (dask-jobqueue's jobs) all stayed "created"."""
+        cluster = self._client.cluster
+        tried = list(getattr(cluster, "workers", {}).values())
+        if not tried or any(getattr(w, "status", 0) != Status.created for w in tried):
+            return None
+        error = f" ({one_line(self._errors[-1])})" if self._errors else ""
+        closed, options = " and its cluster closed", "dask_client.cluster_kwargs"
+        if self._errors is None:  # a cluster this process made, not the runner
+            closed, options = "", "the options the cluster was made with"
+        return (
+            f"{type(cluster).__name__} could not start any of the {len(tried)} "
+            f"Dask workers{error}, so the run was stopped{closed}. Check {options}."
         )
 
     def _died_running(self, pending: Mapping[Any, Any]) -> list[str]:
