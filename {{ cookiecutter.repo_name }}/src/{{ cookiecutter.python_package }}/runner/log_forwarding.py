@@ -4,6 +4,7 @@ token, and the driver re-emits its run's through ``conf/logging.yml``."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -24,26 +25,24 @@ PRINTED = "kedro_printed"
 _WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 _DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
 
-# A worker's logging until its first node sends the driver's levels. Else Kedro reads
-# conf/logging.yml, says so once per worker, and every worker writes info.log.
-WORKER_START_LOGGING = f"""\
-version: 1
-disable_existing_loggers: false
-formatters:
-  plain:
-    format: "{_WORKER_FORMAT}"
-handlers:
-  console:
-    class: logging.StreamHandler
-    formatter: plain
-    stream: ext://sys.stderr
-loggers:
-  kedro.framework.project:
-    level: WARNING
-root:
-  handlers: [console]
-  level: INFO
-"""
+# A worker's logging (JSON is YAML) until its first node sends the driver's levels.
+# Else Kedro reads conf/logging.yml, says so per worker, and each writes info.log.
+WORKER_START_LOGGING = json.dumps(
+    {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": _WORKER_FORMAT}},
+        "handlers": {
+            "console": {
+                "class": "logging.StreamHandler",
+                "formatter": "plain",
+                "stream": "ext://sys.stderr",
+            }
+        },
+        "loggers": {"kedro.framework.project": {"level": "WARNING"}},
+        "root": {"handlers": ["console"], "level": "INFO"},
+    }
+)
 
 
 def driver_logging_levels() -> dict[str, int]:
@@ -102,8 +101,7 @@ class _NodeLogForwarder(logging.Handler):
         if (found := self.run_of(record.thread, record.name)) is None:
             self.local.handle(record)
             return
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        self.format(record)  # caches the traceback's text in exc_text
         # Events travel as msgpack: plain values only, the message formatted.
         fields = {k: v for k, v in vars(record).items() if isinstance(v, _PLAIN)}
         fields.update(msg=record.getMessage(), args=None, exc_info=None)
@@ -171,16 +169,18 @@ def node_logs_to_driver(
     run_token: str, levels: dict[str, int], warning_filters: dict[int, bytes]
 ) -> Iterator[None]:
     """Forwards the run's node records and prints from this worker to its driver."""
-    worker, forwarder = distributed.get_worker(), _forwarder
-    known = run_token in forwarder.tokens and worker in forwarder.workers
-    if not known or (forwarder.levels != levels and not forwarder.closing):
-        with _setup_lock:
-            if forwarder.levels != levels and not forwarder.closing:
-                _take_levels(levels)
-            if run_token not in forwarder.tokens:  # this process's first node of it
-                _take_warning_filters(warning_filters)
-            forwarder.workers.add(worker)
-            forwarder.tokens.add(run_token)  # last: the records are forwarded now
+    with _setup_lock:
+        if _forwarder.levels != levels and not _forwarder.closing:
+            _take_levels(levels)
+        if run_token not in _forwarder.tokens:  # this process's first node of the run
+            # The driver's filters, and no warning shown yet, as in a new process:
+            # resetting bumps the filters' version, emptying every module's registry.
+            filters = list(unpickled_each(warning_filters).values())
+            warnings.resetwarnings()
+            warnings.filters[:] = filters
+            warnings.onceregistry.clear()
+        _forwarder.workers.add(distributed.get_worker())
+        _forwarder.tokens.add(run_token)  # last: the records are forwarded now
     try:
         yield
     finally:
@@ -200,25 +200,7 @@ def _take_levels(levels: dict[str, int]) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(_forwarder)
-    logging.getLogger("distributed.worker").addFilter(_not_a_node_failure)
     _forwarder.levels = levels
-
-
-def _take_warning_filters(pickled: dict[int, bytes]) -> None:
-    """The driver's filters, and no warning shown yet, as in a new process: resetting
-    bumps the filters' version, which empties every module's registry."""
-    filters = list(unpickled_each(pickled).values())
-    warnings.resetwarnings()
-    warnings.filters[:] = filters
-    warnings.onceregistry.clear()
-
-
-def _not_a_node_failure(record: logging.LogRecord) -> bool:
-    """Drops Dask's "Compute Failed" for a node: the driver raises its error, named."""
-    if not str(record.msg).startswith("Compute Failed") or not record.args:
-        return True
-    key = record.args[0] if isinstance(record.args, tuple) else record.args
-    return _forwarder.run_in(key) is None
 
 
 def quiet_before_closing() -> None:
@@ -232,7 +214,7 @@ def quiet_before_closing() -> None:
 
 @contextmanager
 def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[None]:
-    """On the driver: re-emits the node log records of run ``run_token``."""
+    """On the driver: re-emits the node log records and prints of run ``run_token``."""
 
     def emit(event: tuple[float, dict[str, Any]]) -> None:
         if event[1].get(RUN_FIELD) != run_token:  # another run's, on a shared cluster
@@ -256,25 +238,13 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
 
 @contextmanager
 def failures_unlogged(run_token: str) -> Iterator[None]:
-    """Workers in this process (``processes: false``) log here a failed node and, until
-    they close, every task cancelled after it (the node's dask collections' too); the
-    run raises the node's error, named."""
-
-    def not_a_failure_of_this_run(record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        failed = message.startswith("Compute Failed") and run_token in message
-        return not failed and not message.startswith("Async instruction for")
-
-    loggers = [
-        logging.getLogger(f"distributed.worker{n}") for n in ("", ".state_machine")
-    ]
-    for logger in loggers:
-        logger.addFilter(not_a_failure_of_this_run)
+    """Workers in this process (``processes: false``) log a failed node and, until they
+    close, every task cancelled after it: the run raises the node's error, named."""
+    _forwarder.tokens.add(run_token)
     try:
         yield
     finally:
-        for logger in loggers:
-            logger.removeFilter(not_a_failure_of_this_run)
+        _forwarder.tokens.discard(run_token)
 
 
 @contextmanager
@@ -288,20 +258,25 @@ def quiet(logger_name: str) -> Iterator[None]:
         logger.setLevel(saved)
 
 
-def _not_routine(record: logging.LogRecord) -> bool:
-    """Drops P2P shuffle and lost-worker warnings: a recomputed node says so itself."""
-    return not str(record.msg).startswith(
-        ("Shuffle %s initialized by task", "Shuffle %s deactivated", "Removing worker")
-    )
+_ROUTINE = (
+    "Shuffle %s initialized by task",
+    "Shuffle %s deactivated",
+    "Removing worker",
+)
 
 
-for _name in ("distributed.scheduler", "distributed.shuffle._scheduler_plugin"):
-    logging.getLogger(_name).addFilter(_not_routine)
-
-
-def _not_an_early_ctrl_c(record: logging.LogRecord) -> bool:
-    """Drops ``sync()``'s bogus NameError traceback at Ctrl-C before its coroutine
-    starts (its ``cancel`` callback reads a variable not yet set)."""
+def _not_dasks_noise(record: logging.LogRecord) -> bool:
+    """Drops what a sequential run does not print: P2P shuffle and lost-worker warnings
+    (a recomputed node says so itself); a node's failure (the driver raises its error,
+    named) and, during a run, the tasks cancelled after it; ``sync()``'s bogus
+    NameError traceback at Ctrl-C before its coroutine sets what ``cancel`` reads."""
+    message = str(record.msg)
+    if message.startswith(_ROUTINE):
+        return False
+    if message.startswith("Compute Failed"):
+        return not any(token in record.getMessage() for token in _forwarder.tokens)
+    if message.startswith("Async instruction for"):
+        return not _forwarder.tokens
     error = record.exc_info[1] if record.exc_info else None
     if not isinstance(error, NameError):
         return True
@@ -313,4 +288,11 @@ def _not_an_early_ctrl_c(record: logging.LogRecord) -> bool:
     )
 
 
-logging.getLogger("tornado.application").addFilter(_not_an_early_ctrl_c)
+for _name in (
+    "distributed.scheduler",
+    "distributed.shuffle._scheduler_plugin",
+    "distributed.worker",
+    "distributed.worker.state_machine",
+    "tornado.application",
+):
+    logging.getLogger(_name).addFilter(_not_dasks_noise)

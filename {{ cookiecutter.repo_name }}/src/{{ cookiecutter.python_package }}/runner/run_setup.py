@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
@@ -17,56 +18,37 @@ import distributed
 from distributed.diagnostics.plugin import WorkerPlugin
 
 from .builds import in_driver_process
-from .errors import DaskRunError, DaskSetupError
+from .errors import DaskRunError, DaskSetupError, pickled_each
 from .shared_storage import SharedStorage
-from .worker_hooks import (
-    HooksOnWorker,
-    driver_hook_managers,
-    merge_additions,
-    pickled_datasets,
-)
+from .worker_hooks import HooksOnWorker, driver_hook_managers, merge_additions
 
 if TYPE_CHECKING:
     from .node_task import RunContext
     from .worker_hooks import HookDatasets, WorkerHooks
 
 
+@dataclass(eq=False)
 class RunSetup(WorkerPlugin):
-    def __init__(
-        self,
-        hooks: tuple[bytes, bytes] | None,
-        environment: dict[str, str | None],
-        storage: SharedStorage | None,
-        driver_process: str,
-        token: str,
-    ) -> None:
-        #: The driver's plugins with node or dataset hooks, and datasets_for_hooks,
-        #: pickled: unpickled by the first node of the run, with the project.
-        self.hooks = hooks
-        self.environment, self.storage = environment, storage
-        self.driver_process, self.token = driver_process, token
-        #: The copies of the plugins, made by this worker's first node of the run.
-        self.hooks_on_worker: Any = None
-        #: Run directories this worker does not see: nodes using them stop the run.
-        self.unseen: list[str] = []
-        #: What went wrong preparing this worker: its nodes raise it.
-        self.error: BaseException | None = None
-        self._saved: dict[str, str | None] = {}
-
-    @staticmethod
-    def name_for(token: str) -> str:
-        return f"kedro-run-{token}"
-
-    @staticmethod
-    def left_topic(token: str) -> str:
-        """Where workers leaving mid-run send their plugin copies' additions."""
-        return f"kedro-run-{token}-left"
+    #: The driver's plugins with node or dataset hooks, and datasets_for_hooks,
+    #: pickled: unpickled by the first node of the run, with the project.
+    hooks: tuple[bytes, bytes] | None
+    environment: dict[str, str | None]
+    storage: SharedStorage | None
+    driver_process: str
+    token: str
+    #: The copies of the plugins, made by this worker's first node of the run.
+    hooks_on_worker: Any = None
+    #: Run directories this worker does not see: nodes using them stop the run.
+    unseen: list[str] = field(default_factory=list)
+    #: What went wrong preparing this worker: its nodes raise it.
+    error: BaseException | None = None
+    saved: dict[str, str | None] = field(default_factory=dict)
 
     async def setup(self, worker: distributed.Worker) -> None:
         """Never raises: that would fail the start of a worker that joins later."""
         try:
             if not in_driver_process(self.driver_process):
-                self._saved = set_environment(self.environment)
+                self.saved = set_environment(self.environment)
             if self.storage is not None:  # off the event loop: a mount may be slow
                 self.unseen = await asyncio.to_thread(self.storage.unseen)
         except Exception as exc:
@@ -76,14 +58,23 @@ class RunSetup(WorkerPlugin):
         """A worker closing mid-run (``adapt`` scaling down) sends what its copies of
         the plugins added: the run's end can no longer ask it."""
         if additions := self.finish():
-            worker.log_event(self.left_topic(self.token), cloudpickle.dumps(additions))
+            worker.log_event(_left_topic(self.token), cloudpickle.dumps(additions))
 
     def finish(self) -> dict[str, Any]:
         """Restores the environment; returns what the plugins' copies added."""
         copies, self.hooks_on_worker = self.hooks_on_worker, None
-        set_environment(self._saved)
-        self._saved = {}
+        set_environment(self.saved)
+        self.saved = {}
         return copies.additions() if copies is not None else {}
+
+
+def _name(token: str) -> str:
+    return f"kedro-run-{token}"
+
+
+def _left_topic(token: str) -> str:
+    """Where workers leaving mid-run send their plugin copies' additions."""
+    return f"kedro-run-{token}-left"
 
 
 def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -98,12 +89,12 @@ def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None
 
 
 def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:
-    setup = dask_worker.plugins.get(RunSetup.name_for(token))
+    setup = dask_worker.plugins.get(_name(token))
     return setup.unseen if setup else []
 
 
 def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
-    setup = dask_worker.plugins.get(RunSetup.name_for(token))
+    setup = dask_worker.plugins.get(_name(token))
     return setup.finish() if setup else {}
 
 
@@ -123,7 +114,7 @@ def hooks_here(
     if not run.prepared:
         return _NO_HOOKS
     worker = distributed.get_worker()
-    setup = worker.plugins.get(RunSetup.name_for(run.token))
+    setup = worker.plugins.get(_name(run.token))
     if setup is None:
         raise RuntimeError(
             f"This Dask worker is not prepared for Kedro run {run.token}: the run "
@@ -152,21 +143,23 @@ def workers_prepared(
     """Registers the run's plugin, refusing the run if a worker does not see
     ``storage``; afterwards merges what the plugin copies learnt into the driver's.
     ``driver_hooks``: the hook manager and its ``datasets_for_hooks``."""
-    token, name = run.token, RunSetup.name_for(run.token)
+    token, left_topic = run.token, _left_topic(run.token)
     driver_hook_managers[token] = driver_hooks  # for workers in this process
     hook_manager, for_hooks = driver_hooks
-    plugins, environment = (hooks.plugins, hooks.environment) if hooks else (None, {})
-    # Pickled now, after TaskGraph released what the driver cached (a load version).
-    pickled = (plugins, pickled_datasets(for_hooks)) if plugins else None
+    pickled, environment = None, dict(hooks.environment) if hooks else {}
+    if hooks and hooks.plugins:  # now: TaskGraph released what the driver cached
+        # One by one: a dataset a worker cannot load is missing there, as in a catalog.
+        found, lazy = for_hooks
+        pickled = (hooks.plugins, cloudpickle.dumps((pickled_each(found), lazy)))
     left: list[bytes] = []  # what workers that left mid-run had added
-    client.subscribe_topic(RunSetup.left_topic(token), lambda e: left.append(e[1]))
+    client.subscribe_topic(left_topic, lambda event: left.append(event[1]))
     try:
         with storage.marked(token) if storage else contextlib.nullcontext() as marked:
             if run.prepared:
                 setup = RunSetup(
-                    pickled, dict(environment), marked, run.driver_process, token
+                    pickled, environment, marked, run.driver_process, token
                 )
-                client.register_plugin(setup, name=name)
+                client.register_plugin(setup, name=_name(token))
             unseen = client.run(_unseen, token) if marked is not None else {}
             if unseen := {w: folders for w, folders in unseen.items() if folders}:
                 raise DaskSetupError(marked.refusal(unseen))  # type: ignore[union-attr]
@@ -178,9 +171,9 @@ def workers_prepared(
                 for additions in client.run(_finish, token).values():
                     merge_additions(hook_manager, additions)
             with contextlib.suppress(Exception):
-                client.unregister_worker_plugin(name)
+                client.unregister_worker_plugin(_name(token))
             with contextlib.suppress(Exception):
-                client.unsubscribe_topic(RunSetup.left_topic(token))
+                client.unsubscribe_topic(left_topic)
         for additions in map(cloudpickle.loads, left):
             merge_additions(hook_manager, additions)
 

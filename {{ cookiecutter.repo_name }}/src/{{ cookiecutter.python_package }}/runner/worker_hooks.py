@@ -18,7 +18,7 @@ from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from kedro.io import AbstractDataset, CatalogProtocol, DataCatalog, MemoryDataset
 from pluggy import PluginManager
 
-from .errors import DaskSetupError, pickled_each, unpicklable, unpickled_each
+from .errors import DaskSetupError, unpicklable, unpickled_each
 from .kedro_internals import _create_hook_manager
 
 #: The hooks Kedro fires where a node runs.
@@ -73,18 +73,6 @@ def datasets_for_hooks(catalog: CatalogProtocol) -> HookDatasets:
     }, dict(catalog._lazy_datasets)
 
 
-def pickled_datasets(datasets: HookDatasets) -> bytes:
-    """One by one: a dataset that cannot be pickled here, or unpickled on a worker
-    (its package not installed there), is missing there, as from a catalog."""
-    found, lazy = datasets
-    return cloudpickle.dumps((pickled_each(found), lazy))
-
-
-def _unpickled_datasets(data: bytes) -> HookDatasets:
-    pickled, lazy = cloudpickle.loads(data)
-    return unpickled_each(pickled), lazy
-
-
 #: Hook managers and datasets_for_hooks of the runs under way, by token: in-process
 #: workers fire these.
 driver_hook_managers: dict[str, tuple[Any, HookDatasets]] = {}
@@ -94,10 +82,10 @@ class HooksOnWorker:
     """A worker process's copies of one run's plugins."""
 
     def __init__(self, plugins: bytes, datasets: bytes) -> None:
-        # Unpickling imports their modules, whose warnings the driver has shown.
-        with import_warnings_silenced():
+        with import_warnings_silenced():  # of modules imported: the driver showed them
             self._as_sent = cloudpickle.loads(plugins)
-            self.datasets = _unpickled_datasets(datasets)
+            found, lazy = cloudpickle.loads(datasets)
+            self.datasets = unpickled_each(found), lazy
         self._plugins = cloudpickle.loads(plugins)
         self.manager = _create_hook_manager()
         for name, plugin in self._plugins.items():
@@ -185,25 +173,25 @@ def _merge(target: Any, added: Any) -> None:
 def _pickled(plugins: dict[str, Any]) -> bytes:
     with suppress(Exception):
         return cloudpickle.dumps(plugins)
-    problems, ways = [], {}
+    problems, ways = [], set()
     for name, plugin in plugins.items():
         if problem := unpicklable(plugin):
             # pluggy names by id() a plugin registered unnamed: the settings.HOOKS
             own, kind = name == str(id(plugin)), type(plugin)
-            ways[own] = _WAYS_OUT[own]
+            ways.add(_YOUR_HOOKS if own else _INSTALLED_PLUGIN)
             named = "" if own else f"plugin '{name}', "
             problems.append(f"{kind.__module__}.{kind.__qualname__} ({named}{problem})")
     raise DaskSetupError(
         f"These Kedro hooks cannot be pickled for the Dask workers, which fire their "
-        f"node and dataset hooks: {'; '.join(problems)}. {' '.join(ways.values())} "
+        f"node and dataset hooks: {'; '.join(problems)}. {' '.join(sorted(ways))} "
         f"Or set dask_client.processes: false."
     )
 
 
-_WAYS_OUT = {
-    True: "In your hooks (settings.HOOKS), create locks, connections and clients "
-    "inside the hook method, or leave them out of the pickle with __getstate__ and "
-    "__setstate__.",
-    False: "Disable an installed plugin's hooks with DISABLE_HOOKS_FOR_PLUGINS in "
-    "settings.py.",
-}
+_YOUR_HOOKS = (
+    "In your hooks (settings.HOOKS), create locks, connections and clients inside the "
+    "hook method, or leave them out of the pickle with __getstate__ and __setstate__."
+)
+_INSTALLED_PLUGIN = (
+    "Disable an installed plugin's hooks with DISABLE_HOOKS_FOR_PLUGINS in settings.py."
+)
