@@ -67,6 +67,7 @@ class _NodeLogForwarder(logging.Handler):
         super().__init__()
         #: The workers of this process that ran nodes (one, unless --no-nanny).
         self.workers: set[distributed.Worker] = set()
+        #: Runs this process forwards the records of, or (driver) runs.
         self.tokens: set[str] = set()
         self.levels: dict[str, int] | None = None
         #: Set when the runner is about to close this worker: levels stay quiet.
@@ -77,20 +78,18 @@ class _NodeLogForwarder(logging.Handler):
     def run_of(self, thread: int | None, logger: str) -> tuple[str, Any] | None:
         """The run and worker of the node ``thread`` runs; for other threads
         (``--async``, a node's partitions), of the only run with a node under way."""
-        tasks = [(worker, worker.active_threads) for worker in list(self.workers)]
-        for worker, running in tasks:
-            key = running.get(thread or 0)
-            if key is not None and (token := self.run_in(key)) is not None:
-                return token, worker
-        if logger.startswith(_DASKS_OWN):
-            return None
         runs = {
-            (token, worker)
-            for worker, running in tasks
-            for key in list(running.values())
+            thread_id: (token, worker)
+            for worker in list(self.workers)
+            for thread_id, key in list(worker.active_threads.items())
             if (token := self.run_in(key)) is not None
         }
-        return runs.pop() if len({token for token, _ in runs}) == 1 else None
+        if thread in runs:
+            return runs[thread]
+        if logger.startswith(_DASKS_OWN):
+            return None
+        found = set(runs.values())
+        return found.pop() if len({token for token, _ in found}) == 1 else None
 
     def run_in(self, key: Any) -> str | None:
         """The run a task key names (``<function>-<run token>-<node name>``)."""
@@ -137,8 +136,6 @@ class _NodePrints:
 
     def send(self) -> None:
         """Sends what is held; at every node's end and record, mostly nothing."""
-        if not self._held:
-            return
         with self._lock:
             held, self._held = self._held, {}
         for (token, worker), texts in held.items():
@@ -196,10 +193,7 @@ def _take_levels(levels: dict[str, int]) -> None:
     for name in ("stdout", "stderr"):
         if not isinstance(stream := getattr(sys, name), _NodePrints):
             setattr(sys, name, _NodePrints(stream, name))
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    root.addHandler(_forwarder)
+    logging.getLogger().handlers[:] = [_forwarder]
     _forwarder.levels = levels
 
 
