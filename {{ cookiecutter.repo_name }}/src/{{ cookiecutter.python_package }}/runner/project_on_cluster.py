@@ -5,7 +5,6 @@ distributed and ``builds``."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import importlib
 import io
@@ -22,15 +21,10 @@ from typing import Any
 import cloudpickle
 import distributed
 import kedro.framework.project as kedro_project
-from distributed.diagnostics.plugin import (
-    InstallPlugin,
-    SchedulerUploadFile,
-    UploadFile,
-    WorkerPlugin,
-)
+from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile
 from kedro.pipeline import Pipeline
 
-from .builds import forget_package, install_wheel, this_process, use_build
+from .builds import this_process, use_build
 from .client_config import DaskClientConfig
 from .errors import DaskSetupError, error_chain, one_line
 
@@ -103,27 +97,22 @@ def build_running(
 
 
 def _put(client: distributed.Client, build: ProjectBuild, name: str) -> None:
-    driver, stem = this_process(), Path(build.file).stem
+    plugins: tuple[Any, ...] = ()
     if build.wheel is not None:
-        args = build.wheel, build.content, stem, build.install_requirements, driver
-        install = functools.partial(install_wheel, *args)
         logger.info("Installing %s on the Dask cluster", build.wheel)
-        plugins: tuple[Any, ...] = (_Install(install, False),)
-    elif build.content:
+    elif build.content:  # not loaded: ``use_build`` puts it on ``sys.path``
         logger.info("Uploading the %s package to the Dask cluster", build.package)
         with tempfile.TemporaryDirectory() as folder:
-            archive = Path(folder, build.file)
-            archive.write_bytes(build.content)
-            plugins = _ToScheduler(archive, driver), _ToWorkers(archive, driver)
-    else:
-        plugins = ()
+            archive = str(Path(folder, build.file))
+            Path(archive).write_bytes(build.content)
+            plugins = SchedulerUploadFile(archive, False), UploadFile(archive, False)
+    use = _UseBuild(build)
     try:
         for plugin in plugins:
             plugin.idempotent = True
-            client.register_plugin(plugin, name=stem)
-        # Registered after the build's: what a later worker runs for this run.
-        client.register_plugin(_UseBuild(build.file, driver), name=name)
-        client.run_on_scheduler(use_build, build.file, driver)
+            client.register_plugin(plugin, name=Path(build.file).stem)
+        client.run_on_scheduler(use.on_scheduler)
+        client.register_plugin(use, name=name)
     except Exception as exc:
         if build.wheel is None:
             raise
@@ -234,42 +223,19 @@ def _zipped(package: str) -> bytes:
     return buffer.getvalue()
 
 
-class _UseBuild(WorkerPlugin):
-    """One per run, registered after the build's own plugins, so that a worker joining
-    later, which gets every build the cluster holds, ends on this run's."""
+class _UseBuild(distributed.WorkerPlugin):
+    """Makes a process import the run's build (``use_build``): one per run, so a
+    worker joining later imports the build of the runs under way (one at a time)."""
 
-    def __init__(self, build_file: str, driver: str) -> None:
-        self.build_file, self.driver = build_file, driver
+    def __init__(self, build: ProjectBuild) -> None:
+        wheel = build.content if build.wheel else b""
+        self.args = build.file, this_process(), wheel, build.install_requirements
 
     def setup(self, worker: distributed.Worker) -> None:
-        use_build(self.build_file, self.driver)
+        use_build(*self.args, folder=worker.local_directory)
 
-
-class _Install(InstallPlugin):
-    """Of this module, so Dask pickles it by value, as the cluster lacks the project
-    (it does for ``InstallPlugin`` only when the bytes hold ``__main__``)."""
-
-
-class _ToWorkers(UploadFile):
-    def __init__(self, path: Path, driver: str) -> None:
-        super().__init__(str(path), load=True)
-        self.driver = driver
-
-    async def setup(self, worker: distributed.Worker) -> None:
-        await super().setup(worker)
-        forget_package(self.filename, self.driver)
-
-
-class _ToScheduler(SchedulerUploadFile):
-    """The scheduler unpickles the task graph, which names the project's code."""
-
-    def __init__(self, path: Path, driver: str) -> None:
-        super().__init__(str(path), load=True)
-        self.driver = driver
-
-    async def start(self, scheduler: distributed.Scheduler) -> None:
-        await super().start(scheduler)
-        forget_package(self.filename, self.driver)
+    def on_scheduler(self, dask_scheduler: distributed.Scheduler) -> None:
+        use_build(*self.args, folder=dask_scheduler.local_directory)
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
