@@ -36,12 +36,11 @@ class ProjectBuild:
     """The project's code a run has the cluster import, named by its content."""
 
     package: str
-    #: Empty for the copy the cluster's processes have installed.
-    content: bytes
     #: ``<package>-<hash>.zip`` (uploaded), ``<wheel's stem>-<hash>.whl``, or
-    #: ``<package>-installed``.
+    #: ``<package>-installed`` (the copy the cluster's processes have installed).
     file: str
-    #: The wheel's own file name, for pip; None for an upload.
+    #: The archive to upload, or the wheel's (then ``wheel``: its file name).
+    content: bytes = b""
     wheel: str | None = None
     install_requirements: bool = False
 
@@ -54,16 +53,15 @@ def project_build(config: DaskClientConfig, elsewhere: bool) -> ProjectBuild | N
         wheel = Path(config.install_wheel)
         content = wheel.read_bytes()
         file = f"{_build_name(wheel.stem, content)}.whl"
-        return ProjectBuild(
-            package, content, file, wheel.name, config.install_requirements
-        )
+        requirements = config.install_requirements
+        return ProjectBuild(package, file, content, wheel.name, requirements)
     upload = config.upload_project if config.upload_project is not None else elsewhere
     if not package or not (upload or elsewhere):
         return None
     if not upload:  # an earlier run's upload must not shadow it
-        return ProjectBuild(package, b"", f"{package}-installed")
+        return ProjectBuild(package, f"{package}-installed")
     content = _zipped(package)
-    return ProjectBuild(package, content, f"{_build_name(package, content)}.zip")
+    return ProjectBuild(package, f"{_build_name(package, content)}.zip", content)
 
 
 @contextmanager
@@ -193,11 +191,10 @@ def _claim(
     """On the scheduler (one call at a time): records the run's build, or returns
     another's of the same package, of a run whose client is still connected."""
     claims = vars(dask_scheduler).setdefault("_kedro_dask_builds", {})
-    our_package, our_file, _ = claim
     for other, (package, file, client) in list(claims.items()):
         if client not in dask_scheduler.clients:  # its driver went without a word
             del claims[other]
-        elif package == our_package and file != our_file:
+        elif package == claim[0] and file != claim[1]:
             return file
     claims[token] = claim
     return None
