@@ -1,6 +1,5 @@
-"""Opening and closing a run's Dask cluster: the runner closes exactly what it
-opened (a cluster it started, the client it connected), never a scheduler that was
-already running or a client it was handed."""
+"""Opening and closing a run's Dask cluster: the runner closes what it opened (a
+cluster it started, a client it connected), never a scheduler or client it found."""
 
 from __future__ import annotations
 
@@ -13,26 +12,17 @@ import sys
 import traceback
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from typing import Any
 from urllib.parse import urlsplit
 
 import dask.config
 import distributed
 
+from . import local_cluster
 from .client_config import DaskClientConfig, keywords_of, unknown_keys
 from .errors import DaskSetupError, one_line
 from .interrupts import CtrlCHeldBack, ctrl_c_kept, raise_a_press_python_swallowed
-from .local_cluster import (
-    LOCAL_DASHBOARD,
-    check_not_a_worker_starting,
-    check_worker_memory,
-    close_workers_quietly,
-    local_cluster_kwargs,
-    start_worker_forkserver,
-    unguarded_script,
-    worker_processes_environment,
-)
 from .log_forwarding import quiet
 
 logger = logging.getLogger(__name__)
@@ -42,9 +32,8 @@ logger = logging.getLogger(__name__)
 def dask_client(
     config: DaskClientConfig, held: CtrlCHeldBack | None = None
 ) -> Iterator[distributed.Client]:
-    """Yields a client for the configured cluster and closes what it opened; Ctrl-C
-    waits while a cluster starts or everything closes (from ``held.on_the_way_out``
-    if given), lest either stop half-way."""
+    """Yields a client for the configured cluster, closing what it opened; Ctrl-C
+    waits while a cluster starts or all closes (from ``held.on_the_way_out``)."""
     raise_a_press_python_swallowed()
     held = held or CtrlCHeldBack()
     with ExitStack() as opened:
@@ -60,15 +49,14 @@ def dask_client(
         else:
             with held:
                 factory = cluster_factory(config.cluster_class)
-                _refuse_client_security(config, factory)
                 if factory is distributed.LocalCluster:
-                    opened.enter_context(worker_processes_environment())
+                    opened.enter_context(local_cluster.worker_processes_environment())
                 errors = opened.enter_context(_worker_start_errors(factory))
                 cluster = _start_cluster(factory, config)
                 opened.callback(_close, cluster)
                 client = opened.enter_context(_connect(cluster, config))
                 client.worker_start_errors = errors
-            opened.push(close_workers_quietly(cluster, client))
+            opened.push(local_cluster.close_workers_quietly(cluster, client))
         _log_dashboard(client, cluster)
         if not isinstance(cluster, distributed.LocalCluster):  # else this Python
             check_same_python(client)
@@ -78,11 +66,11 @@ def dask_client(
 
 def prepare_local_cluster(config: DaskClientConfig) -> None:
     """Starts now the fork server of the LocalCluster's workers a run will start."""
-    check_not_a_worker_starting()
+    local_cluster.check_not_a_worker_starting()
     starts_cluster = _existing(config) == (None, None)
     if starts_cluster and where_workers_run(config) == "this machine":
         with CtrlCHeldBack():
-            start_worker_forkserver()
+            local_cluster.start_worker_forkserver()
 
 
 def where_workers_run(config: DaskClientConfig) -> str:
@@ -91,9 +79,9 @@ def where_workers_run(config: DaskClientConfig) -> str:
     address, active = _existing(config)
     if active is not None:
         address = str(active.scheduler.address)
-    if address and address.startswith("inproc://"):
-        return "this process"
     if address:
+        if address.startswith("inproc://"):
+            return "this process"
         local = isinstance(getattr(active, "cluster", None), distributed.LocalCluster)
         return "this machine" if local else "anywhere"
     if cluster_factory(config.cluster_class) is not distributed.LocalCluster:
@@ -116,9 +104,9 @@ def check_same_python(client: distributed.Client) -> None:
     if others:
         raise DaskSetupError(
             f"The Dask cluster runs another Python than this machine's {here}: "
-            f"{', '.join(others[:3])}{' and more' if others[3:] else ''}. The runner "
-            "sends its plugins as Python bytecode, which another Python version cannot "
-            f"load. Run the cluster on Python {here}, or Kedro on the cluster's Python."
+            f"{', '.join(others[:3])}{' and more' if others[3:] else ''}. The runner's "
+            "plugins travel as bytecode, which another Python cannot load: run the "
+            f"cluster on Python {here}, or Kedro on the cluster's Python."
         )
 
 
@@ -131,17 +119,15 @@ def credentials_in_the_clear(
         for name, dataset in sorted(datasets.items())
         if (getattr(dataset, "_init_args", None) or {}).get("credentials")
     ]
-    if not names:
-        return None
-    workers = client.scheduler_info(n_workers=-1)["workers"]
+    workers = client.scheduler_info(n_workers=-1)["workers"] if names else {}
     exposed = [a for a in [client.scheduler.address, *workers] if in_the_clear(a)]
-    if not exposed:
+    if not names or not exposed:
         return None
     return (
         f"The datasets {', '.join(names)} hold credentials, which travel to the "
         f"Dask workers unencrypted via {exposed[0]}"
         f"{' and more' if exposed[1:] else ''}. Use a tls:// scheduler with "
-        f"dask_client.security, or keep the cluster on this machine."
+        "dask_client.security, or keep the cluster on this machine."
     )
 
 
@@ -159,13 +145,13 @@ def cluster_factory(path: str | None) -> Callable[..., Any]:
         return distributed.LocalCluster
     if "." not in path:
         raise DaskSetupError(
-            f"dask_client.cluster_class must be a dotted path such as "
+            "dask_client.cluster_class must be a dotted path such as "
             f"dask_jobqueue.SLURMCluster, got {path!r}."
         )
-    top = path.split(".")[0]
+    top = path.partition(".")[0]
     try:
         with ctrl_c_kept():  # importing dask_jobqueue replaces the SIGINT handler
-            importlib.import_module(top)
+            importlib.import_module(top)  # else locate() says None: no error to show
             found = pydoc.locate(path)
     except (ImportError, pydoc.ErrorDuringImport) as exc:
         raise DaskSetupError(
@@ -186,7 +172,7 @@ def cluster_factory(path: str | None) -> Callable[..., Any]:
 def _not_a_cluster(path: str, what: str) -> str:
     return (
         f"dask_client.cluster_class {path!r} {what}, not a Dask cluster. Name a "
-        f"cluster class such as dask_jobqueue.SLURMCluster."
+        "cluster class such as dask_jobqueue.SLURMCluster."
     )
 
 
@@ -199,10 +185,9 @@ def _worker_start_errors(factory: Callable[..., Any]) -> Iterator[list[BaseExcep
 
     def collect(record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if error is None or not any(
-            (frame.f_globals.get("__name__") or "").split(".")[0] == package
-            for frame, _ in traceback.walk_tb(error.__traceback__)
-        ):
+        frames = traceback.walk_tb(getattr(error, "__traceback__", None))
+        names = {str(frame.f_globals.get("__name__")) for frame, _ in frames}
+        if error is None or package not in {name.split(".")[0] for name in names}:
             return True
         errors.append(error)
         logger.warning("%s failed: %s", factory.__name__, one_line(error))
@@ -218,8 +203,7 @@ def _worker_start_errors(factory: Callable[..., Any]) -> Iterator[list[BaseExcep
 
 
 def _existing(config: DaskClientConfig) -> tuple[str | None, Any]:
-    """The scheduler address to connect to, or else this process's default client;
-    ``(None, None)`` when the run starts a cluster."""
+    """The scheduler address to connect to, or else this process's default client."""
     if config.starts_cluster:
         return None, None
     # Dask's own setting, e.g. the DASK_SCHEDULER_ADDRESS environment variable.
@@ -238,17 +222,6 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _refuse_client_security(config: DaskClientConfig, factory: Any) -> None:
-    """A started cluster's client takes the cluster's own security, not the files
-    of a scheduler that runs elsewhere, which would refuse the cluster's tcp://."""
-    if config.security is not None:
-        raise DaskSetupError(
-            f"dask_client.security is for a scheduler at `address`, but this run "
-            f"starts a {factory.__name__}, whose client takes the cluster's own. Set "
-            f"it only with `address`, or ask for TLS in dask_client.cluster_kwargs."
-        )
-
-
 def _close(cluster: Any) -> None:
     """Logs, not raises over the run's outcome, an error in closing (dask-jobqueue
     asserts on a job sbatch refused, after cancelling those it submitted)."""
@@ -262,8 +235,14 @@ def _close(cluster: Any) -> None:
 
 def _start_cluster(factory: Callable[..., Any], config: DaskClientConfig) -> Any:
     name, kwargs = f"{factory.__module__}.{factory.__qualname__}", config.cluster_kwargs
+    if config.security is not None:  # a started cluster's client takes its own
+        raise DaskSetupError(
+            f"dask_client.security is for a scheduler at `address`, but this run "
+            f"starts a {factory.__name__}, whose client takes the cluster's own. Set "
+            "it only with `address`, or ask for TLS in dask_client.cluster_kwargs."
+        )
     if factory is distributed.LocalCluster:
-        kwargs = local_cluster_kwargs(kwargs)
+        kwargs = local_cluster.local_cluster_kwargs(kwargs)
     text = ", ".join(f"{key}={value!r}" for key, value in config.cluster_kwargs.items())
     logger.info("Starting a Dask cluster: %s(%s)", name, text)
     try:
@@ -290,28 +269,28 @@ def _check_and_scale(cluster: Any, name: str, config: DaskClientConfig) -> None:
         what = f"returned a {type(cluster).__name__}"
         raise DaskSetupError(_not_a_cluster(str(config.cluster_class), what))
     if isinstance(cluster, distributed.LocalCluster):
-        check_worker_memory(cluster)
-    if config.adapt is None and getattr(cluster, "worker_spec", None) == {}:
-        # A SpecCluster (LocalCluster, dask-jobqueue) adds workers only when scaled.
-        raise DaskSetupError(
-            f"{name} started with no workers and dask_client has no `adapt`, so no "
-            f"node could run. Set dask_client.cluster_kwargs.n_workers or `adapt`."
-        )
-    if config.adapt is not None:
-        if isinstance(cluster, distributed.deploy.Cluster):
-            # Its Adaptive hands keys it does not know to the scheduler, which
-            # refuses them in the adaptive loop, as tracebacks, after the run starts.
-            known = keywords_of(cluster.adapt) | keywords_of(distributed.Adaptive)
-            known |= keywords_of(distributed.Scheduler.workers_to_close)
-            if unknown := config.adapt.keys() - known:
-                raise DaskSetupError(unknown_keys("dask_client.adapt", unknown, known))
-        try:
-            cluster.adapt(**config.adapt)
-        except Exception as exc:
+        local_cluster.check_worker_memory(cluster)
+    if config.adapt is None:
+        if getattr(cluster, "worker_spec", None) == {}:  # a SpecCluster, unscaled
             raise DaskSetupError(
-                f"Could not make {name} adaptive with {config.adapt}: {exc}. "
-                f"dask_client.adapt takes Cluster.adapt's keywords, e.g. maximum."
-            ) from exc
+                f"{name} started with no workers and dask_client has no `adapt`, so "
+                "no node could run. Set dask_client.cluster_kwargs.n_workers or `adapt`."
+            )
+        return
+    if isinstance(cluster, distributed.deploy.Cluster):
+        # Its Adaptive hands keys it does not know to the scheduler, which refuses
+        # them in the adaptive loop, as tracebacks, after the run starts.
+        known = keywords_of(cluster.adapt) | keywords_of(distributed.Adaptive)
+        known |= keywords_of(distributed.Scheduler.workers_to_close)
+        if unknown := config.adapt.keys() - known:
+            raise DaskSetupError(unknown_keys("dask_client.adapt", unknown, known))
+    try:
+        cluster.adapt(**config.adapt)
+    except Exception as exc:
+        raise DaskSetupError(
+            f"Could not make {name} adaptive with {config.adapt}: {exc}. "
+            "dask_client.adapt takes Cluster.adapt's keywords, e.g. maximum."
+        ) from exc
 
 
 def _what_to_check(error: Exception, factory: Callable[..., Any]) -> str:
@@ -320,10 +299,10 @@ def _what_to_check(error: Exception, factory: Callable[..., Any]) -> str:
             "The cluster manager refused the credentials: check its user name and "
             "password or token (dask-gateway: DASK_GATEWAY__AUTH__*)."
         )
-    if script := unguarded_script():
+    if script := local_cluster.unguarded_script():
         return (
             f"Worker processes import {script} as they start: put the code that runs "
-            f'the session under `if __name__ == "__main__":`.'
+            'the session under `if __name__ == "__main__":`.'
         )
     if factory is distributed.LocalCluster:  # its keywords may be top-level ones
         return "Check the LocalCluster keywords in dask_client (n_workers, ...)."
@@ -351,7 +330,7 @@ def _log_dashboard(client: distributed.Client, cluster: Any) -> None:
             "dask_client.dashboard_address, or for dask-jobqueue "
             "cluster_kwargs.scheduler_options.dashboard_address.",
             address,
-            LOCAL_DASHBOARD,
+            local_cluster.LOCAL_DASHBOARD,
         )
 
 
@@ -359,8 +338,7 @@ class _Client(distributed.Client):
     """Closes itself on any failure to connect (distributed's only on OSError): a
     half-made client closes at exit, waiting 2 x timeout, printing a traceback."""
 
-    #: What the cluster manager hit starting workers; None: the runner started none.
-    worker_start_errors: list[BaseException] | None = None
+    worker_start_errors: list[BaseException] | None = None  # None: started no cluster
 
     def start(self, **kwargs: Any) -> None:
         try:
@@ -371,10 +349,9 @@ class _Client(distributed.Client):
             raise
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
-        if self.status != "connecting":
-            return super().close(*args, **kwargs)
         # The run has said the scheduler went: Dask would add it gave up reconnecting.
-        with quiet("distributed.client"):
+        connecting = self.status == "connecting"
+        with quiet("distributed.client") if connecting else nullcontext():
             return super().close(*args, **kwargs)
 
 
@@ -392,5 +369,5 @@ def _connect(target: Any, config: DaskClientConfig) -> distributed.Client:
         raise DaskSetupError(
             f"Could not connect to the Dask scheduler at {where} within "
             f"{config.timeout:g} s ({type(exc).__name__}: {exc}). Check that it runs "
-            f"and is reachable, and that dask_client.security matches a TLS scheduler."
+            "and is reachable, and that dask_client.security matches a TLS scheduler."
         ) from exc

@@ -1,6 +1,6 @@
-"""The LocalCluster the runner starts when ``dask_client`` names none, made to start
-and stop as fast as a Kedro run wants: workers fork from a process that imported the
-project once (``worker_imports``), and get half a second to exit after a failure."""
+"""The LocalCluster the runner starts when ``dask_client`` names none, as fast as a
+Kedro run wants: workers fork from a process that imported the project once
+(``worker_imports``), and get half a second to exit after a failure."""
 
 from __future__ import annotations
 
@@ -59,15 +59,13 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_worker_memory(cluster: distributed.LocalCluster) -> None:
-    """Refuses a memory_limit that a worker exceeds as it starts: its nanny restarts
-    a worker over its memory budget, and the new one starts as large, for ever. (One
-    that starts paused, short of the budget, is ``worker_watch``'s to stop.)"""
+    """Refuses a memory_limit that a worker exceeds as it starts: its nanny would
+    restart it, as large, for ever. (One merely paused is ``worker_watch``'s.)"""
     nannies = [w for w in cluster.workers.values() if isinstance(w, distributed.Nanny)]
-    managers = [nanny.memory_manager for nanny in nannies]
     budgets = [
-        (manager.memory_limit, manager.memory_terminate_fraction)
-        for manager in managers
-        if manager.memory_limit and manager.memory_terminate_fraction
+        (memory.memory_limit, memory.memory_terminate_fraction)
+        for memory in (nanny.memory_manager for nanny in nannies)
+        if memory.memory_limit and memory.memory_terminate_fraction
     ]
     if not budgets:
         return
@@ -155,10 +153,9 @@ def unguarded_script() -> str | None:
 def close_workers_quietly(
     cluster: Any, client: distributed.Client
 ) -> Callable[..., None]:
-    """Worker processes share the driver's terminal, and what Dask says as they close
-    (a heartbeat racing the scheduler's close) is not the run's. After Ctrl-C or a
-    failure nothing the nodes still do is wanted: they get half a second to exit
-    instead of Dask's 4 s wait for their tasks."""
+    """Silences the workers as they close (a heartbeat racing the scheduler's close
+    is not the run's news) and, after Ctrl-C or a failure, gives them half a second
+    to exit instead of Dask's 4 s wait for tasks nobody wants any more."""
 
     async def close(nannies: list[distributed.Nanny]) -> None:
         await asyncio.gather(*(nanny.close(timeout=0.5) for nanny in nannies))
@@ -189,16 +186,15 @@ class _ExitWithoutFinalCollection(WorkerPlugin):
 def _worker_logging_file() -> Path:
     """Kept for this process's life: the forkserver keeps its first environment, so
     workers of a later run read this path too."""
-    folder = tempfile.mkdtemp(prefix="kedro-dask-")
-    atexit.register(_remove_after_the_forkserver, folder)
-    path = Path(folder) / "worker-logging.yml"
+    path = Path(tempfile.mkdtemp(prefix="kedro-dask-")) / "worker-logging.yml"
+    atexit.register(_remove_after_the_forkserver, path.parent)
     path.write_text(WORKER_START_LOGGING)
     return path
 
 
-def _remove_after_the_forkserver(folder: str) -> None:
-    """Kills the forkserver first: it may still be importing the project (reading the
-    file) after a run that failed before its cluster started."""
+def _remove_after_the_forkserver(folder: Path) -> None:
+    """The forkserver may still import the project (reading the file) after a run
+    that failed before its cluster started."""
     if pid := _forkserver_pid():
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
