@@ -48,9 +48,8 @@ class CtrlCHeldBack:
 
     @contextmanager
     def on_the_way_out(self) -> Iterator[None]:
-        """Holds Ctrl-C from the end of the block until this object exits, so that a
-        press as a run closes is never swallowed: Python ignores one raised in a
-        weakref callback (as imports run), and the run would end as a success."""
+        """Holds Ctrl-C from the end of the block until this object exits: Python
+        ignores a press raised in a weakref callback, and the run would succeed."""
         try:
             yield
         finally:

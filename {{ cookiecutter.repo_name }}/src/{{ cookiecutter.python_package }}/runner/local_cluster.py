@@ -71,20 +71,16 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
         return
     limit, share = min(budgets)
     # Workers the nanny has restarted already hold at least what they fork from.
-    processes = [_forkserver_pid(), *(nanny.pid for nanny in nannies)]
-    started = max([_resident_bytes(pid) for pid in processes if pid], default=0)
+    started = 0
+    for pid in filter(None, [_forkserver_pid(), *(nanny.pid for nanny in nannies)]):
+        with contextlib.suppress(psutil.Error):  # restarted meanwhile
+            started = max(started, psutil.Process(pid).memory_info().rss)
     if started > share * limit:
         raise DaskSetupError(
             f"Each Dask worker holds {format_bytes(started)} as it starts, over "
             f"{share:.0%} of its memory_limit of {format_bytes(limit)}: no node could "
             "run. Raise dask_client.memory_limit, e.g. to 4GB, or lower n_workers."
         )
-
-
-def _resident_bytes(pid: int) -> int:
-    with contextlib.suppress(psutil.Error):  # restarted meanwhile
-        return int(psutil.Process(pid).memory_info().rss)
-    return 0
 
 
 def _forkserver_pid() -> int | None:
