@@ -22,10 +22,18 @@ def computes_dask_collections(
     node: Node, datasets: Mapping[str, AbstractDataset]
 ) -> bool:
     """From the node's code and persisted datasets."""
-    return _refers_to_dask(node.func) or any(
-        type(dataset).__module__.startswith("kedro_datasets.dask")
-        for dataset in datasets.values()
-    )
+    if any(
+        type(d).__module__.startswith("kedro_datasets.dask") for d in datasets.values()
+    ):
+        return True
+    function = node.func
+    while isinstance(function, functools.partial):
+        function = function.func
+    function = inspect.unwrap(function)
+    try:
+        return _function_refers_to_dask(function)
+    except TypeError:  # an unhashable callable: not worth remembering
+        return _code_refers_to_dask(function, set())
 
 
 def leave_the_worker_thread_pool() -> None:
@@ -50,16 +58,6 @@ def refuse_persisted(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
             )
 
 
-def _refers_to_dask(func: Any) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    function = inspect.unwrap(func)
-    try:
-        return _function_refers_to_dask(function)
-    except TypeError:  # an unhashable callable: not worth remembering
-        return _code_refers_to_dask(function, set())
-
-
 @functools.lru_cache(maxsize=4096)
 def _function_refers_to_dask(function: Any) -> bool:
     return _code_refers_to_dask(function, set())
@@ -74,7 +72,9 @@ def _code_refers_to_dask(func: Any, seen: set[int]) -> bool:
     namespace = getattr(func, "__globals__", {})
     for name in _names_used(code):
         value = namespace.get(name)
-        if _is_from_dask(value) or (
+        module = value.__name__ if isinstance(value, types.ModuleType) else None
+        module = module or getattr(value, "__module__", None) or ""
+        if module.split(".")[0] in _DASK_PACKAGES or (
             isinstance(value, types.FunctionType)
             and value.__module__ == func.__module__
             and _code_refers_to_dask(value, seen)
@@ -89,9 +89,3 @@ def _names_used(code: types.CodeType) -> set[str]:
         if isinstance(constant, types.CodeType):  # nested functions, lambdas
             names |= _names_used(constant)
     return names
-
-
-def _is_from_dask(value: Any) -> bool:
-    module = value.__name__ if isinstance(value, types.ModuleType) else None
-    module = module or getattr(value, "__module__", None) or ""
-    return module.split(".")[0] in _DASK_PACKAGES

@@ -1,16 +1,5 @@
-"""``DaskRunner`` runs a Kedro pipeline on a Dask cluster, one Dask task per node.
-
-Examples (the same keys go in the ``dask_client`` block of ``parameters.yml``)::
-
-    DaskRunner()                                   # a LocalCluster for this run
-    DaskRunner(n_workers=4, threads_per_worker=1)  # ... of this size
-    DaskRunner(address="tcp://10.0.0.5:8786")      # a scheduler already running
-    DaskRunner(
-        cluster_class="dask_jobqueue.SLURMCluster",
-        cluster_kwargs={"cores": 8, "memory": "16GB"},
-        adapt={"minimum": 1, "maximum": 10},
-    )
-"""
+"""``DaskRunner`` runs a Kedro pipeline on a Dask cluster, one Dask task per node. Its
+keywords are the keys of the ``dask_client`` block of ``parameters.yml`` (README)."""
 
 from __future__ import annotations
 
@@ -180,16 +169,15 @@ class DaskRunner(AbstractRunner):
     def _performance_report(self, client: distributed.Client) -> Iterator[None]:
         """Not ``with performance_report``: no report, nor error, if the scheduler
         went."""
-        if not (path := self._config.performance_report):
-            yield
-            return
+        path = self._config.performance_report
         report = distributed.performance_report(filename=path)
-        with client.as_current():
-            report.__enter__()
+        if path:
+            with client.as_current():
+                report.__enter__()
         try:
             yield
         finally:
-            if client.status == "running":
+            if path and client.status == "running":
                 with client.as_current():
                     report.__exit__(None, None, None)
                 self._logger.info("Wrote the Dask performance report to %s", path)
@@ -280,16 +268,13 @@ def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
     are left to Kedro, whose check for a missing one must still fail the run."""
     if not isinstance(catalog, DataCatalog):
         return
-    resolver, model = catalog.config_resolver, None
+    model = None
     for name in sorted(pipeline.datasets() - pipeline.inputs()):
-        if name in catalog:
+        if name in catalog:  # registered, or matched by a catalog pattern
             continue
-        patterned = resolver.match_dataset_pattern(name) or (
-            resolver.match_user_catch_all_pattern(name)
-        )
-        if model is not None and not patterned:
+        if model is not None:
             catalog[name] = copy.copy(model)
             continue
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)
-        if model is None and not patterned and type(dataset) is MemoryDataset:
+        if type(dataset) is MemoryDataset:
             model = dataset

@@ -4,6 +4,7 @@ loading and generator nodes behave as under ``SequentialRunner``."""
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -110,7 +111,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     }
     # Every output not persisted: all of them when computed again.
     outputs = {
-        n: _empty_memory_dataset("assign") for n in node.outputs if n not in persisted
+        n: copy.copy(_empty("assign")) for n in node.outputs if n not in persisted
     } | task.custom_outputs
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
     if hooked:  # the run's parameters, ...: not checked one by one, as by DataCatalog()
@@ -146,27 +147,21 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
 
 def _refuse_unsendable(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
     """A value Dask cannot serialise would hang its consumer on another worker for
-    ever (dask/distributed#6705). Checked where pickle goes object by object: arrays of
-    numbers travel as buffers, and cannot fail."""
+    ever (dask/distributed#6705). Checked where pickle goes object by object: all of a
+    plain Python value (Kedro's ``MemoryDataset`` deep-copies it: SequentialRunner
+    fails there too), an object array or Series, a DataFrame's object columns."""
     for name, value in outputs:
-        if (why := unpicklable(_pickled_object_by_object(value))) is not None:
+        by_object, dtype = value, str(getattr(value, "dtype", ""))
+        if dtype != "object" and _copy_mode_for(value, None) != "deepcopy":
+            if not callable(getattr(value, "select_dtypes", None)):
+                continue  # arrays of numbers travel as buffers, and cannot fail
+            by_object = value.select_dtypes(include="object")  # a pandas DataFrame
+        if (why := unpicklable(by_object)) is not None:
             raise DatasetError(
                 f"{name}: Kedro node '{node.name}' returned data that cannot be sent "
                 f"to other Dask workers ({why}). Create locks, connections, open "
                 "files and generators inside the node that uses them."
             )
-
-
-def _pickled_object_by_object(value: Any) -> Any:
-    """The part of ``value`` that pickle writes object by object: all of a plain Python
-    value (Kedro's ``MemoryDataset`` deep-copies it: SequentialRunner fails there
-    too), a DataFrame's object columns, an object array or Series."""
-    dtype = str(getattr(value, "dtype", ""))
-    if dtype == "object" or _copy_mode_for(value, None) == "deepcopy":
-        return value
-    if callable(getattr(value, "select_dtypes", None)):  # a pandas DataFrame
-        return value.select_dtypes(include="object")
-    return None
 
 
 def _saving_again(node: Node, persisted: dict[str, AbstractDataset]) -> str:
@@ -212,22 +207,18 @@ def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
     if isinstance(value, Inline):
         value = value.value
     if value is NeverSaved:
-        return _empty_memory_dataset("assign")
-    dataset = _empty_memory_dataset(_copy_mode_for(value, copy_mode))
+        return copy.copy(_empty("assign"))
+    dataset = copy.copy(_empty(_copy_mode_for(value, copy_mode)))
     # The value is already this task's own; only loads copy it, as in Kedro.
     dataset._data = value
     return dataset
 
 
-_empty_memory_datasets: dict[str, MemoryDataset] = {}
-
-
-def _empty_memory_dataset(copy_mode: str) -> MemoryDataset:
-    """Copies one per mode, as Kedro's constructor inspects its signature on each call;
+@functools.cache
+def _empty(copy_mode: str) -> MemoryDataset:
+    """One per mode, to copy: Kedro's constructor inspects its signature on each call;
     copies share only the never-changed init args."""
-    if copy_mode not in _empty_memory_datasets:
-        _empty_memory_datasets[copy_mode] = MemoryDataset(copy_mode=copy_mode)
-    return copy.copy(_empty_memory_datasets[copy_mode])
+    return MemoryDataset(copy_mode=copy_mode)
 
 
 _inferred_copy_modes: dict[type, str] = {}

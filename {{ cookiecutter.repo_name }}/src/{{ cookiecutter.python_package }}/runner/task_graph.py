@@ -16,6 +16,7 @@ from dask.utils import funcname
 from kedro.io import AbstractDataset, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
+from toolz import identity
 
 from .dask_collections import computes_dask_collections
 from .errors import DaskSetupError, unpicklable
@@ -129,20 +130,13 @@ class TaskGraph:
         )
 
     def _check_serialisable(self) -> None:
-        problems = [
-            f"node '{n.name}': {p}" for n in self._tasks if (p := unpicklable(n))
-        ]
+        sent = [(f"node '{node.name}'", node) for node in self._tasks]
         for name in sorted(self._datasets.keys() - self._memory.keys()):
-            if getattr(dataset := self._datasets[name], "_SINGLE_PROCESS", False):
-                problems.append(
-                    f"dataset '{name}': {type(dataset).__name__} only works in the "
-                    f"process that created it"
-                )
-            elif problem := unpicklable(dataset):
-                problems.append(f"dataset '{name}': {problem}")
-        for name, value in self._inputs.items():
-            if problem := unpicklable(value):
-                problems.append(f"pipeline input '{name}': {problem}")
+            sent.append((f"dataset '{name}'", self._datasets[name]))
+        sent += [(f"pipeline input '{n}'", value) for n, value in self._inputs.items()]
+        problems = [
+            f"{label}: {why}" for label, obj in sent if (why := _unsendable(obj))
+        ]
         if problems:
             raise DaskSetupError(
                 "These cannot be sent to Dask workers:\n  - "
@@ -239,11 +233,17 @@ class TaskGraph:
         providers: dict[str, Any] = {}
         inputs, self._inputs = self._inputs, {}  # not kept here for the whole run
         for name, value in inputs.items():
-            if _is_small(value):
+            try:
+                small = sizeof(value) <= INLINE_BYTES
+            except (
+                Exception
+            ):  # an object Dask cannot size is sent as a task, to be safe
+                small = False
+            if small:
                 providers[name] = Inline(value)
             else:
                 key = f"{name}-{self._run.token}"
-                providers[name] = client.submit(_given, value, key=key, pure=False)
+                providers[name] = client.submit(identity, value, key=key, pure=False)
         return providers
 
 
@@ -277,16 +277,11 @@ def check_resources(
         )
 
 
-def _is_small(value: Any) -> bool:
-    try:
-        return bool(sizeof(value) <= INLINE_BYTES)
-    except Exception:  # an object Dask cannot size is sent as a task, to be safe
-        return False
+def _unsendable(obj: Any) -> str | None:
+    if getattr(obj, "_SINGLE_PROCESS", False):  # a dataset
+        return f"{type(obj).__name__} only works in the process that created it"
+    return unpicklable(obj)
 
 
 def _nothing(_: Any) -> None:
     return None
-
-
-def _given(value: Any) -> Any:
-    return value
