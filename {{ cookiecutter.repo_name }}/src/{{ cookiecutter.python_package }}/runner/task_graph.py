@@ -130,7 +130,7 @@ class TaskGraph:
         )
 
     def _check_serialisable(self) -> None:
-        sent = [(f"node '{node.name}'", node) for node in self._tasks]
+        sent: list[tuple[str, Any]] = [(f"node '{n.name}'", n) for n in self._tasks]
         for name in sorted(self._datasets.keys() - self._memory.keys()):
             sent.append((f"dataset '{name}'", self._datasets[name]))
         sent += [(f"pipeline input '{n}'", value) for n, value in self._inputs.items()]
