@@ -111,7 +111,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     }
     # Every output not persisted: all of them when computed again.
     outputs = {
-        n: copy.copy(_empty("assign")) for n in node.outputs if n not in persisted
+        n: _empty_memory_dataset("assign") for n in node.outputs if n not in persisted
     } | task.custom_outputs
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
     if hooked:  # the run's parameters, ...: not checked one by one, as by DataCatalog()
@@ -207,17 +207,21 @@ def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
     if isinstance(value, Inline):
         value = value.value
     if value is NeverSaved:
-        return copy.copy(_empty("assign"))
-    dataset = copy.copy(_empty(_copy_mode_for(value, copy_mode)))
+        return _empty_memory_dataset("assign")
+    dataset = _empty_memory_dataset(_copy_mode_for(value, copy_mode))
     # The value is already this task's own; only loads copy it, as in Kedro.
     dataset._data = value
     return dataset
 
 
-@functools.cache
-def _empty(copy_mode: str) -> MemoryDataset:
-    """One per mode, to copy: Kedro's constructor inspects its signature on each call;
+def _empty_memory_dataset(copy_mode: str) -> MemoryDataset:
+    """A copy of one per mode: Kedro's constructor inspects its signature on each call;
     copies share only the never-changed init args."""
+    return copy.copy(_model_memory_dataset(copy_mode))
+
+
+@functools.cache
+def _model_memory_dataset(copy_mode: str) -> MemoryDataset:
     return MemoryDataset(copy_mode=copy_mode)
 
 
