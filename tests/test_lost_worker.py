@@ -65,7 +65,9 @@ def create_pipeline(**kwargs) -> Pipeline:
 '''
 
 HOOKS = '''\
-"""Appends one line per node hook call to the file named in $NODE_HOOK_LOG."""
+"""Appends one line per node hook call to the file named in $NODE_HOOK_LOG, and
+at the run's end one with the nodes the plugin's state recorded (on the driver,
+where Kedro's plugins read it: a worker's copy may have died with the worker)."""
 
 import os
 
@@ -75,6 +77,7 @@ from kedro.framework.hooks import hook_impl
 class NodeHookLog:
     def __init__(self) -> None:
         self.path = os.environ.get("NODE_HOOK_LOG")
+        self.finished = []
 
     def _write(self, *fields: str) -> None:
         if self.path:
@@ -88,6 +91,11 @@ class NodeHookLog:
     @hook_impl
     def after_node_run(self, node):
         self._write("after_node_run", node.name)
+        self.finished.append(node.name)
+
+    @hook_impl
+    def after_pipeline_run(self):
+        self._write("recorded", *sorted(self.finished))
 '''
 
 CATALOG = """\
@@ -208,7 +216,10 @@ def test_a_node_recomputed_after_its_worker_died_saves_and_fires_hooks_once(
     )
     assert rows.read_text().splitlines() == ["1", "2", "3"]
     assert hook_calls(dask_log) == hook_calls(sequential_log)
-    assert len(hook_calls(dask_log)) == 8
+    assert len(hook_calls(dask_log)) == 9
+    # What the dead worker's copy of the plugin recorded reached the driver.
+    recorded = "recorded append_rows use_later use_now wait"
+    assert hook_calls(dask_log)[-1] == recorded, hook_calls(dask_log)
 
 
 def _worker_pid(cluster, resource: str) -> int:

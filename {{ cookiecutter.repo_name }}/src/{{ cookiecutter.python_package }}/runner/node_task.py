@@ -87,7 +87,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         leave_the_worker_thread_pool()
     in_driver = in_driver_process(task.run.driver_process)
     node, persisted = task.node, task.persisted
-    hook_manager, for_hooks = hooks_here(task.run, persisted, in_driver)
+    hook_manager, for_hooks, additions_sent = hooks_here(task.run, persisted, in_driver)
     hook_manager = hook_manager or _NullPluginManager()
     hooked = not isinstance(hook_manager, _NullPluginManager)
     # Run again (recomputed_nodes): only its saves and hooks can go wrong.
@@ -122,7 +122,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         forwarded = node_logs_to_driver(
             task.run.token, task.run.logging_levels, task.run.warning_filters
         )
-    with forwarded, mlflow_runs_left_open() if hooked else nullcontext():
+    guard = mlflow_runs_left_open() if hooked else nullcontext()
+    with forwarded, guard, additions_sent:
         if again:
             logger.warning("%s", again)
         try:

@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,6 @@ class RunSetup(WorkerPlugin):
     environment: dict[str, str | None]
     storage: SharedStorage | None
     driver_process: str
-    token: str
     #: The copies of the plugins, made by this worker's first node of the run.
     hooks_on_worker: Any = None
     #: Run directories this worker does not see: nodes using them stop the run.
@@ -55,26 +55,16 @@ class RunSetup(WorkerPlugin):
             self.error = exc
 
     def teardown(self, worker: distributed.Worker) -> None:
-        """A worker closing mid-run (``adapt`` scaling down) sends what its copies of
-        the plugins added: the run's end can no longer ask it."""
-        if additions := self.finish():
-            worker.log_event(_left_topic(self.token), cloudpickle.dumps(additions))
-
-    def finish(self) -> dict[str, Any]:
-        """Restores the environment; returns what the plugins' copies added."""
-        copies, self.hooks_on_worker = self.hooks_on_worker, None
         set_environment(self.saved)
-        self.saved = {}
-        return copies.additions() if copies is not None else {}
 
 
 def _name(token: str) -> str:
     return f"kedro-run-{token}"
 
 
-def _left_topic(token: str) -> str:
-    """Where workers leaving mid-run send their plugin copies' additions."""
-    return f"kedro-run-{token}-left"
+def _additions_topic(token: str) -> str:
+    """Where workers send what their copies of the plugins added, node by node."""
+    return f"kedro-run-{token}-additions"
 
 
 def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None]:
@@ -93,24 +83,25 @@ def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:
     return setup.unseen if setup else []
 
 
-def _finish(token: str, dask_worker: distributed.Worker) -> dict[str, Any]:
-    setup = dask_worker.plugins.get(_name(token))
-    return setup.finish() if setup else {}
-
-
 _copies_lock = threading.Lock()
 #: What ``hooks_here`` returns for a node whose hooks do not fire.
-_NO_HOOKS: tuple[Any, HookDatasets] = (None, ({}, {}))
+_NO_HOOKS: tuple[Any, HookDatasets, AbstractContextManager] = (
+    None,
+    ({}, {}),
+    contextlib.nullcontext(),
+)
 
 
 def hooks_here(
     run: RunContext, datasets: Iterable[str], in_driver: bool
-) -> tuple[Any, HookDatasets]:
-    """In a node task: the hook manager to fire (None: no hooks) and the datasets for
-    its catalog; refuses a node using files this worker does not see. Not in the
-    plugin: it runs with the project."""
+) -> tuple[Any, HookDatasets, AbstractContextManager]:
+    """In a node task: the hook manager to fire (None: no hooks), the datasets for its
+    catalog, and what to run it in, to send the copies' additions; refuses a node
+    using files this worker does not see. Not in the plugin: it runs with the
+    project."""
     if in_driver:
-        return driver_hook_managers.get(run.token, _NO_HOOKS)
+        hook_manager, for_hooks = driver_hook_managers.get(run.token, _NO_HOOKS[:2])
+        return hook_manager, for_hooks, contextlib.nullcontext()
     if not run.prepared:
         return _NO_HOOKS
     worker = distributed.get_worker()
@@ -128,8 +119,10 @@ def hooks_here(
         return _NO_HOOKS
     with _copies_lock:
         if setup.hooks_on_worker is None:
-            setup.hooks_on_worker = HooksOnWorker(*setup.hooks)
-    return setup.hooks_on_worker.manager, setup.hooks_on_worker.datasets
+            topic = _additions_topic(run.token)
+            setup.hooks_on_worker = HooksOnWorker(*setup.hooks, topic)
+    copies = setup.hooks_on_worker
+    return copies.manager, copies.datasets, copies.additions_sent()
 
 
 @contextlib.contextmanager
@@ -143,7 +136,7 @@ def workers_prepared(
     """Registers the run's plugin, refusing the run if a worker does not see
     ``storage``; afterwards merges what the plugin copies learnt into the driver's.
     ``driver_hooks``: the hook manager and its ``datasets_for_hooks``."""
-    token, left_topic = run.token, _left_topic(run.token)
+    token, topic = run.token, _additions_topic(run.token)
     driver_hook_managers[token] = driver_hooks  # for workers in this process
     hook_manager, for_hooks = driver_hooks
     pickled, environment = None, dict(hooks.environment) if hooks else {}
@@ -151,14 +144,12 @@ def workers_prepared(
         # One by one: a dataset a worker cannot load is missing there, as in a catalog.
         found, lazy = for_hooks
         pickled = (hooks.plugins, cloudpickle.dumps((pickled_each(found), lazy)))
-    left: list[bytes] = []  # what workers that left mid-run had added
-    client.subscribe_topic(left_topic, lambda event: left.append(event[1]))
+    added: list[bytes] = []  # what the workers' copies of the plugins added
+    client.subscribe_topic(topic, lambda event: added.append(event[1]))
     try:
         with storage.marked(token) if storage else contextlib.nullcontext() as marked:
             if run.prepared:
-                setup = RunSetup(
-                    pickled, environment, marked, run.driver_process, token
-                )
+                setup = RunSetup(pickled, environment, marked, run.driver_process)
                 client.register_plugin(setup, name=_name(token))
             unseen = client.run(_unseen, token) if marked is not None else {}
             if unseen := {w: folders for w, folders in unseen.items() if folders}:
@@ -167,15 +158,12 @@ def workers_prepared(
     finally:
         driver_hook_managers.pop(token, None)
         if client.status == "running" and run.prepared:
-            with contextlib.suppress(Exception):
-                for additions in client.run(_finish, token).values():
-                    merge_additions(hook_manager, additions)
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception):  # restores the workers' environment
                 client.unregister_worker_plugin(_name(token))
             with contextlib.suppress(Exception):
-                client.unsubscribe_topic(left_topic)
-        for additions in map(cloudpickle.loads, left):
-            merge_additions(hook_manager, additions)
+                client.unsubscribe_topic(topic)
+        for additions in map(cloudpickle.loads, added):  # sent before each node ended
+            merge_additions(hook_manager.get_plugin, additions)
 
 
 for _module in (sys.modules[__name__], sys.modules[SharedStorage.__module__]):

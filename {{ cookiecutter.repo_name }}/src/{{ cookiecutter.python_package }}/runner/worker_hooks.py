@@ -1,19 +1,23 @@
 """Node and dataset hooks fire where the node runs: workers fire them on copies of the
 plugins pickled after ``before_pipeline_run``, and what the copies add to plugin state
-(dict, list, set attributes) is merged back before ``after_pipeline_run``."""
+(dict, list, set attributes) is sent back as each node ends, and merged into the
+driver's plugins before ``after_pipeline_run``."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import sys
+import threading
 import warnings
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+import distributed
 from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from kedro.io import AbstractDataset, CatalogProtocol, DataCatalog, MemoryDataset
 from pluggy import PluginManager
@@ -81,7 +85,8 @@ driver_hook_managers: dict[str, tuple[Any, HookDatasets]] = {}
 class HooksOnWorker:
     """A worker process's copies of one run's plugins."""
 
-    def __init__(self, plugins: bytes, datasets: bytes) -> None:
+    def __init__(self, plugins: bytes, datasets: bytes, topic: str) -> None:
+        self._topic, self._lock = topic, threading.Lock()
         with import_warnings_silenced():  # of modules imported: the driver showed them
             self._as_sent = cloudpickle.loads(plugins)
             found, lazy = cloudpickle.loads(datasets)
@@ -91,7 +96,22 @@ class HooksOnWorker:
         for name, plugin in self._plugins.items():
             self.manager.register(plugin, name=name)
 
-    def additions(self) -> dict[str, dict[str, Any]]:
+    @contextmanager
+    def additions_sent(self) -> Iterator[None]:
+        """Sends the driver what the copies added while a node ran, as it ends: the
+        worker, and the copies with it, may be gone by the run's end."""
+        try:
+            yield
+        finally:
+            with self._lock:  # nodes in other threads add and send too
+                if added := self._additions():  # from here on, the next node's
+                    merge_additions(self._as_sent.get, copy.deepcopy(added))
+            if added:
+                distributed.get_worker().log_event(
+                    self._topic, cloudpickle.dumps(added)
+                )
+
+    def _additions(self) -> dict[str, dict[str, Any]]:
         """What the copies added to their dict, list and set attributes."""
         found: dict[str, dict[str, Any]] = {}
         for name, plugin in self._plugins.items():
@@ -116,9 +136,11 @@ def import_warnings_silenced() -> Iterator[None]:
             captured.disabled = False
 
 
-def merge_additions(hook_manager: Any, additions: Mapping[str, Mapping]) -> None:
+def merge_additions(
+    plugin_named: Callable[[str], Any], additions: Mapping[str, Mapping]
+) -> None:
     for name, attributes in additions.items():
-        plugin = hook_manager.get_plugin(name)
+        plugin = plugin_named(name)
         for attribute, added in attributes.items():
             _merge(getattr(plugin, attribute, None), added)
 
