@@ -5,7 +5,6 @@ driver's plugins before ``after_pipeline_run``."""
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import sys
@@ -103,13 +102,14 @@ class HooksOnWorker:
         try:
             yield
         finally:
-            with self._lock:  # nodes in other threads add and send too
-                if added := self._additions():  # from here on, the next node's
-                    merge_additions(self._as_sent.get, copy.deepcopy(added))
-            if added:
-                distributed.get_worker().log_event(
-                    self._topic, cloudpickle.dumps(added)
-                )
+            # Under a lock: nodes in other threads add and send too. What cannot be
+            # pickled is not sent, and the node's own outcome stands.
+            with self._lock, suppress(Exception):
+                if added := self._additions():
+                    pickled = cloudpickle.dumps(added)
+                    # A copy, so that the next node sends only what it adds.
+                    merge_additions(self._as_sent.get, cloudpickle.loads(pickled))
+                    distributed.get_worker().log_event(self._topic, pickled)
 
     def _additions(self) -> dict[str, dict[str, Any]]:
         """What the copies added to their dict, list and set attributes."""
@@ -165,6 +165,8 @@ def _added(before: Any, after: Any) -> Any:
             before = before if isinstance(before, Mapping) else {}
             found = {}
             for key, value in after.items():
+                if key in before and _equal(before[key], value):
+                    continue  # most keys, once a node has sent them: compared in C
                 if key in before and isinstance(value, Mapping):
                     if (deeper := _added(before[key], value)) is not None:
                         found[key] = deeper
@@ -177,6 +179,13 @@ def _added(before: Any, after: Any) -> Any:
         if isinstance(after, set) and isinstance(before, set):
             return after - before or None
     return None
+
+
+def _equal(first: Any, second: Any) -> bool:
+    try:
+        return bool(first == second)
+    except Exception:  # e.g. numpy arrays: the walk above looks further
+        return False
 
 
 def _merge(target: Any, added: Any) -> None:
