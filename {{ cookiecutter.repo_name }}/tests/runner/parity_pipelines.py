@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import distributed
 import pandas as pd
 from kedro.io import (
     AbstractDataset,
@@ -326,6 +327,26 @@ def unsendable() -> Case:
     consumer it would travel to the driver (Dask fails there, not in the node)."""
     pipeline = Pipeline([Node(make_lock, None, "lock", name="make_lock")])
     return Case("unsendable", pipeline, lambda f: _catalog({}))
+
+
+def _rebuilt_on_a_worker() -> WorkerOnly:
+    distributed.get_worker()  # raises ValueError elsewhere
+    return WorkerOnly()
+
+
+class WorkerOnly:
+    """Pickles anywhere, unpickles only on a Dask worker: as an object of a package
+    only the workers have."""
+
+    def __reduce__(self):
+        return _rebuilt_on_a_worker, ()
+
+
+def worker_only() -> Case:
+    """Its output travels from its worker but cannot be loaded by the driver;
+    SequentialRunner's MemoryDataset fails to deep-copy it."""
+    pipeline = Pipeline([Node(WorkerOnly, None, "worker_only", name="make_it")])
+    return Case("worker_only", pipeline, lambda f: _catalog({}))
 
 
 def locks_in_a_frame():

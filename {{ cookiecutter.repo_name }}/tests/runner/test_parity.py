@@ -222,6 +222,20 @@ def test_objects_that_cannot_travel_in_a_dataframe_fail_their_node(
         )
 
 
+def test_an_output_the_driver_cannot_load_is_named_with_its_node(
+    process_cluster, hook_manager, tmp_path
+):
+    """Not an error from deep inside Dask as it gathers the run's outputs."""
+    case = cases.worker_only()
+    with pytest.raises(DatasetError, match="No worker found"):
+        SequentialRunner().run(case.pipeline, case.catalog(tmp_path), hook_manager)
+    expected = r"worker_only: Kedro node 'make_it' returned data this process cannot"
+    with pytest.raises(DatasetError, match=expected) as raised:
+        runner = dask_runner(process_cluster)
+        runner.run(case.pipeline, case.catalog(tmp_path), hook_manager)
+    assert "No worker found" in str(raised.value)
+
+
 def test_failing_node_fails_like_sequential(
     cluster, hook_manager, hook_log, tmp_path, caplog
 ):

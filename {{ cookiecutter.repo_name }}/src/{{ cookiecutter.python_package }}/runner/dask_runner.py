@@ -160,7 +160,7 @@ class DaskRunner(AbstractRunner):
                     with held.on_the_way_out():  # then Ctrl-C waits for the close
                         _Waiting(self, submitted, pipeline, catalog, clock).wait()
                     # The unpersisted outputs, for run() to return as Kedro's do.
-                    for name, value in client.gather(submitted.free_outputs).items():
+                    for name, value in submitted.gather_free(pipeline).items():
                         catalog.get(name).save(value)
                 finally:
                     submitted.cancel()

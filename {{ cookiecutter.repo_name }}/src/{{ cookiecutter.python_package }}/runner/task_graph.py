@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import operator
 import queue
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,13 +14,14 @@ import distributed
 from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 from dask.sizeof import sizeof
 from dask.utils import funcname
-from kedro.io import AbstractDataset, MemoryDataset
+from kedro.io import AbstractDataset, DatasetError, MemoryDataset
 from kedro.pipeline import Pipeline
 from kedro.pipeline.node import Node
 from toolz import identity
 
 from .dask_collections import computes_dask_collections
-from .errors import DaskSetupError, unpicklable
+from .errors import DaskSetupError, one_line, unpicklable
+from .log_forwarding import quiet
 from .node_task import Inline, NeverSaved, NodeTask, RunContext, run_node_task
 
 #: Pipeline inputs up to this size travel inside the task of every node taking them.
@@ -72,6 +74,27 @@ class SubmittedGraph:
                 batch.append(future)
         self._lost += [f for f in batch if f.status == "lost"]
         return [f for f in batch if f.status != "lost"]
+
+    def gather_free(self, pipeline: Pipeline) -> dict[str, Any]:
+        """The unpersisted outputs. One this process cannot load (a class of a package
+        only the workers have) fails as its node, not deep inside Dask."""
+        try:
+            with quiet("distributed.protocol"):
+                return dict(self.client.gather(self.free_outputs))
+        except Exception as error:
+            if self.client.status != "running":
+                raise
+            for name, future in self.free_outputs.items():
+                with quiet("distributed.protocol"), suppress(Exception):
+                    future.result()
+                    continue  # this one loads
+                node = next(node for node in pipeline.nodes if name in node.outputs)
+                raise DatasetError(
+                    f"{name}: Kedro node '{node.name}' returned data this process "
+                    f"cannot load ({one_line(error)}). Install here what it needs, or "
+                    f"save it with a dataset in the catalog."
+                ) from error
+            raise
 
     def cancel(self) -> None:
         """Releases every future: the scheduler drops the run's tasks, queued or
