@@ -643,6 +643,20 @@ class TestRunOptions:
             runner.run(pipeline, _catalog(seed=4))
         assert not report.exists()  # a run refused before it started has no report
 
+    @pytest.mark.parametrize(
+        "setting",
+        [{"tag_timeouts": {"slwo": 5}}, {"tag_resources": {"slwo": {"X": 1}}}],
+    )
+    def test_a_tag_no_node_has_is_named_before_anything_runs(
+        self, setting, thread_cluster
+    ):
+        pipeline = Pipeline(
+            [Node(cases.double, "seed", "doubled", name="double", tags=["slow"])]
+        )
+        runner = DaskRunner(address=thread_cluster.scheduler_address, **setting)
+        with pytest.raises(DaskSetupError, match=r"\.slwo: no node .*mean slow\?"):
+            runner.run(pipeline, _catalog(seed=4))
+
     def test_a_time_limit_counts_from_the_limited_nodes_own_start(self, thread_cluster):
         # "output-a" is also the name Dask's task taking `a` out of split's tuple
         # ends with: that task starts 1.5 s before the node does.

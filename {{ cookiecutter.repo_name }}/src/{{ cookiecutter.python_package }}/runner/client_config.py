@@ -9,7 +9,7 @@ import math
 import tempfile
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from numbers import Real
 from pathlib import Path
@@ -183,6 +183,17 @@ class DaskClientConfig:
                 f"dask_client.performance_report {str(path)!r} cannot be written "
                 f"({problem}). Give an HTML file in a folder you can write to."
             )
+
+    def check_tags(self, tags: Collection[str]) -> None:
+        """Refuses a tag no node has (a typo): its limit or resources would not apply."""
+        for name in ("tag_timeouts", "tag_resources"):
+            for tag in sorted(getattr(self, name).keys() - set(tags)):
+                close = difflib.get_close_matches(tag, sorted(tags), n=1)
+                raise DaskSetupError(
+                    f"dask_client.{name}.{tag}: no node of the project has the tag "
+                    f"{tag!r}{f' (did you mean {close[0]}?)' if close else ''}, so "
+                    f"this setting would never apply."
+                )
 
     def security_object(self) -> Security | None:
         if self.security is None:

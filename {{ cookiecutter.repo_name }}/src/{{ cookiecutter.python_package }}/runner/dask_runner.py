@@ -14,6 +14,7 @@ from typing import Any
 
 import dask.config
 import distributed
+import kedro.framework.project as kedro_project
 from kedro.io import CatalogProtocol, DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import AbstractRunner
@@ -86,6 +87,8 @@ class DaskRunner(AbstractRunner):
         self._config = DaskClientConfig.from_options(
             dask.config.merge(project, self._options)
         )
+        if self._config.tag_timeouts or self._config.tag_resources:
+            self._config.check_tags(_project_tags(pipeline))
         if not only_missing_outputs:
             add_memory_datasets(pipeline, catalog)
         return super().run(
@@ -260,6 +263,13 @@ class _Waiting:
         if sys.version_info >= (3, 11):
             error.add_note(f"Raised by Kedro node '{node.name}' on a Dask worker.")
         raise error.with_traceback(traceback)
+
+
+def _project_tags(pipeline: Pipeline) -> set[str]:
+    """Of the run's nodes and every registered pipeline's: a tag none of them has is
+    not one ``--tags`` or ``--pipeline`` left out."""
+    pipelines = [pipeline, *kedro_project.pipelines.values()]
+    return {tag for each in pipelines for node in each.nodes for tag in node.tags}
 
 
 def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
