@@ -8,6 +8,7 @@ files and its persisted outputs can be compared file by file.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import threading
 import time
@@ -102,6 +103,13 @@ def log_and_double(x):
 def warn_and_double(x):
     warnings.warn(f"warned about {x}", UserWarning)
     return 2 * x
+
+
+def warn_and_tell_pid(x):
+    """Slow enough that each of two single-threaded workers takes some of them."""
+    time.sleep(0.2)
+    warnings.warn(f"warned about {x}", UserWarning)
+    return os.getpid()
 
 
 def fail_once(marker):

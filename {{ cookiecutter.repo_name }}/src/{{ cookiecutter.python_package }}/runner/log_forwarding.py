@@ -22,6 +22,8 @@ TOPIC = "kedro-node-logs"
 RUN_FIELD = "kedro_run"
 #: The field of an event that holds a print: ``[stream name, text]``.
 PRINTED = "kedro_printed"
+#: The field of an event that holds a warning: ``[text, category, file, line]``.
+WARNED = "kedro_warned"
 _WORKER_FORMAT = "%(asctime)s - %(name)s - %(levelname)s - %(message)s"
 _DASKS_OWN = ("distributed", "tornado", "asyncio", "bokeh")
 
@@ -72,6 +74,8 @@ class _NodeLogForwarder(logging.Handler):
         self.levels: dict[str, int] | None = None
         #: Set when the runner is about to close this worker: levels stay quiet.
         self.closing = False
+        #: ``logging.captureWarnings``' own, for warnings outside nodes.
+        self.log_warning: Any = None
         self.local = logging.StreamHandler()
         self.local.setFormatter(logging.Formatter(_WORKER_FORMAT))
 
@@ -150,6 +154,36 @@ class _NodePrints:
         return getattr(self.stream, name)
 
 
+def _warned(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    *rest: Any,
+) -> None:
+    """A worker's ``warnings.showwarning`` (``rest``: file and source line): a node's
+    warning goes to its driver, which shows it as one process would, once per run,
+    not once per worker process (each keeps its own record of those shown)."""
+    found = _forwarder.run_of(threading.get_ident(), "py.warnings")
+    if found is None or any(rest[:1]):  # not a node's, or written to a file
+        _forwarder.log_warning(message, category, filename, lineno, *rest)
+        return
+    token, worker = found
+    kind = f"{category.__module__}:{category.__qualname__}"
+    _send_prints()  # first, as they were printed first
+    warned = [str(message), kind, filename, lineno]
+    worker.log_event(TOPIC, {RUN_FIELD: token, WARNED: warned})
+
+
+def _category(kind: str) -> type[Warning]:
+    """The class ``_warned`` named, if this process has imported it, or a namesake."""
+    module, _, name = kind.partition(":")
+    found = getattr(sys.modules.get(module), name, None)
+    if isinstance(found, type) and issubclass(found, Warning):
+        return found
+    return type(name, (Warning,), {"__module__": module})
+
+
 def _send_prints() -> None:
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, _NodePrints):
@@ -190,6 +224,8 @@ def _take_levels(levels: dict[str, int]) -> None:
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     logging.captureWarnings(True)
+    if warnings.showwarning is not _warned:
+        _forwarder.log_warning, warnings.showwarning = warnings.showwarning, _warned
     for name in ("stdout", "stderr"):
         if not isinstance(stream := getattr(sys, name), _NodePrints):
             setattr(sys, name, _NodePrints(stream, name))
@@ -208,7 +244,9 @@ def quiet_before_closing() -> None:
 
 @contextmanager
 def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[None]:
-    """On the driver: re-emits the node log records and prints of run ``run_token``."""
+    """On the driver: re-emits the node log records, prints and warnings of run
+    ``run_token``; a warning through this process's filters, once per run."""
+    shown: dict[Any, bool] = {}  # the run's record of the warnings shown
 
     def emit(event: tuple[float, dict[str, Any]]) -> None:
         if event[1].get(RUN_FIELD) != run_token:  # another run's, on a shared cluster
@@ -216,6 +254,12 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
         if PRINTED in event[1]:
             stream, text = event[1][PRINTED]
             getattr(sys, stream).write(text)
+            return
+        if WARNED in event[1]:
+            text, kind, filename, lineno = event[1][WARNED]
+            category = _category(kind)
+            with suppress(Exception):  # an "error" filter: the node raised it
+                warnings.warn_explicit(text, category, filename, lineno, registry=shown)
             return
         record = logging.makeLogRecord(event[1])
         target = logging.getLogger(record.name)
