@@ -213,7 +213,10 @@ def _merge_instructions(source: str) -> str:
     return "\n\n".join(
         [
             "# imports (and the logger) at the top of cli.py:\n" + "\n".join(needed),
-            "# in `run`, build the runner with the helper:\n" + ast.unparse(calls[0]),
+            "# in `run`, build the runner with the helper, from the values of --runner,\n"
+            "# --async and --runner-params, the session, and --params (your `run`'s\n"
+            "# names for them; `{}` for an option it does not have):\n"
+            + ast.unparse(calls[0]),
             "# and around `session.run(...)`, a `try` with this clause:\n"
             + text(handlers[0]),
             "# the helper, at module level:\n" + text(helper),

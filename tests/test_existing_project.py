@@ -379,6 +379,7 @@ def test_a_project_cli_is_left_alone_and_kedros_run_still_runs_on_dask(
         "runner=_instantiate_runner(runner, is_async, runner_params, session, params)"
         in said
     )
+    assert "`{}` for an option it does not have" in said
     assert "except (DaskSetupError, DaskRunError) as exc:" in said
     assert "def _instantiate_runner(" in said
     assert "reads the dask_client parameters from the catalog itself" in said
