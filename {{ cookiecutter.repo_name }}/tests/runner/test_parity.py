@@ -20,13 +20,13 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 from distributed.stealing import fast_tasks
-from kedro.io import DatasetError, MemoryDataset
+from kedro.io import CachedDataset, DatasetError, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import CSVDataset
 from pluggy import PluginManager
 
-from {{ cookiecutter.python_package }}.runner import DaskRunner
+from {{ cookiecutter.python_package }}.runner import DaskRunner, DaskSetupError
 
 from . import parity_pipelines as cases
 
@@ -209,6 +209,17 @@ def test_data_that_cannot_travel_fails_its_node_as_in_sequential(
     for runner in (SequentialRunner(), dask_runner(process_cluster)):
         with pytest.raises(DatasetError, match="lock"):
             runner.run(case.pipeline, case.catalog(tmp_path), hook_manager)
+
+
+def test_a_single_process_dataset_is_refused_saying_what_to_run_instead(
+    cluster, hook_manager, tmp_path
+):
+    """Workers, in threads too, get copies: a CachedDataset's cache would be theirs."""
+    pipeline = Pipeline([Node(cases.double, "seed", "doubled", name="double")])
+    catalog = cases._catalog({"seed": MemoryDataset(2)})
+    catalog["doubled"] = CachedDataset(MemoryDataset())
+    with pytest.raises(DaskSetupError, match=r"'doubled': CachedDataset only .*Thr"):
+        dask_runner(cluster).run(pipeline, catalog, hook_manager)
 
 
 def test_objects_that_cannot_travel_in_a_dataframe_fail_their_node(

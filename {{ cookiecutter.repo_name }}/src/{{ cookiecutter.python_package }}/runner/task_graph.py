@@ -164,8 +164,9 @@ class TaskGraph:
             raise DaskSetupError(
                 "These cannot be sent to Dask workers:\n  - "
                 + "\n  - ".join(problems)
-                + "\nCreate locks, connections and open files inside the node, or "
-                "use a dataset that opens them when it loads or saves."
+                + "\nFor what cannot be pickled: create locks, connections and open "
+                "files inside the node, or use a dataset that opens them when it "
+                "loads or saves."
             )
 
     def resources(
@@ -301,8 +302,13 @@ def check_resources(
 
 
 def _unsendable(obj: Any) -> str | None:
-    if getattr(obj, "_SINGLE_PROCESS", False):  # a dataset
-        return f"{type(obj).__name__} only works in the process that created it"
+    if getattr(obj, "_SINGLE_PROCESS", False):  # CachedDataset, Spark's datasets
+        return (
+            f"{type(obj).__name__} only works in the process that created it, as "
+            "for Kedro's ParallelRunner: run this pipeline with SequentialRunner or "
+            "ThreadRunner, or use another dataset type (for CachedDataset, the one "
+            "it wraps)"
+        )
     return unpicklable(obj)
 
 
