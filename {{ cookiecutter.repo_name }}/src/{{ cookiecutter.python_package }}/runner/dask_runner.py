@@ -8,7 +8,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -81,7 +81,8 @@ class DaskRunner(AbstractRunner):
         """Bases the keywords on ``params:dask_client`` (``kedro run`` passes only
         ``--runner-params``) and adds the in-memory datasets far cheaper than
         Kedro's warm-up, which still does it with ``only_missing_outputs``."""
-        project = {}  # not matched by a catch-all dataset pattern, nor a former run's
+        # Not matched by a catch-all dataset pattern, nor a former run's.
+        project: Mapping[str, Any] = {}
         if "params:dask_client" in catalog.keys():
             project = project_settings(catalog.get("params:dask_client").load())
         self._config = DaskClientConfig.from_options(

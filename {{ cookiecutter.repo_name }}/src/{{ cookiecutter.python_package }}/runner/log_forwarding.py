@@ -12,7 +12,7 @@ import traceback
 import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TextIO
 
 import distributed
 
@@ -154,19 +154,20 @@ class _NodePrints:
         return getattr(self.stream, name)
 
 
-def _warned(
+def _warned(  # noqa: PLR0913, PLR0917 (warnings.showwarning's parameters)
     message: Warning | str,
     category: type[Warning],
     filename: str,
     lineno: int,
-    *rest: Any,
+    file: TextIO | None = None,
+    line: str | None = None,
 ) -> None:
-    """A worker's ``warnings.showwarning`` (``rest``: file and source line): a node's
-    warning goes to its driver, which shows it as one process would, once per run,
-    not once per worker process (each keeps its own record of those shown)."""
+    """A worker's ``warnings.showwarning``: a node's warning goes to its driver, which
+    shows it as one process would, once per run, not once per worker process (each
+    keeps its own record of those shown)."""
     found = _forwarder.run_of(threading.get_ident(), "py.warnings")
-    if found is None or any(rest[:1]):  # not a node's, or written to a file
-        _forwarder.log_warning(message, category, filename, lineno, *rest)
+    if found is None or file is not None:  # not a node's, or written to a file
+        _forwarder.log_warning(message, category, filename, lineno, file, line)
         return
     token, worker = found
     kind = f"{category.__module__}:{category.__qualname__}"
@@ -208,8 +209,8 @@ def node_logs_to_driver(
             # resetting bumps the filters' version, emptying every module's registry.
             filters = list(unpickled_each(warning_filters).values())
             warnings.resetwarnings()
-            warnings.filters[:] = filters
-            warnings.onceregistry.clear()
+            warnings.filters[:] = filters  # type: ignore[index]
+            warnings.onceregistry.clear()  # type: ignore[attr-defined]
         _forwarder.workers.add(distributed.get_worker())
         _forwarder.tokens.add(run_token)  # last: the records are forwarded now
     try:
@@ -246,7 +247,7 @@ def quiet_before_closing() -> None:
 def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[None]:
     """On the driver: re-emits the node log records, prints and warnings of run
     ``run_token``; a warning through this process's filters, once per run."""
-    shown: dict[Any, bool] = {}  # the run's record of the warnings shown
+    shown: dict[Any, int] = {}  # the run's record of the warnings shown
 
     def emit(event: tuple[float, dict[str, Any]]) -> None:
         if event[1].get(RUN_FIELD) != run_token:  # another run's, on a shared cluster

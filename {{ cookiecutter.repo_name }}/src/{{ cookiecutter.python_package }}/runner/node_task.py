@@ -7,7 +7,7 @@ import copy
 import functools
 import logging
 from collections.abc import Iterable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -117,7 +117,8 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     if hooked:  # the run's parameters, ...: not checked one by one, as by DataCatalog()
         catalog._datasets = {**for_hooks[0], **catalog._datasets}
         catalog._lazy_datasets = dict(for_hooks[1])  # no own names: all materialised
-    forwarded = nullcontext()  # in the driver's own process (threads) logs print as is
+    # In the driver's own process (threads) logs print as they are.
+    forwarded: AbstractContextManager[None] = nullcontext()
     if not in_driver:
         forwarded = node_logs_to_driver(
             task.run.token, task.run.logging_levels, task.run.warning_filters

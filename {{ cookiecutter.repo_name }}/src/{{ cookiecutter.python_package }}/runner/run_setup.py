@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import cloudpickle
 import distributed
@@ -78,8 +78,14 @@ def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None
     return saved
 
 
+def _setup_on(worker: distributed.Worker, token: str) -> RunSetup | None:
+    """The run's plugin on ``worker``: an instance of the class as sent by value, not
+    of this module's (``isinstance`` would say no)."""
+    return cast("RunSetup | None", worker.plugins.get(_name(token)))
+
+
 def _unseen(token: str, dask_worker: distributed.Worker) -> list[str]:
-    setup = dask_worker.plugins.get(_name(token))
+    setup = _setup_on(dask_worker, token)
     return setup.unseen if setup else []
 
 
@@ -105,7 +111,7 @@ def hooks_here(
     if not run.prepared:
         return _NO_HOOKS
     worker = distributed.get_worker()
-    setup = worker.plugins.get(_name(run.token))
+    setup = _setup_on(worker, run.token)
     if setup is None:
         raise RuntimeError(
             f"This Dask worker is not prepared for Kedro run {run.token}: the run "
@@ -113,7 +119,7 @@ def hooks_here(
         )
     if setup.error is not None:
         raise setup.error
-    if setup.unseen and setup.storage.uses(datasets):
+    if setup.unseen and setup.storage is not None and setup.storage.uses(datasets):
         raise DaskRunError(setup.storage.refusal({worker.address: setup.unseen}))
     if setup.hooks is None:
         return _NO_HOOKS
