@@ -158,14 +158,12 @@ def cluster_factory(path: str | None) -> Callable[..., Any]:
             f"dask_client.cluster_class {path!r} cannot be imported ({exc}). Run "
             f"`pip install {top.replace('_', '-')}` and add it to requirements.txt."
         ) from exc
-    if found is None:
-        owner, _, name = path.rpartition(".")
-        raise DaskSetupError(
-            f"dask_client.cluster_class {path!r}: {owner.split('.')[-1]!r} has no "
-            f"{name!r}."
-        )
     if not callable(found):
-        raise DaskSetupError(_not_a_cluster(path, f"is a {type(found).__name__}"))
+        owner, _, name = path.rpartition(".")
+        what = f"is a {type(found).__name__}"
+        if found is None:
+            what = f"is not found ({owner.split('.')[-1]!r} has no {name!r})"
+        raise DaskSetupError(_not_a_cluster(path, what))
     return found  # type: ignore[no-any-return]
 
 

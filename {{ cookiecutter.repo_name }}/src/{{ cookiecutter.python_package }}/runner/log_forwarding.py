@@ -10,7 +10,7 @@ import sys
 import threading
 import traceback
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
 
@@ -75,7 +75,7 @@ class _NodeLogForwarder(logging.Handler):
         #: Set when the runner is about to close this worker: levels stay quiet.
         self.closing = False
         #: ``logging.captureWarnings``' own, for warnings outside nodes.
-        self.log_warning: Any = None
+        self.log_warning: Callable[..., None] = warnings.showwarning
         self.local = logging.StreamHandler()
         self.local.setFormatter(logging.Formatter(_WORKER_FORMAT))
 
@@ -267,12 +267,22 @@ def forward_node_logs(client: distributed.Client, run_token: str) -> Iterator[No
         if target.isEnabledFor(record.levelno):
             target.handle(record)
 
-    client.subscribe_topic(TOPIC, emit)
+    with subscribed(client, TOPIC, emit):
+        yield
+
+
+@contextmanager
+def subscribed(
+    client: distributed.Client, topic: str, handler: Callable[[Any], None]
+) -> Iterator[None]:
+    """Hears the workers' events on ``topic`` (``worker.log_event``) in the block."""
+    client.subscribe_topic(topic, handler)
     try:
         yield
     finally:
         if client.status == "running":  # else the scheduler went, and this with it
-            client.unsubscribe_topic(TOPIC)
+            with suppress(Exception):
+                client.unsubscribe_topic(topic)
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from .builds import in_driver_process
 from .errors import DaskRunError, DaskSetupError, pickled_each
+from .log_forwarding import subscribed
 from .shared_storage import SharedStorage
 from .worker_hooks import HooksOnWorker, driver_hook_managers, merge_additions
 
@@ -62,11 +63,6 @@ def _name(token: str) -> str:
     return f"kedro-run-{token}"
 
 
-def _additions_topic(token: str) -> str:
-    """Where workers send what their copies of the plugins added, node by node."""
-    return f"kedro-run-{token}-additions"
-
-
 def set_environment(variables: Mapping[str, str | None]) -> dict[str, str | None]:
     """Sets (``None``: removes) environment variables; returns what they were."""
     saved = {name: os.environ.get(name) for name in variables}
@@ -107,7 +103,7 @@ def hooks_here(
     project."""
     if in_driver:
         hook_manager, for_hooks = driver_hook_managers.get(run.token, _NO_HOOKS[:2])
-        return hook_manager, for_hooks, contextlib.nullcontext()
+        return hook_manager, for_hooks, _NO_HOOKS[2]
     if not run.prepared:
         return _NO_HOOKS
     worker = distributed.get_worker()
@@ -125,7 +121,7 @@ def hooks_here(
         return _NO_HOOKS
     with _copies_lock:
         if setup.hooks_on_worker is None:
-            topic = _additions_topic(run.token)
+            topic = f"{_name(run.token)}-additions"  # what the copies added
             setup.hooks_on_worker = HooksOnWorker(*setup.hooks, topic)
     copies = setup.hooks_on_worker
     return copies.manager, copies.datasets, copies.additions_sent()
@@ -142,7 +138,7 @@ def workers_prepared(
     """Registers the run's plugin, refusing the run if a worker does not see
     ``storage``; afterwards merges what the plugin copies learnt into the driver's.
     ``driver_hooks``: the hook manager and its ``datasets_for_hooks``."""
-    token, topic = run.token, _additions_topic(run.token)
+    token = run.token
     driver_hook_managers[token] = driver_hooks  # for workers in this process
     hook_manager, for_hooks = driver_hooks
     pickled, environment = None, dict(hooks.environment) if hooks else {}
@@ -150,10 +146,14 @@ def workers_prepared(
         # One by one: a dataset a worker cannot load is missing there, as in a catalog.
         found, lazy = for_hooks
         pickled = (hooks.plugins, cloudpickle.dumps((pickled_each(found), lazy)))
-    added: list[bytes] = []  # what the workers' copies of the plugins added
-    client.subscribe_topic(topic, lambda event: added.append(event[1]))
+    added: list[tuple[float, bytes]] = (
+        []
+    )  # what the workers' copies of the plugins added
     try:
-        with storage.marked(token) if storage else contextlib.nullcontext() as marked:
+        with (
+            subscribed(client, f"{_name(token)}-additions", added.append),
+            storage.marked(token) if storage else contextlib.nullcontext() as marked,
+        ):
             if run.prepared:
                 setup = RunSetup(pickled, environment, marked, run.driver_process)
                 client.register_plugin(setup, name=_name(token))
@@ -166,10 +166,8 @@ def workers_prepared(
         if client.status == "running" and run.prepared:
             with contextlib.suppress(Exception):  # restores the workers' environment
                 client.unregister_worker_plugin(_name(token))
-            with contextlib.suppress(Exception):
-                client.unsubscribe_topic(topic)
-        for additions in map(cloudpickle.loads, added):  # sent before each node ended
-            merge_additions(hook_manager.get_plugin, additions)
+        for _, additions in added:  # sent before each node ended
+            merge_additions(hook_manager.get_plugin, cloudpickle.loads(additions))
 
 
 for _module in (sys.modules[__name__], sys.modules[SharedStorage.__module__]):

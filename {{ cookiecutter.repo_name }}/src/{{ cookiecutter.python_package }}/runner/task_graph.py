@@ -257,12 +257,9 @@ class TaskGraph:
         providers: dict[str, Any] = {}
         inputs, self._inputs = self._inputs, {}  # not kept here for the whole run
         for name, value in inputs.items():
-            try:
+            small = False  # an object Dask cannot size is sent as a task, to be safe
+            with suppress(Exception):
                 small = sizeof(value) <= INLINE_BYTES
-            except (
-                Exception
-            ):  # an object Dask cannot size is sent as a task, to be safe
-                small = False
             if small:
                 providers[name] = Inline(value)
             else:

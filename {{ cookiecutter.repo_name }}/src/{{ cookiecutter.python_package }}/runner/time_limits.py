@@ -7,9 +7,12 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 import distributed
+
+from .log_forwarding import subscribed
 
 if TYPE_CHECKING:
     from kedro.pipeline.node import Node
@@ -35,20 +38,13 @@ class NodeClock:
     @contextlib.contextmanager
     def running(self, client: distributed.Client, run_token: str) -> Iterator[None]:
         """Hears the starts ``announce_start`` sends from the workers."""
-        if not self.limits:
-            yield
-            return
 
         def started(event: tuple[float, dict[str, Any]]) -> None:
             if event[1]["run"] == run_token:  # another run's, on a shared cluster
                 self._started.setdefault(event[1]["node"], time.monotonic())
 
-        client.subscribe_topic(TOPIC, started)
-        try:
+        with subscribed(client, TOPIC, started) if self.limits else nullcontext():
             yield
-        finally:
-            if client.status == "running":
-                client.unsubscribe_topic(TOPIC)
 
     def finished(self, name: str) -> None:
         if name in self.limits:
