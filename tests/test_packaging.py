@@ -151,9 +151,26 @@ def packaged(
     return project
 
 
-def wheel_of(project: Path) -> Path:
-    (wheel,) = (project / "dist").glob(f"{PACKAGE}-*.whl")
+def wheel_of(project: Path, distribution: str = PACKAGE) -> Path:
+    (wheel,) = (project / "dist").glob(f"{distribution}-*.whl")
     return wheel
+
+
+def wheels_of_versions(
+    venv: Path, project: Path, versions: str, distribution: str = PACKAGE
+) -> dict[str, Path]:
+    """`kedro package` of ``project`` with each code version (``set_code_version``),
+    each wheel kept in ``wheels/<version>/``."""
+    wheels = {}
+    for version in versions:
+        set_code_version(project, version)
+        built = kedro_in(venv, "package", cwd=project)
+        assert built.returncode == 0, built.output
+        built_wheel = wheel_of(project, distribution)
+        wheels[version] = project / "wheels" / version / built_wheel.name
+        wheels[version].parent.mkdir(parents=True)
+        shutil.copy(built_wheel, wheels[version])
+    return wheels
 
 
 # --- 1. the alias ----------------------------------------------------------------
@@ -295,14 +312,7 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
     A after an upload of B (it ran the upload, first on the workers' path)."""
     project = tmp_path / "iris-dask"
     shutil.copytree(packaged, project)
-    wheels = {}
-    for version in ("A", "B"):
-        set_code_version(project, version)
-        built = kedro_in(venv, "package", cwd=project)
-        assert built.returncode == 0, built.output
-        wheels[version] = project / "wheels" / version / wheel_of(project).name
-        wheels[version].parent.mkdir(parents=True)
-        shutil.copy(wheel_of(project), wheels[version])
+    wheels = wheels_of_versions(venv, project, "AB")
     ran, modules = [], []
     with cluster_without_project(venv, tmp_path) as cluster:
         for version in ("A", "B", "A", "A", "upload B", "A"):
@@ -332,6 +342,38 @@ def test_a_wheel_given_again_after_another_is_what_the_cluster_runs(
     imported = {worker: id_ for worker, id_ in modules[2].items() if id_}
     assert imported, modules
     assert {worker: modules[3][worker] for worker in imported} == imported
+
+
+def test_a_wheel_of_a_distribution_named_otherwise_runs_its_own_code(
+    venv: Path, packaged: Path, tmp_path: Path
+):
+    """pyproject's [project] name need not be the package's: wheel A, then wheel B
+    of the distribution ``acme-iris`` run A, then B, on one worker (B's modules
+    replace A's, which it had imported)."""
+    project = tmp_path / "iris-dask"
+    shutil.copytree(packaged, project)
+    pyproject = project / "pyproject.toml"
+    named = f'\nname = "{PACKAGE}"\n'  # [project]'s, not [tool.kedro]'s package_name
+    assert named in pyproject.read_text()
+    renamed = named.replace(f'"{PACKAGE}"', '"acme-iris"')
+    pyproject.write_text(pyproject.read_text().replace(named, renamed))
+    wheels = wheels_of_versions(venv, project, "AB", distribution="acme_iris")
+    ran = []
+    with cluster_without_project(venv, tmp_path, n_workers=1) as cluster:
+        for version in "AB":
+            wheel = wheels[version].relative_to(project)
+            result = kedro_in(
+                venv,
+                "run",
+                RUN_ON_DASK,
+                "--nodes=split_data",
+                f"--params=dask_client.address={cluster.address},"
+                f"dask_client.install_wheel={wheel}",
+                cwd=project,
+            )
+            assert result.returncode == 0, result.output
+            ran.append(ran_code_version(result.output))
+    assert ran == [["A"], ["B"]]
 
 
 def test_a_wheel_pip_cannot_install_fails_the_run_with_pips_error(

@@ -33,15 +33,13 @@ def in_driver_process(driver_process: str) -> bool:
 
 
 def use_build(
-    build_file: str, driver_process: str, wheel: bytes, requirements: bool, folder: str
+    package: str, build_file: str, wheel: bytes, requirements: bool, folder: str
 ) -> None:
-    """Makes this process import the project from ``build_file`` (``<name>-<hash>``
+    """Makes this process import ``package`` from ``build_file`` (``<name>-<hash>``
     and ``.zip``, uploaded to ``folder``, or ``.whl``: the ``wheel``'s bytes, which
     pip installs with or without its ``requirements``; ``<name>-installed``: the
-    process's own copy), even where a later build (other code) was put since."""
-    if in_driver_process(driver_process):
-        return  # the driver runs its own files
-    package = build_file.split("-", maxsplit=1)[0]
+    process's own copy), even where a later build (other code) was put since. A
+    wheel's name is the distribution's, which may not be the package's."""
     # Uploads stay for good: only this run's may shadow the installed copy.
     for path in fnmatch.filter(sys.path, f"*{os.sep}{package}-*.zip"):
         sys.path.remove(path)

@@ -24,7 +24,7 @@ import kedro.framework.project as kedro_project
 from distributed.diagnostics.plugin import SchedulerUploadFile, UploadFile
 from kedro.pipeline import Pipeline
 
-from .builds import this_process, use_build
+from .builds import in_driver_process, this_process, use_build
 from .client_config import DaskClientConfig
 from .errors import DaskSetupError, error_chain, one_line
 
@@ -226,13 +226,18 @@ class _UseBuild(distributed.WorkerPlugin):
 
     def __init__(self, build: ProjectBuild) -> None:
         wheel = build.content if build.wheel else b""
-        self.args = build.file, this_process(), wheel, build.install_requirements
+        self.args = build.package, build.file, wheel, build.install_requirements
+        self.driver_process = this_process()
 
     def setup(self, worker: distributed.Worker) -> None:
-        use_build(*self.args, folder=worker.local_directory)
+        self._use(worker.local_directory)
 
     def on_scheduler(self, dask_scheduler: distributed.Scheduler) -> None:
-        use_build(*self.args, folder=dask_scheduler.local_directory)
+        self._use(dask_scheduler.local_directory)
+
+    def _use(self, folder: str) -> None:
+        if not in_driver_process(self.driver_process):  # the driver runs its files
+            use_build(*self.args, folder=folder)
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
