@@ -87,6 +87,24 @@ def append_marker(items):
     return len(items)
 
 
+def append_marker_after(items, _after):
+    """Changes ``items`` in place once the node given as ``_after`` has run."""
+    return append_marker(items)
+
+
+def count_after(items, _after):
+    return len(items)
+
+
+def growing_buffer():
+    """A generator node yielding one list, grown each time, emptied at its end."""
+    buffer = []
+    for item in ("a", "b", "c"):
+        buffer.append(item)
+        yield buffer
+    buffer.clear()
+
+
 def make_table():
     return pd.DataFrame({"x": [1, 2, 3], "y": ["a", "b", "c"]})
 
@@ -494,6 +512,42 @@ def copy_mode(mode: str | None, mutate: bool) -> Case:
     )
 
 
+def passed_on_then_changed() -> Case:
+    """``check`` passes on its input, which it did not copy (``assign``); ``change``
+    then changes that input in place. Kedro copied ``checked`` as it was saved."""
+    pipeline = Pipeline(
+        [
+            Node(make_items, None, "items", name="make_items"),
+            Node(identity, "items", "checked", name="check"),
+            Node(append_marker_after, ["items", "checked"], "changed", name="change"),
+            Node(count_after, ["checked", "changed"], "counted", name="count"),
+        ]
+    )
+    return Case(
+        "passed_on_then_changed",
+        pipeline,
+        lambda f: _catalog(
+            {"items": MemoryDataset(copy_mode="assign"), **_json(f, "counted")}
+        ),
+    )
+
+
+def reused_generator_buffer() -> Case:
+    """Kedro saves a copy of each chunk: the last is the full list, not the emptied
+    buffer."""
+    pipeline = Pipeline(
+        [
+            Node(growing_buffer, None, "chunks", name="stream"),
+            Node(count, "chunks", "counted", name="count"),
+        ]
+    )
+    return Case(
+        "reused_generator_buffer",
+        pipeline,
+        lambda f: _catalog(_json(f, "counted")),
+    )
+
+
 def with_logging() -> Case:
     pipeline = Pipeline([Node(log_and_double, "seed", "doubled", name="log_node")])
     return Case(
@@ -554,4 +608,6 @@ PARITY_CASES = [
     memory_subclass(),
     *(copy_mode(mode, mutate=False) for mode in (None, "deepcopy", "copy", "assign")),
     *(copy_mode(mode, mutate=True) for mode in ("deepcopy", "copy")),
+    passed_on_then_changed(),
+    reused_generator_buffer(),
 ]

@@ -248,6 +248,38 @@ def test_an_output_the_driver_cannot_load_is_named_with_its_node(
     assert "No worker found" in str(raised.value)
 
 
+def test_an_input_never_filled_fails_its_consumer_naming_it(
+    cluster, hook_manager, hook_log, tmp_path
+):
+    """A registered in-memory input nobody filled (a partial run): the nodes that can
+    run do, then its consumer fails with Kedro's error, naming the dataset."""
+    pipeline = Pipeline(
+        [
+            Node(cases.double, "seed", "ready", name="ready"),
+            Node(cases.add, ["ready", "empty"], "never", name="consumer"),
+        ]
+    )
+    case = cases.Case(
+        "never_filled",
+        pipeline,
+        lambda f: cases._catalog(
+            {
+                "seed": MemoryDataset(3),
+                "empty": MemoryDataset(),
+                **cases._json(f, "ready"),
+            }
+        ),
+    )
+    errors = {}
+    for name, runner in (("seq", SequentialRunner()), ("dask", dask_runner(cluster))):
+        with pytest.raises(DatasetError) as raised:
+            run_case(runner, case, tmp_path / name, hook_manager, hook_log)
+        errors[name] = str(raised.value)
+        assert (tmp_path / name / "ready.json").read_text() == "6"
+    assert errors["dask"] == errors["seq"]
+    assert errors["seq"].startswith("empty: ")
+
+
 def test_failing_node_fails_like_sequential(
     cluster, hook_manager, hook_log, tmp_path, caplog
 ):

@@ -22,8 +22,8 @@ from kedro.framework.hooks.manager import (
 from kedro.framework.session import KedroSession
 from kedro.framework.session.abstract_session import AbstractSession
 
-# MemoryDataset's copy mode, to copy data passed as futures as SequentialRunner does.
-from kedro.io.memory_dataset import _infer_copy_mode
+# MemoryDataset's copying, to copy data passed as futures as SequentialRunner does.
+from kedro.io.memory_dataset import _copy_with_mode, _infer_copy_mode
 
 
 def config_loader(
@@ -38,6 +38,7 @@ def config_loader(
 
 __all__ = [
     "_NullPluginManager",
+    "_copy_with_mode",
     "_create_hook_manager",
     "_infer_copy_mode",
     "_register_hooks",

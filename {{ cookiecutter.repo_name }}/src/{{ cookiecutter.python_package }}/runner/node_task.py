@@ -26,7 +26,7 @@ from kedro.runner import Task
 from .builds import in_driver_process
 from .dask_collections import leave_the_worker_thread_pool, refuse_persisted
 from .errors import NodeExited, error_chain, unpicklable
-from .kedro_internals import _infer_copy_mode, _NullPluginManager
+from .kedro_internals import _copy_with_mode, _infer_copy_mode, _NullPluginManager
 from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marks
 from .run_setup import hooks_here
@@ -63,8 +63,8 @@ class NodeTask:
     persisted: dict[str, AbstractDataset]
     #: ``(name, copy_mode)`` of the inputs Dask passes as task arguments, in order.
     memory_inputs: tuple[tuple[str, str | None], ...]
-    #: The outputs the task returns to Dask, in this order.
-    memory_outputs: tuple[str, ...]
+    #: ``{name: copy_mode}`` of the outputs the task returns to Dask, in this order.
+    memory_outputs: dict[str, str | None]
     #: Those of a ``MemoryDataset`` subclass: saved and loaded with it, as in Kedro.
     custom_outputs: dict[str, MemoryDataset]
     #: Whether the node computes dask collections, checked once, on the driver.
@@ -112,7 +112,10 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     # Every output not persisted: all of them when computed again.
     outputs = {
         n: _empty_memory_dataset("assign") for n in node.outputs if n not in persisted
-    } | task.custom_outputs
+    }
+    for name, copy_mode in task.memory_outputs.items():
+        outputs[name] = _empty_memory_dataset(copy_mode, _CopiedOnSave)
+    outputs |= task.custom_outputs
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
     if hooked:  # the run's parameters, ...: not checked one by one, as by DataCatalog()
         catalog._datasets = {**for_hooks[0], **catalog._datasets}
@@ -216,15 +219,31 @@ def _memory_dataset_holding(value: Any, copy_mode: str | None) -> MemoryDataset:
     return dataset
 
 
-def _empty_memory_dataset(copy_mode: str) -> MemoryDataset:
+class _CopiedOnSave(MemoryDataset):
+    """Copies what the node saves, as Kedro's ``MemoryDataset`` does: a change its code
+    makes to the object afterwards (a generator's reused buffer, an input passed
+    through) must not reach the consumers, which copy again as they load."""
+
+    def save(self, data: Any) -> None:
+        self._data = _copy_with_mode(data, _copy_mode_for(data, self._copy_mode))
+
+    def load(self) -> Any:
+        return self._data if self._exists() else super().load()  # Kedro's error
+
+
+def _empty_memory_dataset(
+    copy_mode: str | None, kind: type[MemoryDataset] = MemoryDataset
+) -> MemoryDataset:
     """A copy of one per mode: Kedro's constructor inspects its signature on each call;
     copies share only the never-changed init args."""
-    return copy.copy(_model_memory_dataset(copy_mode))
+    return copy.copy(_model_memory_dataset(copy_mode, kind))
 
 
 @functools.cache
-def _model_memory_dataset(copy_mode: str) -> MemoryDataset:
-    return MemoryDataset(copy_mode=copy_mode)
+def _model_memory_dataset(
+    copy_mode: str | None, kind: type[MemoryDataset]
+) -> MemoryDataset:
+    return kind(copy_mode=copy_mode)  # type: ignore[arg-type]
 
 
 _inferred_copy_modes: dict[type, str] = {}

@@ -138,14 +138,16 @@ class TaskGraph:
                 run=run,
                 persisted=persisted,
                 memory_inputs=tuple((n, memory[n]) for n in node.inputs if n in memory),
-                memory_outputs=tuple(n for n in node.outputs if n in memory),
+                memory_outputs={n: memory[n] for n in node.outputs if n in memory},
                 custom_outputs={n: custom[n] for n in node.outputs if n in custom},
                 computes_dask=computes_dask_collections(node, persisted),
             )
-        #: The parameters and pre-filled ``MemoryDataset``s the nodes take.
-        self._inputs = {
-            n: datasets[n].load() for n in sorted(pipeline.inputs() & memory.keys())
-        }
+        #: The parameters and pre-filled ``MemoryDataset``s the nodes take. One never
+        #: filled fails its consumers as in Kedro, after the nodes that can run.
+        self._inputs: dict[str, Any] = {}
+        for name in sorted(pipeline.inputs() & memory.keys()):
+            with suppress(DatasetError):
+                self._inputs[name] = datasets[name].load()
         self._check_serialisable()
         #: Whether a node saves a dataset: a node computed again must not.
         self.saves_datasets = any(
@@ -205,7 +207,7 @@ class TaskGraph:
                 *(providers.get(name, _UNSAVED) for name, _ in task.memory_inputs),
                 *(finished[parent] for parent in waits_for[node]),
             )
-            outputs = task.memory_outputs
+            outputs = list(task.memory_outputs)
             if len(outputs) == 1:
                 providers[outputs[0]] = key
             else:
