@@ -114,8 +114,13 @@ def count_lines(text):
 
 
 def log_and_double(x):
-    logger.info("log_and_double got %s", x)
+    logger.info("log_and_double got %s", x, extra={"tags": ("a", "b")})
     return 2 * x
+
+
+def slowly_log_and_double(x):
+    time.sleep(0.3)  # two at once: one on each worker
+    return log_and_double(x)
 
 
 def warn_and_double(x):

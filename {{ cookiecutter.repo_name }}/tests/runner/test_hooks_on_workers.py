@@ -23,6 +23,8 @@ from {{ cookiecutter.python_package }}.runner.kedro_internals import _create_hoo
 from . import parity_pipelines as cases
 from .recording_project.hooks import (
     CatalogReadingPlugin,
+    CollectingPlugin,
+    LockKeepingPlugin,
     StatefulPlugin,
     UnpicklablePlugin,
 )
@@ -98,6 +100,26 @@ def test_what_a_worker_leaving_mid_run_collected_comes_back(tmp_path):
     catalog = cases._catalog({"seed": MemoryDataset(1)})
     assert runner.run(pipeline, catalog, manager)["d"].load() == 5
     assert set(plugin.seen) == plugin.finished == {"first", "second", "retire", "last"}
+
+
+def _collected(runner, folder) -> dict:
+    plugin, manager = CollectingPlugin(), _create_hook_manager()
+    manager.register(plugin)
+    manager.register(LockKeepingPlugin())
+    case = cases.fan_out_fan_in(width=6)
+    folder.mkdir()
+    runner.run(case.pipeline, case.catalog(folder), manager)
+    return plugin.summary()
+
+
+def test_what_plugins_collect_across_workers_adds_up_as_in_one_process(
+    cluster: LocalCluster, tmp_path
+):
+    """Each worker's part counts, whatever shape the state has."""
+    runner = DaskRunner(address=cluster.scheduler_address, upload_project=False)
+    expected = _collected(SequentialRunner(), tmp_path / "seq")
+    assert _collected(runner, tmp_path / "dask") == expected
+    assert len(expected["calls"]) == 8  # noqa: PLR2004 (the fan-out's nodes)
 
 
 def _catalog_read_by_hooks(runner, folder) -> dict:

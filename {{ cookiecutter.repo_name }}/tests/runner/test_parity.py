@@ -333,6 +333,29 @@ def test_node_logs_reach_the_driver(cluster, hook_manager, hook_log, tmp_path, c
     assert any(
         r.getMessage().startswith("Completed 1 out of 1 nodes") for r in caplog.records
     )
+    # A field given with `extra=` reaches a handler formatting it, as it shows here.
+    assert logging.Formatter("%(tags)s").format(records[0]) == "('a', 'b')"
+
+
+def test_a_logger_level_an_earlier_run_set_does_not_stay_on_the_workers(
+    process_cluster, hook_manager, hook_log, tmp_path, caplog
+):
+    """As a new conf/logging.yml would, on a long-lived cluster: the first run's two
+    nodes, one on each worker, log nothing; the second run's log."""
+    caplog.set_level(logging.INFO)
+    pipeline = Pipeline(
+        [
+            Node(cases.slowly_log_and_double, "seed", name, name=name)
+            for name in ("first", "second")
+        ]
+    )
+    node_logger = logging.getLogger(cases.logger.name)
+    for level in (logging.ERROR, logging.NOTSET):
+        node_logger.setLevel(level)
+        catalog = cases._catalog({"seed": MemoryDataset(21)})
+        dask_runner(process_cluster).run(pipeline, catalog, hook_manager)
+    records = [r for r in caplog.records if r.name == cases.logger.name]
+    assert [r.getMessage() for r in records] == ["log_and_double got 21"] * 2
 
 
 def _warnings_shown(run: Callable[[], Any]) -> list[str]:

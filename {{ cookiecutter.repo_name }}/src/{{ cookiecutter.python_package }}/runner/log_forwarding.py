@@ -105,10 +105,13 @@ class _NodeLogForwarder(logging.Handler):
             self.local.handle(record)
             return
         self.format(record)  # caches the traceback's text in exc_text
-        # Events travel as msgpack: plain values only, the message formatted.
-        fields = {k: v for k, v in vars(record).items() if isinstance(v, _PLAIN)}
+        # Events travel as msgpack: plain values, others (extra=...) as their text.
+        fields = {
+            k: v if isinstance(v, _PLAIN) else str(v)
+            for k, v in vars(record).items()
+            if k not in _FORMATTED
+        }
         fields.update(msg=record.getMessage(), args=None, exc_info=None)
-        fields.pop("message", None)
         token, worker = found
         _send_prints()  # first, as they were printed first
         worker.log_event(TOPIC, {**fields, RUN_FIELD: token})
@@ -192,6 +195,8 @@ def _send_prints() -> None:
 
 
 _PLAIN = (str, int, float, bool, type(None))
+#: Record fields sent formatted, as the message and the traceback's text.
+_FORMATTED = frozenset({"msg", "args", "exc_info", "message"})
 _forwarder = _NodeLogForwarder()
 _setup_lock = threading.Lock()
 
@@ -222,6 +227,8 @@ def node_logs_to_driver(
 def _take_levels(levels: dict[str, int]) -> None:
     """Replaces root handlers and std streams, so a worker sharing the driver's terminal
     does not print node output twice; warnings become records, as on the driver."""
+    for name in (_forwarder.levels or {}).keys() - levels.keys():  # an earlier run's
+        logging.getLogger(name or None).setLevel(logging.NOTSET)
     for name, level in levels.items():
         logging.getLogger(name or None).setLevel(level)
     logging.captureWarnings(True)

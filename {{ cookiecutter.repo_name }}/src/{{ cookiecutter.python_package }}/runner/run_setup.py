@@ -26,7 +26,7 @@ from .worker_hooks import HooksOnWorker, driver_hook_managers, merge_additions
 
 if TYPE_CHECKING:
     from .node_task import RunContext
-    from .worker_hooks import HookDatasets, WorkerHooks
+    from .worker_hooks import HookDatasets, SentAdditions, WorkerHooks
 
 
 @dataclass(eq=False)
@@ -146,9 +146,8 @@ def workers_prepared(
         # One by one: a dataset a worker cannot load is missing there, as in a catalog.
         found, lazy = for_hooks
         pickled = (hooks.plugins, cloudpickle.dumps((pickled_each(found), lazy)))
-    added: list[tuple[float, bytes]] = (
-        []
-    )  # what the workers' copies of the plugins added
+    # What the workers' copies of the plugins changed, node by node.
+    added: list[tuple[float, SentAdditions]] = []
     try:
         with (
             subscribed(client, f"{_name(token)}-additions", added.append),
@@ -167,7 +166,7 @@ def workers_prepared(
             with contextlib.suppress(Exception):  # restores the workers' environment
                 client.unregister_worker_plugin(_name(token))
         for _, additions in added:  # sent before each node ended
-            merge_additions(hook_manager.get_plugin, cloudpickle.loads(additions))
+            merge_additions(hook_manager.get_plugin, additions)
 
 
 for _module in (sys.modules[__name__], sys.modules[SharedStorage.__module__]):

@@ -10,6 +10,7 @@ import os
 import sys
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from kedro.io import AbstractDataset, CatalogProtocol, DataCatalog, MemoryDataset
 from pluggy import PluginManager
 
-from .errors import DaskSetupError, unpicklable, unpickled_each
+from .errors import DaskSetupError, pickled_each, unpicklable, unpickled_each
 from .kedro_internals import _create_hook_manager
 
 #: The hooks Kedro fires where a node runs.
@@ -30,6 +31,8 @@ NODE_HOOKS = frozenset(
 )
 #: For the node hooks' catalog: parameters and persisted datasets, and lazy ones.
 HookDatasets = tuple[dict[str, AbstractDataset], dict[str, Any]]
+#: What a node's plugin copies changed, by plugin and attribute, each pickled alone.
+SentAdditions = dict[str, dict[str, bytes]]
 
 
 @dataclass(frozen=True)
@@ -102,23 +105,28 @@ class HooksOnWorker:
         try:
             yield
         finally:
-            # Under a lock: nodes in other threads add and send too. What cannot be
-            # pickled is not sent, and the node's own outcome stands.
+            # Under a lock: nodes in other threads add and send too. Each attribute
+            # is pickled alone: one that cannot be is not sent, and costs only itself.
             with self._lock, suppress(Exception):
-                if added := self._additions():
-                    pickled = cloudpickle.dumps(added)
-                    # A copy, so that the next node sends only what it adds.
-                    merge_additions(self._as_sent.get, cloudpickle.loads(pickled))
-                    distributed.get_worker().log_event(self._topic, pickled)
+                sent: SentAdditions = {}
+                for name, attributes in self._additions().items():
+                    if pickled := pickled_each(attributes):
+                        sent[name] = pickled
+                if sent:
+                    merge_additions(self._as_sent.get, sent)  # sent: not sent again
+                    distributed.get_worker().log_event(self._topic, sent)
 
     def _additions(self) -> dict[str, dict[str, Any]]:
-        """What the copies added to their dict, list and set attributes."""
+        """How the copies' dict, list and set attributes changed (``_added``)."""
         found: dict[str, dict[str, Any]] = {}
         for name, plugin in self._plugins.items():
             sent = getattr(self._as_sent[name], "__dict__", {})
             for attribute, value in getattr(plugin, "__dict__", {}).items():
-                if (added := _added(sent.get(attribute), value)) is not None:
-                    found.setdefault(name, {})[attribute] = added
+                if not isinstance(value, (Mapping, list, set)):
+                    continue
+                with suppress(Exception):  # state that cannot be compared stays here
+                    if (added := _added(sent.get(attribute), value)) is not None:
+                        found.setdefault(name, {})[attribute] = added
         return found
 
 
@@ -136,13 +144,13 @@ def import_warnings_silenced() -> Iterator[None]:
             captured.disabled = False
 
 
-def merge_additions(
-    plugin_named: Callable[[str], Any], additions: Mapping[str, Mapping]
-) -> None:
-    for name, attributes in additions.items():
-        plugin = plugin_named(name)
-        for attribute, added in attributes.items():
-            _merge(getattr(plugin, attribute, None), added)
+def merge_additions(plugin_named: Callable[[str], Any], sent: SentAdditions) -> None:
+    """Merges what ``HooksOnWorker`` sent into the named plugins: state reached by two
+    names (two attributes or plugins holding one list) is merged once."""
+    merged: set[int] = set()
+    for name, attributes in sent.items():
+        if (state := getattr(plugin_named(name), "__dict__", None)) is not None:
+            _merge(state, unpickled_each(attributes), merged)
 
 
 @contextmanager
@@ -158,47 +166,83 @@ def mlflow_runs_left_open() -> Iterator[None]:
             del fluent._active_run_stack.get()[depth:]
 
 
-def _added(before: Any, after: Any) -> Any:
-    """New or changed dict keys (deeply), appended list items, new set items, or None."""
-    with suppress(Exception):  # values that cannot be compared are not merged
-        if isinstance(after, Mapping):
-            before = before if isinstance(before, Mapping) else {}
-            found = {}
-            for key, value in after.items():
-                if key in before and _equal(before[key], value):
-                    continue  # most keys, once a node has sent them: compared in C
-                if key in before and isinstance(value, Mapping):
-                    if (deeper := _added(before[key], value)) is not None:
-                        found[key] = deeper
-                elif key not in before or value != before[key]:
-                    found[key] = value
-            return found or None
-        if isinstance(after, list) and isinstance(before, list):
-            if after[: len(before)] == before and len(after) > len(before):
-                return after[len(before) :]
-        if isinstance(after, set) and isinstance(before, set):
-            return after - before or None
-    return None
+def _added(before: Any, after: Any) -> tuple[str, Any] | None:
+    """How ``after`` grew from ``before``: ``("new", after)`` if ``before`` was not
+    there, ``("merge", {key: change})`` for a mapping, ``("extend", items)`` appended
+    to a list, ``("update", items)`` new in a set, ``("add", n)`` to a ``Counter``'s
+    count, else ``("set", after)``; None if it did not change. Removals are not sent."""
+    if _equal(before, after):
+        return None
+    if before is None or before is _ABSENT:
+        return ("new", after)
+    if isinstance(after, Mapping) and isinstance(before, Mapping):
+        found = {}
+        for key, value in after.items():
+            old = before.get(key, _ABSENT)
+            if old is not _ABSENT and _equal(old, value):
+                continue  # most keys, once a node has sent them: compared in C
+            count = 0 if old is _ABSENT else old
+            if (
+                isinstance(after, Counter)
+                and isinstance(value, int)
+                and isinstance(count, int)
+            ):
+                found[key] = ("add", value - count)
+            elif (change := _added(old, value)) is not None:
+                found[key] = change
+        return ("merge", found) if found else None
+    if isinstance(after, list) and isinstance(before, list):
+        if len(after) > len(before) and _equal(after[: len(before)], before):
+            return ("extend", after[len(before) :])
+    elif isinstance(after, set) and isinstance(before, set):
+        return ("update", after - before) if after - before else None
+    return ("set", after)
+
+
+_ABSENT = object()
+
+
+def _as_growth(value: Any) -> tuple[str, Any]:
+    """A value made on a worker, as what it adds to one made on another."""
+    if isinstance(value, Mapping):
+        return ("merge", {key: ("new", item) for key, item in value.items()})
+    if isinstance(value, list):
+        return ("extend", value)
+    if isinstance(value, set):
+        return ("update", value)
+    return ("set", value)
 
 
 def _equal(first: Any, second: Any) -> bool:
     try:
         return bool(first == second)
-    except Exception:  # e.g. numpy arrays: the walk above looks further
+    except Exception:  # e.g. numpy arrays: taken as changed
         return False
 
 
-def _merge(target: Any, added: Any) -> None:
-    if isinstance(target, MutableMapping):
-        for key, value in added.items():
-            if isinstance(value, Mapping) and isinstance(target.get(key), Mapping):
-                _merge(target[key], value)
-            else:
-                target[key] = value
-    elif isinstance(target, list):
-        target.extend(added)
-    elif isinstance(target, set):
-        target.update(added)
+def _merge(
+    target: MutableMapping, changes: Mapping[Any, tuple[str, Any]], merged: set[int]
+) -> None:
+    for key, change in changes.items():
+        current = target.get(key)
+        kind, value = change
+        if kind == "new" and current is not None:  # made on another worker too
+            kind, value = _as_growth(value)
+        if kind in ("set", "new"):
+            target[key] = value
+        elif kind == "add":
+            target[key] = (current or 0) + value
+        elif id(current) in merged:
+            continue  # reached by another name: merged already
+        elif kind == "merge" and isinstance(current, MutableMapping):
+            merged.add(id(current))
+            _merge(current, value, merged)
+        elif kind == "extend" and isinstance(current, list):
+            merged.add(id(current))
+            current.extend(value)
+        elif kind == "update" and isinstance(current, set):
+            merged.add(id(current))
+            current.update(value)
 
 
 def _pickled(plugins: dict[str, Any]) -> bytes:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import Counter, defaultdict
+from typing import Any
 
+import numpy as np
 from kedro.framework.hooks import hook_impl
 
 LOG_VARIABLE = "RECORDING_HOOKS_LOG"
@@ -77,6 +80,57 @@ class StatefulPlugin:
 
     def summary(self) -> tuple:
         return self.seen, sorted(self.loaded), self.finished
+
+
+class CollectingPlugin:
+    """Collects as plugins do: lists and sets in dicts, a Counter, arrays as dict
+    values, an attribute a node hook makes, one list under two names."""
+
+    def __init__(self) -> None:
+        self.calls: defaultdict[str, list[str]] = defaultdict(list)
+        self.datasets: dict[str, set[str]] = {"loaded": set()}
+        self.counts: Counter[str] = Counter()
+        self.samples: dict[str, np.ndarray] = {}
+        self.events: list[str] = []
+        self.same_events = self.events
+
+    @hook_impl
+    def before_node_run(self, node):
+        self.calls["before_node_run"].append(node.name)
+        self.counts["nodes"] += 1
+        self.samples[node.name] = np.arange(3)
+        self.events.append(node.name)
+        if not hasattr(self, "made_by_a_node"):
+            self.made_by_a_node: dict[str, list[str]] = {"nodes": []}
+        self.made_by_a_node["nodes"].append(node.name)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name):
+        self.datasets["loaded"].add(dataset_name)
+
+    def summary(self) -> dict:
+        return {
+            "calls": sorted(self.calls["before_node_run"]),
+            "datasets": self.datasets,
+            "counts": dict(self.counts),
+            "samples": {name: list(array) for name, array in self.samples.items()},
+            "events": sorted(self.events),
+            "one list": self.same_events is self.events,
+            "made by a node": sorted(
+                getattr(self, "made_by_a_node", {}).get("nodes", [])
+            ),
+        }
+
+
+class LockKeepingPlugin:
+    """Keeps what cannot be pickled: it stays on the workers, and costs only itself."""
+
+    def __init__(self) -> None:
+        self.locks: dict[str, Any] = {}
+
+    @hook_impl
+    def before_node_run(self, node):
+        self.locks[node.name] = threading.Lock()
 
 
 class UnpicklablePlugin:
