@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -841,6 +842,19 @@ def test_an_unreachable_address_fails_within_its_timeout(tmp_path: Path):
         f"dask_client.address={address},dask_client.timeout=2",
         f"Error: Could not connect to the Dask scheduler at {address} within 2 s",
     )
+
+
+def test_an_address_that_is_no_scheduler_fails_within_its_timeout(tmp_path: Path):
+    """A port that accepts connections but never answers as a scheduler does (a
+    dashboard's port, given for the scheduler's)."""
+    project = render(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        address = f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+        refused_promptly(
+            project,
+            f"dask_client.address={address},dask_client.timeout=2",
+            f"Error: Could not connect to the Dask scheduler at {address} within 2 s",
+        )
 
 
 def test_a_scheduler_without_workers_fails_after_no_worker_timeout(tmp_path: Path):

@@ -93,6 +93,23 @@ def test_runner_params_merge_into_nested_settings(project_copy):
     assert runner._config.cluster_kwargs == {"n_workers": 3, "processes": False}
 
 
+@pytest.mark.parametrize(
+    "conf, runner_params, n_workers",
+    [
+        ({"cluster_kwargs": {"n_workers": 3}}, {"n_workers": 2}, 2),
+        ({"n_workers": 3}, {"cluster_kwargs": {"n_workers": 2}}, 2),
+        ({"n_workers": 3, "cluster_kwargs": {"n_workers": 1}}, {}, 1),
+    ],
+)
+def test_runner_params_win_in_either_form(project_copy, conf, runner_params, n_workers):
+    """A LocalCluster keyword at the top level (the old docs' form) or in
+    cluster_kwargs is one key; within one layer cluster_kwargs wins."""
+    _write_env(project_copy, "sized", conf)
+    with _session(project_copy, "sized") as session:
+        runner = _instantiate_runner(DASK_RUNNER, False, runner_params, session)
+    assert runner._config.cluster_kwargs == {"n_workers": n_workers}
+
+
 def test_other_runners_get_nothing_from_dask_client(project_copy):
     with _session(project_copy) as session:
         sequential = _instantiate_runner(None, False, {}, session)

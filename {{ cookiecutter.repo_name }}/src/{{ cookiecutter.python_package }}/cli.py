@@ -12,7 +12,6 @@ import warnings
 from typing import Any
 
 import click
-import dask.config
 from kedro import KedroDeprecationWarning
 from kedro.framework.cli.project import run as kedro_run
 from kedro.framework.project import settings
@@ -22,7 +21,7 @@ from kedro.runner import AbstractRunner
 from kedro.utils import load_obj
 
 from .runner import DaskRunError, DaskRunner, DaskSetupError
-from .runner.client_config import project_settings
+from .runner.client_config import merged_settings, project_settings
 from .runner.kedro_internals import _resolve_runner_kwargs, config_loader
 
 logger = logging.getLogger(__name__)
@@ -127,5 +126,5 @@ def _instantiate_runner(
     if isinstance(runner_class, type) and issubclass(runner_class, DaskRunner):
         parameters = config_loader(session, params)["parameters"]
         project = project_settings(parameters.get("dask_client"))
-        runner_kwargs = dask.config.merge(project, runner_kwargs)  # a deep merge
+        runner_kwargs = merged_settings(project, runner_kwargs)
     return runner_class(**runner_kwargs)  # type: ignore[no-any-return]

@@ -6,6 +6,7 @@ import _imp
 import collections.abc
 import contextlib
 import gc
+import logging
 import os
 import pickle
 import re
@@ -17,6 +18,7 @@ import time
 import warnings
 from pathlib import Path
 
+import dask.config
 import distributed
 import psutil
 import pytest
@@ -232,11 +234,28 @@ class TestSettings:
                 {"install_wheel": "dist/x.whl", "upload_project": True},
                 "both `upload_project: true` and `install_wheel`",
             ),
+            ({"memory_limit": -5}, "memory_limit must be a size such as 4GB, or 0"),
+            ({"memory_limit": "-1GB"}, "memory_limit must be a size"),
+            (
+                {"performance_report": "nosuchfs://bucket/report.html"},
+                r"performance_report 'nosuchfs://bucket/report.html' cannot be written"
+                r" \(Protocol not known: nosuchfs\)",
+            ),
         ],
     )
     def test_wrong_values_say_what_is_expected(self, options, words):
         with pytest.raises(DaskSetupError, match=words):
             DaskRunner(**options)
+
+    def test_a_report_under_the_home_folder_is_checked_there(
+        self, tmp_path, monkeypatch
+    ):
+        """Dask (fsspec) writes ``~/...`` in the home folder, not in ``./~``."""
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        monkeypatch.chdir(tmp_path)
+        DaskClientConfig.from_options({"performance_report": "~/reports/dask.html"})
+        assert (tmp_path / "home" / "reports").is_dir()
+        assert not (tmp_path / "~").exists()
 
 
 class TestUpFrontChecks:
@@ -486,10 +505,22 @@ class TestLifecycle:
         with pytest.raises(DaskSetupError, match="'os.getcwd' returned a str, not"):
             runner.run(_doubled(), _catalog(seed=1))
 
-    def test_a_memory_limit_a_starting_worker_fills_is_refused_at_once(self):
+    def test_a_scheduler_address_from_dask_config_left_unused_is_said(self, caplog):
+        """``n_workers`` starts a cluster even with $DASK_SCHEDULER_ADDRESS set."""
+        caplog.set_level(logging.WARNING)
+        with dask.config.set({"scheduler-address": "tcp://127.0.0.1:1"}):
+            runner = DaskRunner(n_workers=1, processes=False, dashboard_address=None)
+            assert runner.run(_doubled(), _catalog(seed=1))["doubled"].load() == 2
+        assert "the scheduler at tcp://127.0.0.1:1 (Dask's" in caplog.text
+
+    @pytest.mark.parametrize("processes", [True, False])
+    def test_a_memory_limit_a_starting_worker_fills_is_refused_at_once(self, processes):
         """Dask would pause the worker before any node, and restart it for ever."""
         runner = DaskRunner(
-            n_workers=1, memory_limit="50MB", dashboard_address=f"{LOOPBACK}:0"
+            n_workers=1,
+            processes=processes,
+            memory_limit="50MB",
+            dashboard_address=f"{LOOPBACK}:0",
         )
         with pytest.raises(DaskSetupError, match="holds .* as it starts"):
             runner.run(_doubled(), _catalog(seed=1))
@@ -627,19 +658,28 @@ class TestRunOptions:
             result = runner.run(pipeline, _catalog(seed=4))
         assert {result[name].load() for name in tagged} == {"gpu"}
 
+    @pytest.mark.parametrize(
+        "has, asks", [(None, "GPU=1"), ({"GPU": 1}, "GPU=2"), ({"GPU": 2}, "GPU=2,X=1")]
+    )
     def test_resources_no_worker_has_are_refused_instead_of_waiting(
-        self, thread_cluster, tmp_path: Path
+        self, has, asks, tmp_path: Path
     ):
+        """A resource no worker has, or more of it than one has, or two resources
+        that no one worker has both of."""
         pipeline = Pipeline(
             [Node(cases.double, "seed", "doubled", name="double", tags=["gpu"])]
         )
         report = tmp_path / "dask.html"
+        asked = dict(pair.split("=") for pair in asks.split(","))
         runner = DaskRunner(
-            address=thread_cluster.scheduler_address,
-            tag_resources={"gpu": {"GPU": 1}},
+            n_workers=1,
+            processes=False,
+            resources=has,
+            dashboard_address=None,
+            tag_resources={"gpu": {name: float(n) for name, n in asked.items()}},
             performance_report=str(report),
         )
-        with pytest.raises(DaskSetupError, match="no worker of this cluster has them"):
+        with pytest.raises(DaskSetupError, match=f"asks for {asks} on one worker"):
             runner.run(pipeline, _catalog(seed=4))
         assert not report.exists()  # a run refused before it started has no report
 

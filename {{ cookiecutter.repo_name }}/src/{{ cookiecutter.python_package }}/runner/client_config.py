@@ -15,7 +15,9 @@ from numbers import Real
 from pathlib import Path
 from typing import Any, NoReturn
 
+import dask.config
 import distributed
+import fsspec
 from distributed.security import Security
 
 from .errors import DaskSetupError
@@ -65,11 +67,10 @@ class DaskClientConfig:
     check_shared_storage: bool = True
 
     @classmethod
-    def from_options(cls, options: Mapping[str, Any]) -> DaskClientConfig:
-        """Reads a ``dask_client`` block, old-docs form included, validated."""
-        settings = {key: value for key, value in options.items() if key in SETTINGS}
-        rest = {key: value for key, value in options.items() if key not in SETTINGS}
-        if unknown := rest.keys() - LOCAL_CLUSTER_KEYWORDS - CLIENT_KEYWORDS:
+    def from_options(cls, *layers: Mapping[str, Any]) -> DaskClientConfig:
+        """Reads ``dask_client`` blocks (``merged_settings``), validated."""
+        settings = merged_settings(*layers)
+        if unknown := settings.keys() - SETTINGS:
             known = SETTINGS | LOCAL_CLUSTER_KEYWORDS | CLIENT_KEYWORDS
             raise DaskSetupError(
                 f"{unknown_keys('dask_client', unknown, known)} Valid keys: "
@@ -77,12 +78,6 @@ class DaskClientConfig:
                 f"LocalCluster ({', '.join(sorted(LOCAL_CLUSTER_KEYWORDS))}) or "
                 f"distributed.Client ({', '.join(sorted(CLIENT_KEYWORDS))})."
             )
-        local = {key: rest[key] for key in rest if key in LOCAL_CLUSTER_KEYWORDS}
-        client = {key: rest[key] for key in rest if key not in local}
-        for name, given in (("cluster_kwargs", local), ("client_kwargs", client)):
-            explicit = settings.get(name, {})
-            if given and isinstance(explicit, Mapping):  # it wins over top-level keys
-                settings[name] = {**given, **explicit}
         config = cls(**settings)
         config.validate()
         return config
@@ -131,6 +126,9 @@ class DaskClientConfig:
             processes = self.cluster_kwargs.get("processes", False)
             if not isinstance(processes, bool):  # "yes" would be taken as true
                 _refuse("processes", "true or false", processes)
+            memory = self.cluster_kwargs.get("memory_limit")
+            if str(memory).lstrip().startswith("-"):  # Dask would take it as a size
+                _refuse("memory_limit", "a size such as 4GB, or 0 for none", memory)
         for name, known, taker in checks:
             if unknown := getattr(self, name).keys() - known:
                 raise DaskSetupError(
@@ -168,19 +166,24 @@ class DaskClientConfig:
             )
 
     def _check_report(self) -> None:
-        """Dask writes the report as the run ends: a path it cannot take fails now."""
-        if not self.performance_report:
+        """Dask writes the report as the run ends, with fsspec (URLs, ``~``): a path
+        it cannot take fails now."""
+        if not (given := self.performance_report):
             return
-        path = Path(self.performance_report)
+        path = Path(given).expanduser()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tempfile.TemporaryFile(dir=path.parent).close()
-            problem = "it is a folder" if path.is_dir() else None
-        except OSError as exc:
-            problem = exc.strerror or str(exc)
+            if "://" in given:  # a URL: its file system's package must be installed
+                fsspec.core.url_to_fs(given)
+                problem = None
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryFile(dir=path.parent).close()
+                problem = "it is a folder" if path.is_dir() else None
+        except (OSError, ImportError, ValueError) as exc:
+            problem = getattr(exc, "strerror", None) or str(exc)
         if problem:
             raise DaskSetupError(
-                f"dask_client.performance_report {str(path)!r} cannot be written "
+                f"dask_client.performance_report {given!r} cannot be written "
                 f"({problem}). Give an HTML file in a folder you can write to."
             )
 
@@ -243,6 +246,30 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
         item_hint = typing.get_args(origins[dict])[1]
         for key, item in value.items():
             _check_type(f"{name}.{key}", item, item_hint)
+
+
+def merged_settings(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """``dask_client`` blocks as one, each layer's keys winning over those before it
+    (``--runner-params`` over parameters.yml), old-docs form included."""
+    settings: dict[str, Any] = {}
+    for layer in layers:
+        settings = dask.config.merge(settings, _nested(layer))
+    return settings
+
+
+def _nested(options: Mapping[str, Any]) -> dict[str, Any]:
+    """The old docs' top-level LocalCluster and Client keywords moved into
+    cluster_kwargs and client_kwargs, where they lose to the block's own."""
+    settings = dict(options)
+    for name, keywords in (
+        ("cluster_kwargs", LOCAL_CLUSTER_KEYWORDS),
+        ("client_kwargs", CLIENT_KEYWORDS),
+    ):
+        given = {k: settings.pop(k) for k in list(settings) if k in keywords - SETTINGS}
+        explicit = settings.get(name, {})
+        if given and isinstance(explicit, Mapping):
+            settings[name] = {**given, **explicit}
+    return settings
 
 
 def project_settings(block: Any) -> Mapping[str, Any]:

@@ -3,6 +3,7 @@ cluster it started, a client it connected), never a scheduler or client it found
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import importlib
 import ipaddress
@@ -47,6 +48,12 @@ def dask_client(
             client = active
             logger.info("Using this process's Dask client %s", client)
         else:
+            if ignored := dask.config.get("scheduler-address", None):
+                logger.warning(
+                    "dask_client starts a cluster, so the scheduler at %s (Dask's "
+                    "scheduler-address, e.g. $DASK_SCHEDULER_ADDRESS) is not used.",
+                    ignored,
+                )
             with held:
                 factory = cluster_factory(config.cluster_class)
                 if factory is distributed.LocalCluster:
@@ -345,6 +352,11 @@ class _Client(distributed.Client):
             with suppress(Exception):
                 self.close()
             raise
+
+    async def _start(self, **kwargs: Any) -> Any:
+        # distributed bounds the TCP connection, not the handshake after it: an
+        # address that accepts but is no scheduler (its dashboard's) would hang.
+        return await asyncio.wait_for(super()._start(**kwargs), self._timeout)
 
     def close(self, *args: Any, **kwargs: Any) -> Any:
         # The run has said the scheduler went: Dask would add it gave up reconnecting.

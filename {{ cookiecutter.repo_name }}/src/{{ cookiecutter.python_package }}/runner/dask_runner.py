@@ -12,7 +12,6 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-import dask.config
 import distributed
 import kedro.framework.project as kedro_project
 from kedro.io import CatalogProtocol, DataCatalog, MemoryDataset
@@ -85,9 +84,7 @@ class DaskRunner(AbstractRunner):
         project: Mapping[str, Any] = {}
         if "params:dask_client" in catalog.keys():
             project = project_settings(catalog.get("params:dask_client").load())
-        self._config = DaskClientConfig.from_options(
-            dask.config.merge(project, self._options)
-        )
+        self._config = DaskClientConfig.from_options(project, self._options)
         if self._config.tag_timeouts or self._config.tag_resources:
             self._config.check_tags(_project_tags(pipeline))
         if not only_missing_outputs:

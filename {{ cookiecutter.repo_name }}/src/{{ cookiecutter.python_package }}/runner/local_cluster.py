@@ -60,19 +60,23 @@ def local_cluster_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 def check_worker_memory(cluster: distributed.LocalCluster) -> None:
     """Refuses a memory_limit that a worker exceeds as it starts: its nanny would
-    restart it, as large, for ever. (One merely paused is ``worker_watch``'s.)"""
-    nannies = [w for w in cluster.workers.values() if isinstance(w, distributed.Nanny)]
-    budgets = [
-        (memory.memory_limit, memory.memory_terminate_fraction)
-        for memory in (nanny.memory_manager for nanny in nannies)
-        if memory.memory_limit and memory.memory_terminate_fraction
-    ]
+    restart it, as large, for ever; one in this process (``processes: false``) would
+    pause at once. (One paused later is ``worker_watch``'s.)"""
+    budgets, pids = [], []
+    for worker in cluster.workers.values():
+        memory, nanny = worker.memory_manager, isinstance(worker, distributed.Nanny)
+        share = (
+            memory.memory_terminate_fraction if nanny else memory.memory_pause_fraction
+        )
+        if memory.memory_limit and share:
+            budgets.append((memory.memory_limit, share))
+        # Workers the nanny has restarted already hold at least what they fork from.
+        pids += [worker.pid, _forkserver_pid()] if nanny else [os.getpid()]
     if not budgets:
         return
     limit, share = min(budgets)
-    # Workers the nanny has restarted already hold at least what they fork from.
     started = 0
-    for pid in filter(None, [_forkserver_pid(), *(nanny.pid for nanny in nannies)]):
+    for pid in filter(None, pids):
         with contextlib.suppress(psutil.Error):  # restarted meanwhile
             started = max(started, psutil.Process(pid).memory_info().rss)
     if started > share * limit:

@@ -288,16 +288,18 @@ def _fresh_for_workers(
 def check_resources(
     client: distributed.Client, resources: dict[Any, dict[str, float]]
 ) -> None:
-    """Refuses resources no worker has: Dask would wait for such a worker forever."""
-    wanted = {name for request in resources.values() for name in request}
+    """Refuses a node's resources no one worker has: Dask would wait for it forever."""
+    wanted = {tuple(sorted(request.items())) for request in resources.values()}
     workers = client.scheduler_info(n_workers=-1)["workers"].values() if wanted else []
-    available = {name for worker in workers for name in worker.get("resources", {})}
-    if missing := wanted - available:
-        raise DaskSetupError(
-            f"dask_client.tag_resources asks for {sorted(missing)}, but no worker of "
-            f"this cluster has them. Start workers with `--resources "
-            f'"{sorted(missing)[0]}=1"`, or set `resources` in cluster_kwargs.'
-        )
+    held = [worker.get("resources", {}) for worker in workers]
+    for request in sorted(wanted):
+        if not any(all(has.get(r, 0) >= n for r, n in request) for has in held):
+            asked = ",".join(f"{name}={amount:g}" for name, amount in request)
+            raise DaskSetupError(
+                f"dask_client.tag_resources asks for {asked} on one worker, but no "
+                f"worker of this cluster has that much. Start workers with "
+                f'`--resources "{asked}"`, or set `resources` in cluster_kwargs.'
+            )
 
 
 def _unsendable(obj: Any) -> str | None:
