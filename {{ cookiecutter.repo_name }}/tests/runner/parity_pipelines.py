@@ -123,6 +123,17 @@ def slowly_log_and_double(x):
     return log_and_double(x)
 
 
+def log_later(x):
+    """Starts a thread that logs once this node has returned."""
+    threading.Timer(0.3, logger.info, args=("logged later, about %s", x)).start()
+    return x
+
+
+def wait_then_double(x):
+    time.sleep(1.5)  # the run goes on while another node's thread logs
+    return 2 * x
+
+
 def warn_and_double(x):
     warnings.warn(f"warned about {x}", UserWarning)
     return 2 * x

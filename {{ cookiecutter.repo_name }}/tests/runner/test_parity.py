@@ -337,6 +337,22 @@ def test_node_logs_reach_the_driver(cluster, hook_manager, hook_log, tmp_path, c
     assert logging.Formatter("%(tags)s").format(records[0]) == "('a', 'b')"
 
 
+def test_a_record_from_a_thread_a_node_left_running_reaches_the_driver(caplog):
+    """The thread logs after its node returned, while another node runs on the
+    other worker: its worker has no node of the run under way."""
+    caplog.set_level(logging.INFO)
+    pipeline = Pipeline(
+        [
+            Node(cases.log_later, "seed", "started", name="starts_a_thread"),
+            Node(cases.wait_then_double, "seed", "waited", name="waits"),
+        ]
+    )
+    runner = DaskRunner(n_workers=2, threads_per_worker=1, dashboard_address=None)
+    runner.run(pipeline, cases._catalog({"seed": MemoryDataset(5)}))
+    messages = [r.getMessage() for r in caplog.records if r.name == cases.logger.name]
+    assert messages == ["logged later, about 5"]
+
+
 def test_a_logger_level_an_earlier_run_set_does_not_stay_on_the_workers(
     process_cluster, hook_manager, hook_log, tmp_path, caplog
 ):

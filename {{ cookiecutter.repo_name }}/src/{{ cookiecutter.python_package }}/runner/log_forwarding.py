@@ -81,7 +81,8 @@ class _NodeLogForwarder(logging.Handler):
 
     def run_of(self, thread: int | None, logger: str) -> tuple[str, Any] | None:
         """The run and worker of the node ``thread`` runs; for other threads
-        (``--async``, a node's partitions), of the only run with a node under way."""
+        (``--async``, a node's partitions), of the only run with a node under way,
+        else (a thread a node left running) of the only run this process served."""
         runs = {
             thread_id: (token, worker)
             for worker in list(self.workers)
@@ -93,6 +94,9 @@ class _NodeLogForwarder(logging.Handler):
         if logger.startswith(_DASKS_OWN):
             return None
         found = set(runs.values())
+        tokens, workers = list(self.tokens), list(self.workers)
+        if not found and len(tokens) == len(workers) == 1 and not self.closing:
+            found = {(tokens[0], workers[0])}
         return found.pop() if len({token for token, _ in found}) == 1 else None
 
     def run_in(self, key: Any) -> str | None:
