@@ -265,7 +265,8 @@ def _nested(options: Mapping[str, Any]) -> dict[str, Any]:
         ("cluster_kwargs", LOCAL_CLUSTER_KEYWORDS),
         ("client_kwargs", CLIENT_KEYWORDS),
     ):
-        given = {k: settings.pop(k) for k in list(settings) if k in keywords - SETTINGS}
+        taken = keywords - SETTINGS
+        given = {k: settings.pop(k) for k in list(settings) if k in taken}
         explicit = settings.get(name, {})
         if given and isinstance(explicit, Mapping):
             settings[name] = {**given, **explicit}

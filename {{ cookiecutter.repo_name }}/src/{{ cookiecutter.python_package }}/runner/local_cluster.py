@@ -76,7 +76,7 @@ def check_worker_memory(cluster: distributed.LocalCluster) -> None:
         return
     limit, share = min(budgets)
     started = 0
-    for pid in filter(None, pids):
+    for pid in set(filter(None, pids)):
         with contextlib.suppress(psutil.Error):  # restarted meanwhile
             started = max(started, psutil.Process(pid).memory_info().rss)
     if started > share * limit:

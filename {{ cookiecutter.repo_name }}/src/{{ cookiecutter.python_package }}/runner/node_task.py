@@ -111,11 +111,10 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     }
     # Every output not persisted: all of them when computed again.
     outputs = {
-        n: _empty_memory_dataset("assign") for n in node.outputs if n not in persisted
-    }
-    for name, copy_mode in task.memory_outputs.items():
-        outputs[name] = _empty_memory_dataset(copy_mode, _CopiedOnSave)
-    outputs |= task.custom_outputs
+        n: _empty_memory_dataset(task.memory_outputs.get(n, "assign"), _CopiedOnSave)
+        for n in node.outputs
+        if n not in persisted
+    } | task.custom_outputs
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
     if hooked:  # the run's parameters, ...: not checked one by one, as by DataCatalog()
         catalog._datasets = {**for_hooks[0], **catalog._datasets}

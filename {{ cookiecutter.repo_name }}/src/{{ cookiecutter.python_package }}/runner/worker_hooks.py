@@ -232,17 +232,14 @@ def _merge(
             target[key] = value
         elif kind == "add":
             target[key] = (current or 0) + value
-        elif id(current) in merged:
-            continue  # reached by another name: merged already
-        elif kind == "merge" and isinstance(current, MutableMapping):
+        elif id(current) not in merged:  # else reached by another name: merged once
             merged.add(id(current))
-            _merge(current, value, merged)
-        elif kind == "extend" and isinstance(current, list):
-            merged.add(id(current))
-            current.extend(value)
-        elif kind == "update" and isinstance(current, set):
-            merged.add(id(current))
-            current.update(value)
+            if kind == "merge" and isinstance(current, MutableMapping):
+                _merge(current, value, merged)
+            elif kind == "extend" and isinstance(current, list):
+                current.extend(value)
+            elif kind == "update" and isinstance(current, set):
+                current.update(value)
 
 
 def _pickled(plugins: dict[str, Any]) -> bytes:
