@@ -123,7 +123,6 @@ class DaskRunner(AbstractRunner):
         if config.check_shared_storage and elsewhere:
             storage = SharedStorage.of(datasets)
         build = project_build(config, elsewhere)
-        clock = NodeClock(pipeline.nodes, config.tag_timeouts)
         run = RunContext(
             token=token,
             run_id=run_id,
@@ -132,9 +131,9 @@ class DaskRunner(AbstractRunner):
             logging_levels=driver_logging_levels(),
             warning_filters=driver_warning_filters(),
             driver_process=this_process(),
-            timed_nodes=frozenset(clock.limits),
         )
         graph = TaskGraph(pipeline, datasets, run)
+        clock = NodeClock(graph.node_keys, config.tag_timeouts)
         held = CtrlCHeldBack()  # Ctrl-C waits while the run's parts close
         with (
             failures_unlogged(token),

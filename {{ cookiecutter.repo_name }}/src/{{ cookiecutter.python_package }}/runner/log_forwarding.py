@@ -297,6 +297,18 @@ def subscribed(
 
 
 @contextmanager
+def registered(client: distributed.Client, plugin: Any, name: str) -> Iterator[None]:
+    """The worker plugin on every worker, late joiners too, in the block."""
+    client.register_plugin(plugin, name=name)
+    try:
+        yield
+    finally:
+        if client.status == "running":
+            with suppress(Exception):  # not over the run's own error
+                client.unregister_worker_plugin(name)
+
+
+@contextmanager
 def failures_unlogged(run_token: str) -> Iterator[None]:
     """Workers in this process (``processes: false``) log a failed node and, until they
     close, every task cancelled after it: the run raises the node's error, named."""

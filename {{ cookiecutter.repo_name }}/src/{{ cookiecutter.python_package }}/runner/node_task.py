@@ -30,7 +30,6 @@ from .kedro_internals import _copy_with_mode, _infer_copy_mode, _NullPluginManag
 from .log_forwarding import node_logs_to_driver
 from .recomputed_nodes import INTERRUPTED, RECOMPUTED, marks
 from .run_setup import hooks_here
-from .time_limits import announce_start
 from .worker_hooks import mlflow_runs_left_open
 
 logger = logging.getLogger(__name__)
@@ -51,8 +50,6 @@ class RunContext:
     warning_filters: dict[int, bytes]
     #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
-    #: Nodes with a time limit (``time_limits``), which announce their start.
-    timed_nodes: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -81,8 +78,6 @@ class Inline:
 def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     """``upstream``: the values of ``task.memory_inputs``, then arguments that only make
     Dask wait for nodes with persisted outputs. Returns None, one output or a tuple."""
-    if task.node.name in task.run.timed_nodes:
-        announce_start(task.run.token, task.node.name)
     if task.computes_dask or any(map(is_dask_collection, upstream)):
         leave_the_worker_thread_pool()
     in_driver = in_driver_process(task.run.driver_process)

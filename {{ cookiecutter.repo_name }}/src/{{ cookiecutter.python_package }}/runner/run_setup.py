@@ -20,7 +20,7 @@ from distributed.diagnostics.plugin import WorkerPlugin
 
 from .builds import in_driver_process
 from .errors import DaskRunError, DaskSetupError, pickled_each
-from .log_forwarding import subscribed
+from .log_forwarding import registered, subscribed
 from .shared_storage import SharedStorage
 from .worker_hooks import HooksOnWorker, driver_hook_managers, merge_additions
 
@@ -152,19 +152,17 @@ def workers_prepared(
         with (
             subscribed(client, f"{_name(token)}-additions", added.append),
             storage.marked(token) if storage else contextlib.nullcontext() as marked,
+            contextlib.ExitStack() as plugin,
         ):
-            if run.prepared:
+            if run.prepared:  # restores the workers' environment as it goes
                 setup = RunSetup(pickled, environment, marked, run.driver_process)
-                client.register_plugin(setup, name=_name(token))
+                plugin.enter_context(registered(client, setup, _name(token)))
             unseen = client.run(_unseen, token) if marked is not None else {}
             if unseen := {w: folders for w, folders in unseen.items() if folders}:
                 raise DaskSetupError(marked.refusal(unseen))  # type: ignore[union-attr]
             yield
     finally:
         driver_hook_managers.pop(token, None)
-        if client.status == "running" and run.prepared:
-            with contextlib.suppress(Exception):  # restores the workers' environment
-                client.unregister_worker_plugin(_name(token))
         for _, additions in added:  # sent before each node ended
             merge_additions(hook_manager.get_plugin, additions)
 

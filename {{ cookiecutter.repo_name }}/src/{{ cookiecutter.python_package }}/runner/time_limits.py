@@ -5,14 +5,16 @@ thread stays busy until it returns."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import nullcontext
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import cloudpickle
 import distributed
+from distributed.diagnostics.plugin import WorkerPlugin
 
-from .log_forwarding import subscribed
+from .log_forwarding import registered, subscribed
 
 if TYPE_CHECKING:
     from kedro.pipeline.node import Node
@@ -24,26 +26,34 @@ class NodeClock:
     """On the driver: one run's limited nodes, and when each started."""
 
     def __init__(
-        self, nodes: Iterable[Node], tag_timeouts: Mapping[str, float]
+        self, node_keys: Mapping[Node, Any], tag_timeouts: Mapping[str, float]
     ) -> None:
         #: ``(seconds, tag)`` of the smallest limit of each node's tags, by name.
         self.limits: dict[str, tuple[float, str]] = {}
-        for node in nodes:
+        #: The Dask keys of the limited nodes' tasks, with the nodes' names.
+        self._keys: dict[Any, str] = {}
+        for node, key in node_keys.items():
             tagged = [(tag_timeouts[tag], tag) for tag in node.tags & set(tag_timeouts)]
             if tagged:
-                self.limits[node.name] = min(tagged)
+                self.limits[node.name], self._keys[key] = min(tagged), node.name
         self._started: dict[str, float] = {}
         self._finished: set[str] = set()
 
     @contextlib.contextmanager
     def running(self, client: distributed.Client, run_token: str) -> Iterator[None]:
-        """Hears the starts ``announce_start`` sends from the workers."""
+        """Has the workers announce the limited nodes' starts, and hears them."""
+        if not self.limits:
+            yield
+            return
 
         def started(event: tuple[float, dict[str, Any]]) -> None:
-            if event[1]["run"] == run_token:  # another run's, on a shared cluster
-                self._started.setdefault(event[1]["node"], time.monotonic())
+            self._started.setdefault(event[1]["node"], time.monotonic())
 
-        with subscribed(client, TOPIC, started) if self.limits else nullcontext():
+        topic = f"{TOPIC}-{run_token}"
+        with (
+            subscribed(client, topic, started),
+            registered(client, _AnnounceStarts(self._keys, topic), topic),
+        ):
             yield
 
     def finished(self, name: str) -> None:
@@ -64,6 +74,19 @@ class NodeClock:
         return None
 
 
-def announce_start(run_token: str, node_name: str) -> None:
-    """In a limited node's task, as it starts: the driver's clock starts then."""
-    distributed.get_worker().log_event(TOPIC, {"run": run_token, "node": node_name})
+class _AnnounceStarts(WorkerPlugin):
+    """On each worker, late joiners too: tells the driver as a limited node's task
+    starts executing. Pickled by value: the cluster may lack the project."""
+
+    def __init__(self, keys: dict[Any, str], topic: str) -> None:
+        self.keys, self.topic = keys, topic
+
+    def setup(self, worker: distributed.Worker) -> None:
+        self.worker = worker
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if finish == "executing" and key in self.keys:
+            self.worker.log_event(self.topic, {"node": self.keys[key]})
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
