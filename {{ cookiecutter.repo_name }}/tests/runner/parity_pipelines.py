@@ -436,6 +436,68 @@ def confirmed_downstream() -> Case:
     return Case("confirmed_downstream", pipeline, catalog)
 
 
+def make_partitions():
+    return {"p1": pd.DataFrame({"a": [1]}), "p2": pd.DataFrame({"a": [2]})}
+
+
+def produced_then_confirmed() -> Case:
+    """`incoming` gets partitions from one node, then is read and confirmed by the
+    next: the reader must see them."""
+    pipeline = Pipeline(
+        [
+            Node(make_partitions, None, "incoming", name="produce"),
+            Node(
+                partition_names, "incoming", "names", name="read", confirms="incoming"
+            ),
+        ]
+    )
+
+    def catalog(folder: Path) -> DataCatalog:
+        incoming = folder / "incoming"
+        incoming.mkdir(parents=True)
+        (incoming / "p0.csv").write_text("a\n0\n")
+        dataset = IncrementalDataset(path=str(incoming), dataset="pandas.CSVDataset")
+        return _catalog({"incoming": dataset})
+
+    return Case("produced_then_confirmed", pipeline, catalog)
+
+
+def absolute(value):
+    return abs(value)
+
+
+def at_most_ten(value):
+    if value > 10:  # noqa: PLR2004
+        raise ValueError(f"{value} is over 10")
+    return value
+
+
+def validated(seed: int) -> Case:
+    """Kedro 1.7's catalog `validator:`: `seed` is made positive as it loads,
+    `doubled` is refused over 10 as it saves."""
+    pipeline = Pipeline([Node(double, "seed", "doubled", name="double")])
+
+    def catalog(folder: Path) -> DataCatalog:
+        (folder / "seed.json").write_text(str(seed))
+        json = {"type": "json.JSONDataset"}
+        load_only = {"class": f"{__name__}.absolute", "on": ["load"]}
+        config = {
+            "seed": {
+                **json,
+                "filepath": str(folder / "seed.json"),
+                "validator": load_only,
+            },
+            "doubled": {
+                **json,
+                "filepath": str(folder / "doubled.json"),
+                "validator": f"{__name__}.at_most_ten",
+            },
+        }
+        return DataCatalog.from_config(config)
+
+    return Case(f"validated_{seed}", pipeline, catalog)
+
+
 def memory_subclass() -> Case:
     """`halved` and `halved_free` are of a MemoryDataset subclass: the consumer gets
     what its save kept, the caller the free output saved once."""

@@ -43,6 +43,7 @@ from {{ cookiecutter.python_package }}.runner.cluster import (
 from {{ cookiecutter.python_package }}.runner.dask_runner import add_memory_datasets
 from {{ cookiecutter.python_package }}.runner.interrupts import CtrlCHeldBack
 from {{ cookiecutter.python_package }}.runner.task_graph import SubmittedGraph
+from {{ cookiecutter.python_package }}.runner.worker_hooks import environment_at_start
 
 from . import parity_pipelines as cases
 
@@ -565,6 +566,9 @@ class TestLifecycle:
             [Node(_run_plugins_here, "seed", "kept", name="look"), *_doubled().nodes]
         )
         outputs = Pipeline([Node(cases.identity, "kept", "seen", name="copy")])
+        # What this test's process set since its first runner (PYTEST_CURRENT_TEST)
+        # would go to the workers: this runner starts from this environment.
+        environment_at_start.cache_clear()
         runner = DaskRunner(
             address=process_cluster.scheduler_address,
             upload_project=False,

@@ -58,6 +58,18 @@ def test_plugins_state_goes_to_the_workers_and_comes_back(
             assert set(left.values()) == {None}, "the environment stayed on workers"
 
 
+def test_a_variable_set_before_the_runner_was_made_reaches_the_workers(
+    cluster: LocalCluster, tmp_path, monkeypatch
+):
+    """A notebook's next session makes a new runner after the last run's plugins
+    set the variable, and the workers undid it after that run."""
+    monkeypatch.setenv("STATEFUL_PLUGIN_SETTING", "set by a plugin")
+    expected = _run(SequentialRunner(), StatefulPlugin(), tmp_path / "seq")
+    for run in ("first", "second"):
+        runner = DaskRunner(address=cluster.scheduler_address, upload_project=False)
+        assert _run(runner, StatefulPlugin(), tmp_path / run) == expected, run
+
+
 class _OnlyWhereMade(JSONDataset):
     """Cannot be unpickled in another process, as a dataset of a package the workers
     lack: it must not take the others from the hooks' catalog."""
@@ -102,14 +114,26 @@ def test_what_a_worker_leaving_mid_run_collected_comes_back(tmp_path):
     assert set(plugin.seen) == plugin.finished == {"first", "second", "retire", "last"}
 
 
-def _collected(runner, folder) -> dict:
+def _collected(runner, folder) -> tuple[dict, set[int]]:
+    """The plugin's summary, and the processes its node hooks fired in."""
     plugin, manager = CollectingPlugin(), _create_hook_manager()
     manager.register(plugin)
     manager.register(LockKeepingPlugin())
-    case = cases.fan_out_fan_in(width=6)
+    # Two slow roots, both started before either ends: one on each worker, where
+    # their branches then run.
+    pipeline = Pipeline(
+        [
+            *(Node(_slowly_add_one, "seed", side, name=side) for side in "ab"),
+            *(
+                Node(cases.add_one, side, f"{side}{i}", name=f"{side}{i}")
+                for side in "ab"
+                for i in range(3)
+            ),
+        ]
+    )
     folder.mkdir()
-    runner.run(case.pipeline, case.catalog(folder), manager)
-    return plugin.summary()
+    runner.run(pipeline, cases._catalog({"seed": MemoryDataset(1)}), manager)
+    return plugin.summary(), plugin.processes
 
 
 def test_what_plugins_collect_across_workers_adds_up_as_in_one_process(
@@ -117,13 +141,16 @@ def test_what_plugins_collect_across_workers_adds_up_as_in_one_process(
 ):
     """Each worker's part counts, whatever shape the state has."""
     runner = DaskRunner(address=cluster.scheduler_address, upload_project=False)
-    expected = _collected(SequentialRunner(), tmp_path / "seq")
-    assert _collected(runner, tmp_path / "dask") == expected
-    assert len(expected["calls"]) == 8  # noqa: PLR2004 (the fan-out's nodes)
+    expected, _ = _collected(SequentialRunner(), tmp_path / "seq")
+    actual, processes = _collected(runner, tmp_path / "dask")
+    assert actual == expected
+    assert len(expected["calls"]) == 8  # noqa: PLR2004 (the roots and branches)
+    with Client(cluster, set_as_default=False) as client:
+        assert len(processes) == len(set(client.run(os.getpid).values()))
 
 
 def _catalog_read_by_hooks(runner, folder) -> dict:
-    names = ("parameters", "params:factor_3", "unused", "unused_lazy")
+    names = ("parameters", "params:factor_3", "unused", "unused_lazy", "added")
     plugin, manager = CatalogReadingPlugin(names), _create_hook_manager()
     manager.register(plugin)
     case = cases.fan_out_fan_in(width=4)
@@ -135,6 +162,7 @@ def _catalog_read_by_hooks(runner, folder) -> dict:
     config = {"type": "json.JSONDataset", "filepath": str(folder / "unused.json")}
     catalog["unused_lazy"] = _LazyDataset("unused_lazy", config)
     catalog["not_on_workers"] = _OnlyWhereMade(filepath=str(folder / "x.json"))
+    catalog["added"] = MemoryDataset({"added": "by a plugin"})  # no node's
     runner.run(case.pipeline, catalog, manager)
     return plugin.read
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from distributed import Client, LocalCluster
 from distributed.stealing import fast_tasks
-from kedro.io import CachedDataset, DatasetError, MemoryDataset
+from kedro.io import CachedDataset, DataCatalog, DatasetError, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import CSVDataset
@@ -186,6 +186,69 @@ def test_a_node_ending_python_ends_the_run_as_in_sequential(
         with pytest.raises(type(exit)) as raised:
             runner.run(pipeline, cases._catalog({"seed": MemoryDataset(1)}))
         assert raised.value.args == exit.args
+        assert getattr(raised.value, "code", None) == getattr(exit, "code", None)
+
+
+def test_partitions_a_node_made_are_read_and_confirmed_as_in_sequential(
+    cluster, hook_manager, tmp_path
+):
+    found = {}
+    for name, runner in (("seq", SequentialRunner()), ("dask", dask_runner(cluster))):
+        case = cases.produced_then_confirmed()
+        result = runner.run(case.pipeline, case.catalog(tmp_path / name), hook_manager)
+        checkpoint = (tmp_path / name / "incoming" / "CHECKPOINT").read_text()
+        found[name] = (result["names"].load(), checkpoint)
+    assert found["dask"] == found["seq"]
+    assert len(found["seq"][0]) == 3  # noqa: PLR2004 (p0 and the two made)
+
+
+@pytest.mark.skipif(
+    not hasattr(DataCatalog, "validator_specs"), reason="validators: Kedro 1.7+"
+)
+def test_catalog_validators_check_what_nodes_load_and_save_as_in_sequential(
+    cluster, hook_manager, tmp_path
+):
+    outcomes: dict[str, list] = {"seq": [], "dask": []}
+    for seed in (-2, 8):  # made 2 as it loads; 16 refused as it saves
+        for name, runner in (
+            ("seq", SequentialRunner()),
+            ("dask", dask_runner(cluster)),
+        ):
+            folder = tmp_path / f"{name}{seed}"
+            folder.mkdir()
+            case = cases.validated(seed)
+            try:
+                runner.run(case.pipeline, case.catalog(folder), hook_manager)
+            except Exception as error:  # noqa: BLE001 (its type is compared)
+                outcomes[name].append(type(error).__name__)
+            doubled = folder / "doubled.json"
+            outcomes[name].append(doubled.read_text() if doubled.exists() else None)
+    assert outcomes["dask"] == outcomes["seq"] == ["4", "DataValidationError", None]
+
+
+def test_a_runtime_pattern_of_the_catalog_class_gives_its_own_dataset(
+    cluster, hook_manager, tmp_path
+):
+    """Names are matched pattern by pattern (each name here matches one: Kedro
+    tries runtime patterns in no set order), not all taken as the first one's."""
+    pipeline = Pipeline(
+        [
+            Node(cases.make_items, None, "mem_a", name="make_a"),
+            Node(cases.make_items, None, "z_pickled", name="make_z"),
+            Node(cases.count_after, ["z_pickled", "mem_a"], "mem_n", name="count"),
+        ]
+    )
+    for name, runner in (("seq", SequentialRunner()), ("dask", dask_runner(cluster))):
+        pickled = str(tmp_path / name / "{name}.pkl")
+
+        class PatternCatalog(DataCatalog):
+            default_runtime_patterns = {  # noqa: RUF012 (as Kedro declares it)
+                "{name}_pickled": {"type": "pickle.PickleDataset", "filepath": pickled},
+                "mem_{name}": {"type": "kedro.io.MemoryDataset"},
+            }
+
+        runner.run(pipeline, PatternCatalog(), hook_manager)
+        assert (tmp_path / name / "z.pkl").exists(), name
 
 
 def test_a_transcoded_name_left_out_of_the_catalog_fails_as_in_sequential(

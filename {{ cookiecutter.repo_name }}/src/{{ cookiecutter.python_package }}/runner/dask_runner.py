@@ -4,7 +4,6 @@ keywords are the keys of the ``dask_client`` block of ``parameters.yml`` (README
 from __future__ import annotations
 
 import copy
-import os
 import sys
 import time
 import uuid
@@ -29,6 +28,7 @@ from .cluster import (
 )
 from .errors import DaskRunError, NodeExited
 from .interrupts import CtrlCHeldBack
+from .kedro_internals import validator_specs
 from .log_forwarding import (
     driver_logging_levels,
     driver_warning_filters,
@@ -48,7 +48,7 @@ from .run_setup import workers_prepared
 from .shared_storage import SharedStorage
 from .task_graph import SubmittedGraph, TaskGraph, check_resources
 from .time_limits import NodeClock
-from .worker_hooks import datasets_for_hooks, worker_hooks
+from .worker_hooks import datasets_for_hooks, environment_at_start, worker_hooks
 from .worker_watch import WorkerWatch, workers_died
 
 #: How often the waiting driver checks scheduler, workers and time limits.
@@ -66,8 +66,8 @@ class DaskRunner(AbstractRunner):
         super().__init__(is_async=is_async)
         self._options = dask_client
         self._config = DaskClientConfig.from_options(dask_client)
+        environment_at_start()  # before a LocalCluster's fork server starts
         prepare_local_cluster(self._config)
-        self._environment = dict(os.environ)  # plugins' changes go to the workers
 
     def run(
         self,
@@ -113,12 +113,13 @@ class DaskRunner(AbstractRunner):
             for name in pipeline.datasets() | confirmed
             if (dataset := catalog.get(name)) is not None
         }
-        for_hooks = datasets_for_hooks(catalog)  # once the pipeline's are materialised
+        # Once the pipeline's datasets are materialised:
+        for_hooks = datasets_for_hooks(catalog, pipeline)
         where = where_workers_run(config)
         elsewhere = where == "anywhere"  # workers may lack our files and code
         hooks = None  # workers in this very process fire the driver's plugins
         if where != "this process":
-            hooks = worker_hooks(hook_manager, self._environment)
+            hooks = worker_hooks(hook_manager)
         storage = None  # the local directories workers must see, if any
         if config.check_shared_storage and elsewhere:
             storage = SharedStorage.of(datasets)
@@ -131,6 +132,7 @@ class DaskRunner(AbstractRunner):
             logging_levels=driver_logging_levels(),
             warning_filters=driver_warning_filters(),
             driver_process=this_process(),
+            validators=validator_specs(catalog),
         )
         graph = TaskGraph(pipeline, datasets, run)
         clock = NodeClock(graph.node_keys, config.tag_timeouts)
@@ -253,8 +255,9 @@ class _Waiting:
             raise DaskRunError(self._scheduler_lost())
         if setup_error := project_missing_on_scheduler(error):
             raise setup_error from error
-        if isinstance(error, NodeExited):  # SystemExit, KeyboardInterrupt
-            raise error.args[0]
+        if isinstance(error, NodeExited):  # SystemExit, KeyboardInterrupt: made anew,
+            exited = error.args[0]  # as Dask's unpickling drops SystemExit.code
+            raise type(exited)(*exited.args)
         if isinstance(error, distributed.scheduler.KilledWorker):
             raise DaskRunError(workers_died(node.name, error)) from error
         if sys.version_info >= (3, 11):
@@ -271,17 +274,19 @@ def _project_tags(pipeline: Pipeline) -> set[str]:
 
 def add_memory_datasets(pipeline: Pipeline, catalog: CatalogProtocol) -> None:
     """Kedro's warm-up in ``AbstractRunner.run``, cheaply: names no catalog pattern
-    matches get copies of one ``MemoryDataset`` instead of a slow lookup each. Inputs
+    matches get copies of the ``MemoryDataset`` their runtime pattern (``{default}``)
+    made first, instead of a slow lookup each. Inputs
     are left to Kedro, whose check for a missing one must still fail the run."""
     if not isinstance(catalog, DataCatalog):
         return
-    model = None
+    models: dict[str, MemoryDataset] = {}  # by runtime pattern
     for name in sorted(pipeline.datasets() - pipeline.inputs()):
         if name in catalog:  # registered, or matched by a catalog pattern
             continue
-        if model is not None:
-            catalog[name] = copy.copy(model)
+        pattern = catalog.config_resolver.match_runtime_pattern(name)
+        if pattern in models:
+            catalog[name] = copy.copy(models[pattern])
             continue
         dataset = catalog.get(name, fallback_to_runtime_pattern=True)
         if type(dataset) is MemoryDataset:
-            model = dataset
+            models[pattern] = dataset

@@ -1,6 +1,6 @@
 """Private Kedro names the project imports, and why: ``nox -s kedro_versions`` tests the
 oldest and newest Kedro. Also used: ``Node._copy``, ``_suggest_resume_scenario``,
-``DataCatalog._datasets`` and ``_lazy_datasets``, datasets' ``_data``,
+``DataCatalog._datasets``, ``_lazy_datasets`` and ``_validator_specs``, datasets' ``_data``,
 ``_copy_mode``, ``_init_args``, ``_filepath``, ``_fs``, ``_get_versioned_path``,
 ``_exists_function`` and kedro-datasets' partitioned datasets' ``_list_partitions``."""
 
@@ -36,6 +36,13 @@ def config_loader(
     return session._get_config_loader(runtime_params)  # type: ignore[attr-defined]
 
 
+def validator_specs(catalog: Any) -> dict[str, Any]:
+    """The catalog's ``validator:`` declarations (Kedro 1.7), for the workers' own
+    catalogs to apply; none where validation is off, or before Kedro 1.7."""
+    enabled = getattr(catalog, "_is_validation_enabled", None)
+    return dict(catalog.validator_specs) if enabled and enabled() else {}
+
+
 __all__ = [
     "_NullPluginManager",
     "_copy_with_mode",
@@ -44,4 +51,5 @@ __all__ = [
     "_register_hooks",
     "_resolve_runner_kwargs",
     "config_loader",
+    "validator_specs",
 ]

@@ -50,6 +50,8 @@ class RunContext:
     warning_filters: dict[int, bytes]
     #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
+    #: The run catalog's ``validator:`` declarations, applied where nodes load and save.
+    validators: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
         if n not in persisted
     } | task.custom_outputs
     catalog = DataCatalog(datasets={**persisted, **inputs, **outputs})
+    catalog._validator_specs = task.run.validators
     if hooked:  # the run's parameters, ...: not checked one by one, as by DataCatalog()
         catalog._datasets = {**for_hooks[0], **catalog._datasets}
         catalog._lazy_datasets = dict(for_hooks[1])  # no own names: all materialised

@@ -276,11 +276,12 @@ def _fresh_for_workers(
     """Workers get copies of the persisted datasets, which would keep what the driver
     cached (a version or partitions Kedro's ``exists()`` found) after a node saved
     anew: Kedro's own ``release`` drops it. A confirmed dataset (IncrementalDataset)
-    is then listed once, so the confirming node checkpoints what the loader read."""
+    no node of the run saves is then listed once, so the confirming node checkpoints
+    what the loader read; one a node saves is listed where it is loaded, after that."""
     for name in persisted:
         datasets[name].release()
     confirmed = {name for node in pipeline.nodes for name in node.confirms}
-    for name in confirmed & persisted:
+    for name in (confirmed & persisted) - pipeline.all_outputs():
         if callable(listing := getattr(datasets[name], "_list_partitions", None)):
             listing()
 

@@ -5,6 +5,7 @@ driver's plugins before ``after_pipeline_run``."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ import cloudpickle
 import distributed
 from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from kedro.io import AbstractDataset, CatalogProtocol, DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
 from pluggy import PluginManager
 
 from .errors import DaskSetupError, pickled_each, unpicklable, unpickled_each
@@ -45,9 +47,15 @@ class WorkerHooks:
     modules: frozenset[str] = frozenset()
 
 
-def worker_hooks(
-    hook_manager: Any, environment_before: Mapping[str, str]
-) -> WorkerHooks | None:
+@functools.cache
+def environment_at_start() -> dict[str, str]:
+    """This process's environment as its first DaskRunner was made, which a
+    LocalCluster's workers start with: each run sets on the workers what differs
+    from it then (plugins set MLflow's variables), and undoes it afterwards."""
+    return dict(os.environ)
+
+
+def worker_hooks(hook_manager: Any) -> WorkerHooks | None:
     """The run's plugins and environment for the workers; None if nothing to send."""
     managed = isinstance(hook_manager, PluginManager)
     plugins = {
@@ -55,25 +63,29 @@ def worker_hooks(
         for name, plugin in (hook_manager.list_name_plugin() if managed else ())
         if NODE_HOOKS & {c.name for c in hook_manager.get_hookcallers(plugin) or ()}
     }
+    before = environment_at_start()
     environment: dict[str, str | None] = {
-        n: v for n, v in os.environ.items() if environment_before.get(n) != v
+        n: v for n, v in os.environ.items() if before.get(n) != v
     }
-    environment.update({n: None for n in environment_before if n not in os.environ})
+    environment.update({n: None for n in before if n not in os.environ})
     if not plugins and not environment:
         return None
     modules = frozenset(type(plugin).__module__ for plugin in plugins.values())
     return WorkerHooks(_pickled(plugins) if plugins else None, environment, modules)
 
 
-def datasets_for_hooks(catalog: CatalogProtocol) -> HookDatasets:
+def datasets_for_hooks(catalog: CatalogProtocol, pipeline: Pipeline) -> HookDatasets:
     """What node hooks find in the run's catalog under SequentialRunner, but the
-    in-memory data, which is on other workers. Lazy ones travel as configurations."""
+    nodes' in-memory data, which is on other workers. Lazy ones travel as
+    configurations."""
     if not isinstance(catalog, DataCatalog):
         return {}, {}
+    on_workers = pipeline.datasets()
     return {
         name: dataset
         for name, dataset in catalog._datasets.items()
         if not isinstance(dataset, MemoryDataset)
+        or name not in on_workers
         or name == "parameters"
         or name.startswith("params:")
     }, dict(catalog._lazy_datasets)
@@ -169,8 +181,9 @@ def mlflow_runs_left_open() -> Iterator[None]:
 def _added(before: Any, after: Any) -> tuple[str, Any] | None:
     """How ``after`` grew from ``before``: ``("new", after)`` if ``before`` was not
     there, ``("merge", {key: change})`` for a mapping, ``("extend", items)`` appended
-    to a list, ``("update", items)`` new in a set, ``("add", n)`` to a ``Counter``'s
-    count, else ``("set", after)``; None if it did not change. Removals are not sent."""
+    to a list, ``("update", items)`` new in a set, ``("add", n)`` to a number in a
+    mapping (a ``Counter``'s count), else ``("set", after)``; None if it did not
+    change. Removals are not sent."""
     if _equal(before, after):
         return None
     if before is None or before is _ABSENT:
@@ -181,13 +194,10 @@ def _added(before: Any, after: Any) -> tuple[str, Any] | None:
             old = before.get(key, _ABSENT)
             if old is not _ABSENT and _equal(old, value):
                 continue  # most keys, once a node has sent them: compared in C
-            count = 0 if old is _ABSENT else old
-            if (
-                isinstance(after, Counter)
-                and isinstance(value, int)
-                and isinstance(count, int)
-            ):
-                found[key] = ("add", value - count)
+            if old is _ABSENT and isinstance(after, Counter):
+                old = 0  # a Counter's missing key counts 0
+            if _is_number(value) and _is_number(old):  # counts and totals add up
+                found[key] = ("add", value - old)
             elif (change := _added(old, value)) is not None:
                 found[key] = change
         return ("merge", found) if found else None
@@ -200,6 +210,10 @@ def _added(before: Any, after: Any) -> tuple[str, Any] | None:
 
 
 _ABSENT = object()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _as_growth(value: Any) -> tuple[str, Any]:

@@ -83,8 +83,8 @@ class StatefulPlugin:
 
 
 class CollectingPlugin:
-    """Collects as plugins do: lists and sets in dicts, a Counter, arrays as dict
-    values, an attribute a node hook makes, one list under two names."""
+    """Collects as plugins do: lists and sets in dicts, a Counter, counts in dicts,
+    arrays as dict values, an attribute a node hook makes, one list under two names."""
 
     def __init__(self) -> None:
         self.calls: defaultdict[str, list[str]] = defaultdict(list)
@@ -93,11 +93,16 @@ class CollectingPlugin:
         self.samples: dict[str, np.ndarray] = {}
         self.events: list[str] = []
         self.same_events = self.events
+        self.totals: dict[str, Any] = {"nodes": 0, "deep": {"seconds": 0.0}}
+        self.processes: set[int] = set()
 
     @hook_impl
     def before_node_run(self, node):
         self.calls["before_node_run"].append(node.name)
         self.counts["nodes"] += 1
+        self.totals["nodes"] += 1
+        self.processes.add(os.getpid())
+        self.totals["deep"]["seconds"] += 0.5
         self.samples[node.name] = np.arange(3)
         self.events.append(node.name)
         if not hasattr(self, "made_by_a_node"):
@@ -113,6 +118,7 @@ class CollectingPlugin:
             "calls": sorted(self.calls["before_node_run"]),
             "datasets": self.datasets,
             "counts": dict(self.counts),
+            "totals": self.totals,
             "samples": {name: list(array) for name, array in self.samples.items()},
             "events": sorted(self.events),
             "one list": self.same_events is self.events,
