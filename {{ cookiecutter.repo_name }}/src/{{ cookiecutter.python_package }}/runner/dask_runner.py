@@ -30,8 +30,7 @@ from .errors import DaskRunError, NodeExited
 from .interrupts import CtrlCHeldBack
 from .kedro_internals import validator_specs
 from .log_forwarding import (
-    driver_logging_levels,
-    driver_warning_filters,
+    driver_logging,
     failures_unlogged,
     forward_node_logs,
 )
@@ -129,8 +128,7 @@ class DaskRunner(AbstractRunner):
             run_id=run_id,
             is_async=self._is_async,
             prepared=hooks is not None or storage is not None,
-            logging_levels=driver_logging_levels(),
-            warning_filters=driver_warning_filters(),
+            driver_logging=driver_logging(),
             driver_process=this_process(),
             validators=validator_specs(catalog),
         )

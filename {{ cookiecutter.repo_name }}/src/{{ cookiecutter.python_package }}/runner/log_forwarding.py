@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import pickle
 import sys
 import threading
 import traceback
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, TextIO
@@ -47,19 +49,18 @@ WORKER_START_LOGGING = json.dumps(
 )
 
 
-def driver_logging_levels() -> dict[str, int]:
-    """The levels set on this process's loggers; ``""`` is the root logger."""
+def driver_logging() -> bytes:
+    """This process's logger levels (``""``: the root logger) and warning filters, in
+    order, each filter pickled alone (a worker skips one whose category it cannot
+    import), compressed: Python's default filters name ``__main__``, and a task
+    whose pickle holds that word is pickled again by distributed with cloudpickle,
+    4 times slower, for every node."""
     levels = {"": logging.getLogger().level}
     for name, logger in logging.root.manager.loggerDict.items():
         if isinstance(logger, logging.Logger) and logger.level != logging.NOTSET:
             levels[name] = logger.level
-    return levels
-
-
-def driver_warning_filters() -> dict[int, bytes]:
-    """This process's warning filters, in order, pickled one by one: a worker skips
-    those whose category it cannot import (its nodes cannot raise it either)."""
-    return pickled_each(dict(enumerate(warnings.filters)))
+    filters = pickled_each(dict(enumerate(warnings.filters)))
+    return zlib.compress(pickle.dumps((levels, filters)))
 
 
 class _NodeLogForwarder(logging.Handler):
@@ -72,6 +73,8 @@ class _NodeLogForwarder(logging.Handler):
         #: Runs this process forwards the records of, or (driver) runs.
         self.tokens: set[str] = set()
         self.levels: dict[str, int] | None = None
+        #: The ``driver_logging`` these levels came from.
+        self.driver_logging = b""
         #: Set when the runner is about to close this worker: levels stay quiet.
         self.closing = False
         #: ``logging.captureWarnings``' own, for warnings outside nodes.
@@ -206,14 +209,16 @@ _setup_lock = threading.Lock()
 
 
 @contextmanager
-def node_logs_to_driver(
-    run_token: str, levels: dict[str, int], warning_filters: dict[int, bytes]
-) -> Iterator[None]:
+def node_logs_to_driver(run_token: str, driver_logging: bytes) -> Iterator[None]:
     """Forwards the run's node records and prints from this worker to its driver."""
     with _setup_lock:
-        if _forwarder.levels != levels and not _forwarder.closing:
-            _take_levels(levels)
-        if run_token not in _forwarder.tokens:  # this process's first node of the run
+        new_run = run_token not in _forwarder.tokens  # this process's first node of it
+        if new_run or _forwarder.driver_logging != driver_logging:
+            levels, warning_filters = pickle.loads(zlib.decompress(driver_logging))
+            if _forwarder.levels != levels and not _forwarder.closing:
+                _take_levels(levels)
+            _forwarder.driver_logging = driver_logging
+        if new_run:
             # The driver's filters, and no warning shown yet, as in a new process:
             # resetting bumps the filters' version, emptying every module's registry.
             filters = list(unpickled_each(warning_filters).values())

@@ -3,7 +3,6 @@ loading and generator nodes behave as under ``SequentialRunner``."""
 
 from __future__ import annotations
 
-import copy
 import functools
 import logging
 from collections.abc import Iterable
@@ -45,9 +44,8 @@ class RunContext:
     is_async: bool
     #: Workers were prepared (``run_setup.RunSetup``): nodes refuse unprepared ones.
     prepared: bool
-    logging_levels: dict[str, int]
-    #: Pickled one by one (``log_forwarding.driver_warning_filters``).
-    warning_filters: dict[int, bytes]
+    #: ``log_forwarding.driver_logging``: levels and warning filters, compressed.
+    driver_logging: bytes
     #: Driver's ``this_process()``: in-process workers log and fire hooks as it does.
     driver_process: str
     #: The run catalog's ``validator:`` declarations, applied where nodes load and save.
@@ -120,9 +118,7 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
     # In the driver's own process (threads) logs print as they are.
     forwarded: AbstractContextManager[None] = nullcontext()
     if not in_driver:
-        forwarded = node_logs_to_driver(
-            task.run.token, task.run.logging_levels, task.run.warning_filters
-        )
+        forwarded = node_logs_to_driver(task.run.token, task.run.driver_logging)
     guard = mlflow_runs_left_open() if hooked else nullcontext()
     with forwarded, guard, additions_sent:
         if again:
@@ -140,11 +136,14 @@ def run_node_task(task: NodeTask, *upstream: Any) -> Any:
             raise
         except (SystemExit, KeyboardInterrupt) as exited:
             raise NodeExited(exited) from None
-    values = tuple(outputs[name].load() for name in task.memory_outputs)
+    values = tuple(_saved(outputs[name]) for name in task.memory_outputs)
     refuse_persisted(task.node, zip(task.memory_outputs, values))
     if not in_driver:
         _refuse_unsendable(task.node, zip(task.memory_outputs, values))
     return values[0] if len(values) == 1 else values or None
+
+
+_ALWAYS_SENT = frozenset({int, float, bool, str, bytes, type(None)})
 
 
 def _refuse_unsendable(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
@@ -153,6 +152,8 @@ def _refuse_unsendable(node: Node, outputs: Iterable[tuple[str, Any]]) -> None:
     plain Python value (Kedro's ``MemoryDataset`` deep-copies it: SequentialRunner
     fails there too), an object array or Series, a DataFrame's object columns."""
     for name, value in outputs:
+        if type(value) in _ALWAYS_SENT:
+            continue
         by_object, dtype = value, str(getattr(value, "dtype", ""))
         if dtype != "object" and _copy_mode_for(value, None) != "deepcopy":
             if not callable(getattr(value, "select_dtypes", None)):
@@ -224,16 +225,24 @@ class _CopiedOnSave(MemoryDataset):
     def save(self, data: Any) -> None:
         self._data = _copy_with_mode(data, _copy_mode_for(data, self._copy_mode))
 
-    def load(self) -> Any:
-        return self._data if self._exists() else super().load()  # Kedro's error
+
+
+def _saved(dataset: MemoryDataset) -> Any:
+    """What the node saved: uncopied from ``_CopiedOnSave`` (without ``load``, which
+    Kedro wraps in logging code), loaded from a subclass, as Kedro would."""
+    if type(dataset) is _CopiedOnSave and dataset._exists():
+        return dataset._data
+    return dataset.load()  # a subclass's own load, or Kedro's error
 
 
 def _empty_memory_dataset(
     copy_mode: str | None, kind: type[MemoryDataset] = MemoryDataset
 ) -> MemoryDataset:
     """A copy of one per mode: Kedro's constructor inspects its signature on each call;
-    copies share only the never-changed init args."""
-    return copy.copy(_model_memory_dataset(copy_mode, kind))
+    copies share only the never-changed init args. ``copy.copy``, made cheaper."""
+    dataset = kind.__new__(kind)
+    dataset.__dict__.update(vars(_model_memory_dataset(copy_mode, kind)))
+    return dataset
 
 
 @functools.cache
