@@ -226,7 +226,6 @@ class _CopiedOnSave(MemoryDataset):
         self._data = _copy_with_mode(data, _copy_mode_for(data, self._copy_mode))
 
 
-
 def _saved(dataset: MemoryDataset) -> Any:
     """What the node saved: uncopied from ``_CopiedOnSave`` (without ``load``, which
     Kedro wraps in logging code), loaded from a subclass, as Kedro would."""
