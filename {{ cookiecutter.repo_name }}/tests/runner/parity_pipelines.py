@@ -473,7 +473,7 @@ def at_most_ten(value):
 
 
 def validated(seed: int) -> Case:
-    """Kedro 1.7's catalog `validator:`: `seed` is made positive as it loads,
+    """The catalog's `validator:`: `seed` is made positive as it loads,
     `doubled` is refused over 10 as it saves."""
     pipeline = Pipeline([Node(double, "seed", "doubled", name="double")])
 

@@ -202,9 +202,6 @@ def test_partitions_a_node_made_are_read_and_confirmed_as_in_sequential(
     assert len(found["seq"][0]) == 3  # noqa: PLR2004 (p0 and the two made)
 
 
-@pytest.mark.skipif(
-    not hasattr(DataCatalog, "validator_specs"), reason="validators: Kedro 1.7+"
-)
 def test_catalog_validators_check_what_nodes_load_and_save_as_in_sequential(
     cluster, hook_manager, tmp_path
 ):

@@ -37,8 +37,8 @@ def config_loader(
 
 
 def validator_specs(catalog: Any) -> dict[str, Any]:
-    """The catalog's ``validator:`` declarations (Kedro 1.7), for the workers' own
-    catalogs to apply; none where validation is off, or before Kedro 1.7."""
+    """The catalog's ``validator:`` declarations, for the workers' own catalogs to
+    apply; none where validation is off, or for a catalog class without them."""
     enabled = getattr(catalog, "_is_validation_enabled", None)
     return dict(catalog.validator_specs) if enabled and enabled() else {}
 
