@@ -113,7 +113,7 @@ class DaskRunner(AbstractRunner):
             if (dataset := catalog.get(name)) is not None
         }
         # Once the pipeline's datasets are materialised:
-        for_hooks = datasets_for_hooks(catalog, pipeline)
+        for_hooks = datasets_for_hooks(catalog, datasets.keys())
         where = where_workers_run(config)
         elsewhere = where == "anywhere"  # workers may lack our files and code
         hooks = None  # workers in this very process fire the driver's plugins

@@ -12,7 +12,7 @@ import sys
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,6 @@ import cloudpickle
 import distributed
 from kedro.framework.hooks.specs import DatasetSpecs, NodeSpecs
 from kedro.io import AbstractDataset, CatalogProtocol, DataCatalog, MemoryDataset
-from kedro.pipeline import Pipeline
 from pluggy import PluginManager
 
 from .errors import DaskSetupError, pickled_each, unpicklable, unpickled_each
@@ -74,13 +73,14 @@ def worker_hooks(hook_manager: Any) -> WorkerHooks | None:
     return WorkerHooks(_pickled(plugins) if plugins else None, environment, modules)
 
 
-def datasets_for_hooks(catalog: CatalogProtocol, pipeline: Pipeline) -> HookDatasets:
+def datasets_for_hooks(
+    catalog: CatalogProtocol, on_workers: Collection[str]
+) -> HookDatasets:
     """What node hooks find in the run's catalog under SequentialRunner, but the
     nodes' in-memory data, which is on other workers. Lazy ones travel as
     configurations."""
     if not isinstance(catalog, DataCatalog):
         return {}, {}
-    on_workers = pipeline.datasets()
     return {
         name: dataset
         for name, dataset in catalog._datasets.items()
